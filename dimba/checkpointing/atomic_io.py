@@ -1,0 +1,109 @@
+"""Crash-safe file writes: temporary file in the same directory, fsync, rename, fsync dir.
+
+A reader (or a resumed run) only ever sees a complete file under its final name; a
+crash leaves at worst a `*.tmp` file, which listings ignore and `remove_stale_temporaries`
+cleans up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+TMP_SUFFIX = ".tmp"
+
+
+def temporary_path(final: Path) -> Path:
+    """The temporary name beside `final`: same directory, so the rename is atomic.
+
+    Deterministic, so every rank of a distributed run names the same file; a leftover
+    from an interrupted write under this name is simply overwritten.
+    """
+    final = Path(final)
+    return final.parent / f".{final.name}{TMP_SUFFIX}"
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file, or every file in a directory tree, to disk."""
+    if path.is_dir():
+        for child in sorted(path.rglob("*")):
+            if child.is_file():
+                fsync_path(child)
+        fsync_dir(path)
+        return
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit(tmp: Path, final: Path) -> None:
+    """Make a fully written temporary file (or directory) durable under its final name."""
+    fsync_path(tmp)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+def discard(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def write_atomic(final: Path, write: Callable[[Path], Any]) -> None:
+    """Call `write(tmp_path)`, then commit it as `final`; on any error leave nothing behind."""
+    final = Path(final)
+    tmp = temporary_path(final)
+    try:
+        write(tmp)
+        commit(tmp, final)
+    except BaseException:
+        discard(tmp)
+        raise
+
+
+def write_json_atomic(final: Path, payload: Any) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+
+    write_atomic(final, write)
+
+
+def link_or_copy_atomic(source: Path, final: Path) -> None:
+    """Give an already durable file a second name without writing its bytes again."""
+    tmp = temporary_path(final)
+    tmp.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        commit(tmp, final)
+    except BaseException:
+        discard(tmp)
+        raise
+
+
+def stale_temporaries(directory: Path) -> Iterator[Path]:
+    return (p for p in Path(directory).glob(f".*{TMP_SUFFIX}"))
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete leftovers of interrupted writes (only ever our own `.name.XXXX.tmp` files)."""
+    removed = []
+    for path in stale_temporaries(directory):
+        discard(path)
+        removed.append(path)
+    return removed

@@ -1,0 +1,135 @@
+"""The Lightning side of progressive checkpointing.
+
+After every optimizer step the callback compares the (cached) trainable-parameter count
+with the next milestone. Crossed milestones are written through `trainer.save_checkpoint`,
+so every strategy serializes as it should, into a temporary file that the manager then
+publishes atomically, with the seed document's keys added to Lightning's own checkpoint.
+A milestone checkpoint is therefore also a Lightning checkpoint: `ckpt_path=` resumes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from dimba.checkpointing import atomic_io
+from dimba.checkpointing.manager import ProgressiveCheckpointManager, count_trainable_parameters
+
+
+class ProgressiveCheckpointCallback(Callback):
+    def __init__(
+        self,
+        milestones: Sequence[Any],
+        save_dir: str | Path = "./progressive_checkpoints",
+        enabled: bool = True,
+    ) -> None:
+        self.manager = ProgressiveCheckpointManager(milestones, save_dir, enabled)
+        self._count_cache: Optional[tuple[Any, int]] = None
+        self._last_checked_step: Optional[int] = None
+        self._saving: Optional[Dict[str, Any]] = None
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(save_dir=str(self.manager.save_dir))
+
+    @property
+    def enabled(self) -> bool:
+        return self.manager.enabled
+
+    # ----------------------------------------------------------------- counting
+    def parameter_count(self, pl_module: L.LightningModule) -> int:
+        """Trainable parameters, recounted only when the module says its structure changed.
+
+        A module without `structure_version` is recounted every time (still cheap: one
+        pass over the parameter tensors, not their elements).
+        """
+        version = getattr(pl_module, "structure_version", None)
+        if version is None or self._count_cache is None or self._count_cache[0] != version:
+            self._count_cache = (version, count_trainable_parameters(pl_module))
+        return self._count_cache[1]
+
+    # ----------------------------------------------------------------- hooks
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and self.enabled and trainer.is_global_zero:
+            self.manager.prepare_save_dir()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last_checked_step = trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        if not self.enabled or step == self._last_checked_step:
+            return  # no optimizer step in this batch (gradient accumulation)
+        self._last_checked_step = step
+        count = self.parameter_count(pl_module)
+        crossed = self.manager.tracker.crossed(count)
+        if crossed:
+            self.save_milestones(trainer, pl_module, crossed, count)
+
+    def save_milestones(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, milestones: List[int], count: int
+    ) -> None:
+        """One serialization for all `milestones`, published under each one's name.
+
+        Runs on every rank (`trainer.save_checkpoint` is a collective); only global rank
+        zero touches the files.
+        """
+        step = trainer.global_step
+        tmp = atomic_io.temporary_path(self.manager.checkpoint_path(max(milestones), step))
+        metadata = self._metadata(trainer, pl_module)
+        self._saving = {"milestones": milestones, "count": count, "metadata": metadata}
+        try:
+            trainer.save_checkpoint(tmp, weights_only=False)
+        finally:
+            self._saving = None
+        if trainer.is_global_zero:
+            self.manager.commit_milestones(tmp, milestones, step, count, metadata)
+        else:
+            self.manager.tracker.mark_reached(milestones)
+        trainer.strategy.barrier("dimba.progressive_checkpoint")
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: Dict[str, Any]) -> None:
+        if self._saving is None:
+            return
+        # The seed's keys alias Lightning's tensors: torch.save stores each storage once.
+        state = checkpoint["state_dict"]
+        prefix = "model."
+        if any(k.startswith(prefix) for k in state):
+            checkpoint["model_state_dict"] = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        else:
+            checkpoint["model_state_dict"] = dict(state)
+        if checkpoint.get("optimizer_states"):
+            checkpoint["optimizer_state_dict"] = checkpoint["optimizer_states"][0]
+        checkpoint.update(
+            self.manager.milestone_entries(
+                trainer.global_step, self._saving["milestones"], self._saving["count"], self._saving["metadata"]
+            )
+        )
+
+    def state_dict(self) -> Dict[str, Any]:
+        state = self.manager.state_dict()
+        if self._saving is not None:  # the checkpoint being written counts its own milestones
+            state["reached_milestones"] = sorted(set(state["reached_milestones"]) | set(self._saving["milestones"]))
+        return state
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self.manager.load_state_dict(state_dict)
+
+    # ----------------------------------------------------------------- helpers
+    @staticmethod
+    def _metadata(trainer: L.Trainer, pl_module: L.LightningModule) -> Dict[str, Any]:
+        metadata: Dict[str, Any] = {"epoch": trainer.current_epoch}
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("train/") or key.startswith("val/"):
+                metadata[key] = float(value)
+        if trainer.optimizers:
+            metadata["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        describe = getattr(pl_module, "checkpoint_metadata", None)
+        if callable(describe):
+            metadata.update(describe())
+        return metadata

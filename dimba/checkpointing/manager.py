@@ -1,0 +1,325 @@
+"""ProgressiveCheckpointManager: the seed document's API for milestone checkpoints.
+
+It owns the on-disk layout (file names, JSON sidecars, listing, lookup) and the milestone
+state. Two writers share it: `save_checkpoint` (plain PyTorch, e.g. SimpleTrainer or user
+code) and the Lightning callback, which lets `trainer.save_checkpoint` serialize and then
+hands the file to `commit_milestones`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from dimba.checkpointing import atomic_io
+from dimba.checkpointing.milestones import (
+    MilestoneTracker,
+    format_param_count,
+    milestone_label,
+    parse_milestones,
+)
+
+log = logging.getLogger(__name__)
+
+SIDECAR_FORMAT = "dimba.progressive_checkpoint/1"
+PathLike = Union[str, os.PathLike]
+
+
+class CheckpointLoadError(RuntimeError):
+    """A checkpoint file that cannot be read; the message names the file."""
+
+
+def ensure_console_logging() -> None:
+    """Show dimba's INFO lines (the 🎯 line) in plain scripts where nobody configured logging.
+
+    Under Hydra the root logger already has handlers and nothing is added, so the lines
+    reach the run's log file through the normal propagation.
+    """
+    package_logger = logging.getLogger("dimba")
+    if logging.getLogger().handlers or package_logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
+
+
+def count_trainable_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def checkpoint_name(milestone: int, global_step: int) -> str:
+    return f"checkpoint_{milestone_label(milestone)}_step_{int(global_step)}.pt"
+
+
+class ProgressiveCheckpointManager:
+    """Milestone state plus the files that record it, as in the seed document."""
+
+    def __init__(
+        self,
+        milestones: Sequence[Any],
+        save_dir: PathLike = "./progressive_checkpoints",
+        enabled: bool = True,
+    ) -> None:
+        self.enabled = bool(enabled)
+        self.tracker = MilestoneTracker(parse_milestones(list(milestones)) if milestones else [])
+        self.save_dir = Path(save_dir)
+        ensure_console_logging()
+
+    # ----------------------------------------------------------------- state
+    @property
+    def milestones(self) -> List[int]:
+        return list(self.tracker.milestones)
+
+    @property
+    def reached_milestones(self) -> List[int]:
+        return list(self.tracker.reached)
+
+    def get_next_milestone(self) -> Optional[int]:
+        return self.tracker.next_milestone()
+
+    def state_dict(self) -> Dict[str, List[int]]:
+        return self.tracker.state_dict()
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.tracker.load_state_dict(state)
+
+    @staticmethod
+    def format_param_count(count: int) -> str:
+        return format_param_count(count)
+
+    @staticmethod
+    def count_parameters(model: nn.Module) -> int:
+        """Trainable parameters, as the seed document counts them."""
+        return count_trainable_parameters(model)
+
+    def should_save_checkpoint(self, model: nn.Module) -> Tuple[bool, Optional[int]]:
+        """(True, smallest unsaved milestone the model has reached) or (False, None)."""
+        if not self.enabled:
+            return False, None
+        crossed = self.tracker.crossed(self.count_parameters(model))
+        return (True, crossed[0]) if crossed else (False, None)
+
+    # ----------------------------------------------------------------- writing
+    def prepare_save_dir(self) -> None:
+        """Create the directory and drop leftovers of interrupted writes."""
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        for path in atomic_io.remove_stale_temporaries(self.save_dir):
+            log.warning("Removed an incomplete checkpoint write: %s", path)
+
+    def checkpoint_path(self, milestone: int, global_step: int) -> Path:
+        return self.save_dir / checkpoint_name(milestone, global_step)
+
+    def build_checkpoint(
+        self,
+        model: nn.Module,
+        optimizer: Optional[torch.optim.Optimizer],
+        global_step: int,
+        milestones: Sequence[int],
+        current_params: int,
+        metadata: Optional[Dict[str, Any]] = None,
+    ) -> Dict[str, Any]:
+        """The seed document's checkpoint dict, for the plain-PyTorch writer."""
+        checkpoint = {"model_state_dict": model.state_dict()}
+        if optimizer is not None:
+            checkpoint["optimizer_state_dict"] = optimizer.state_dict()
+        checkpoint.update(self.milestone_entries(global_step, milestones, current_params, metadata))
+        return checkpoint
+
+    def milestone_entries(
+        self,
+        global_step: int,
+        milestones: Sequence[int],
+        current_params: int,
+        metadata: Optional[Dict[str, Any]] = None,
+    ) -> Dict[str, Any]:
+        """The seed's scalar keys. With several milestones in one save, the file's
+        `target_milestone` is the largest; each sidecar names its own milestone."""
+        return {
+            "global_step": int(global_step),
+            "current_params": int(current_params),
+            "target_milestone": int(max(milestones)),
+            "milestones": self.milestones,
+            "reached_milestones": sorted(set(self.tracker.reached) | {int(m) for m in milestones}),
+            "metadata": dict(metadata or {}),
+        }
+
+    def save_checkpoint(
+        self,
+        model: nn.Module,
+        optimizer: Optional[torch.optim.Optimizer] = None,
+        global_step: int = 0,
+        milestone: Optional[int] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+    ) -> str:
+        """Save one checkpoint for `milestone`, or for every milestone the model has crossed.
+
+        Returns the path of the largest milestone's checkpoint. The weights are serialized
+        once even when several milestones are saved together.
+        """
+        current = self.count_parameters(model)
+        milestones = [int(milestone)] if milestone is not None else self.tracker.crossed(current)
+        if not milestones:
+            raise ValueError(
+                f"No milestone to save: the model has {format_param_count(current)} trainable "
+                f"parameters and the next milestone is {self._next_str()}"
+            )
+        self.prepare_save_dir()
+        checkpoint = self.build_checkpoint(model, optimizer, global_step, milestones, current, metadata)
+        largest = self.checkpoint_path(max(milestones), global_step)
+        tmp = atomic_io.temporary_path(largest)
+        try:
+            torch.save(checkpoint, tmp)
+        except BaseException:
+            atomic_io.discard(tmp)
+            raise
+        paths = self.commit_milestones(tmp, milestones, global_step, current, metadata)
+        return str(paths[max(milestones)])
+
+    def commit_milestones(
+        self,
+        written: Path,
+        milestones: Sequence[int],
+        global_step: int,
+        current_params: int,
+        metadata: Optional[Dict[str, Any]] = None,
+    ) -> Dict[int, Path]:
+        """Publish a fully written temporary checkpoint under each milestone's name.
+
+        Order matters for crash safety: each `.pt` is durable before its sidecar, and the
+        milestones count as reached only after all files are in place.
+        """
+        milestones = sorted({int(m) for m in milestones})
+        paths = {m: self.checkpoint_path(m, global_step) for m in milestones}
+        largest = milestones[-1]
+        try:
+            atomic_io.commit(Path(written), paths[largest])
+        except BaseException:
+            atomic_io.discard(Path(written))
+            raise
+        for m in milestones[:-1]:
+            atomic_io.link_or_copy_atomic(paths[largest], paths[m])
+        reached = sorted(set(self.tracker.reached) | set(milestones))
+        for m in milestones:
+            sidecar = {
+                "format": SIDECAR_FORMAT,
+                "checkpoint": paths[m].name,
+                "global_step": int(global_step),
+                "current_params": int(current_params),
+                "current_params_str": format_param_count(current_params),
+                "target_milestone": m,
+                "milestone_str": milestone_label(m),
+                "milestones": self.milestones,
+                "reached_milestones": reached,
+                "saved_together_with": [paths[o].name for o in milestones if o != m],
+                "size_bytes": paths[m].stat().st_size,
+                "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "metadata": _jsonable(metadata or {}),
+            }
+            atomic_io.write_json_atomic(paths[m].with_suffix(".json"), sidecar)
+        self.tracker.mark_reached(milestones)
+        for m in milestones:
+            log.info(
+                "🎯 Progressive checkpoint saved: %s (current: %s) at step %d\n   Path: %s",
+                milestone_label(m),
+                format_param_count(current_params),
+                global_step,
+                paths[m],
+            )
+        return paths
+
+    # ----------------------------------------------------------------- reading
+    def list_checkpoints(self) -> List[Dict[str, Any]]:
+        """Complete milestone checkpoints in `save_dir` (checkpoint and sidecar both present),
+        sorted by milestone then step. Read from the sidecars: no torch load."""
+        entries = []
+        if not self.save_dir.is_dir():
+            return entries
+        for sidecar in sorted(self.save_dir.glob("checkpoint_*_step_*.json")):
+            try:
+                info = json.loads(sidecar.read_text(encoding="utf-8"))
+                target = int(info["target_milestone"])
+                checkpoint = sidecar.with_name(str(info["checkpoint"]))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("Skipping unreadable sidecar %s: %s", sidecar, exc)
+                continue
+            if not checkpoint.is_file():
+                log.warning("Skipping sidecar without its checkpoint: %s", sidecar)
+                continue
+            info["path"] = str(checkpoint)
+            info["metadata_path"] = str(sidecar)
+            info["target_milestone"] = target
+            entries.append(info)
+        return sorted(entries, key=lambda e: (e["target_milestone"], int(e.get("global_step", 0))))
+
+    def get_checkpoint_path_for_milestone(self, milestone: Any) -> Optional[str]:
+        """The newest complete checkpoint saved for exactly this milestone, if any."""
+        target = parse_milestones([milestone])[0]
+        matches = [e for e in self.list_checkpoints() if e["target_milestone"] == target]
+        return matches[-1]["path"] if matches else None
+
+    def saved_milestones(self) -> List[int]:
+        return sorted({e["target_milestone"] for e in self.list_checkpoints()})
+
+    def load_checkpoint(
+        self,
+        filepath: PathLike,
+        model: Optional[nn.Module] = None,
+        optimizer: Optional[torch.optim.Optimizer] = None,
+        map_location: Any = "cpu",
+        strict: bool = True,
+    ) -> Dict[str, Any]:
+        """Load weights (and optimizer state) and restore which milestones were reached.
+
+        Always `weights_only=True`: a checkpoint is data, never code.
+        """
+        checkpoint = load_checkpoint_file(filepath, map_location=map_location)
+        if model is not None:
+            model.load_state_dict(checkpoint["model_state_dict"], strict=strict)
+        if optimizer is not None and "optimizer_state_dict" in checkpoint:
+            optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
+        self.tracker.mark_reached(checkpoint.get("reached_milestones", []))
+        info = {k: v for k, v in checkpoint.items() if k not in _BULKY_KEYS}
+        info["path"] = str(filepath)
+        return info
+
+    def _next_str(self) -> str:
+        nxt = self.get_next_milestone()
+        return "none (all reached)" if nxt is None else milestone_label(nxt)
+
+
+_BULKY_KEYS = {"model_state_dict", "optimizer_state_dict", "state_dict", "optimizer_states", "lr_schedulers"}
+
+
+def load_checkpoint_file(filepath: PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
+    """`torch.load(weights_only=True)` with an error that names the file."""
+    path = Path(filepath)
+    if not path.is_file():
+        raise CheckpointLoadError(f"Checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # corrupt zip, truncated file, refused pickle
+        raise CheckpointLoadError(f"Cannot load checkpoint {path}: {exc}") from exc
+    if not isinstance(checkpoint, dict) or "model_state_dict" not in checkpoint:
+        raise CheckpointLoadError(f"{path} is not a dimba milestone checkpoint (no 'model_state_dict')")
+    return checkpoint
+
+
+def _jsonable(value: Any) -> Any:
+    """Metadata for the sidecar: tensors become numbers, everything else must be JSON."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,213 @@
+"""Config schemas (one dataclass per Hydra group), their validation, and registration.
+
+Validation lives in the dataclasses' `__post_init__`, which OmegaConf runs when the
+composed config is turned into objects (`validate`). Every user mistake becomes a
+`ConfigError` naming the key, the value and what is accepted, before anything trains.
+No torch or Lightning import here: a bad config fails in well under a second.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from dimba.checkpointing.milestones import ACCEPTED_FORMS, MilestoneError, parse_milestones
+from dimba.errors import ConfigError
+from dimba.model.config import DIMBAConfig
+
+ModelConfig = DIMBAConfig  # the `model` group's schema is the architecture itself
+
+BYTE_VOCAB = 256
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
+
+
+def _positive_int(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(key, value, "a positive integer")
+
+
+@dataclass
+class DataConfig:
+    """Byte-level text: the built-in corpus, or the user's own files."""
+
+    _target_: str = "dimba.data.TextDataModule"
+    files: List[str] = field(default_factory=list)
+    """Text files to train on, in order; empty means the built-in offline corpus."""
+    seq_len: int = 128
+    """Tokens (bytes) per training sequence."""
+    batch_size: int = 16
+    """Sequences per batch and device."""
+    val_fraction: float = 0.05
+    """Share of the token stream, taken from its end, held out for validation."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+
+    def __post_init__(self) -> None:
+        _positive_int("data.seq_len", self.seq_len)
+        _positive_int("data.batch_size", self.batch_size)
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ConfigError("data.num_workers", self.num_workers, "an integer >= 0")
+        if not isinstance(self.val_fraction, (int, float)) or not 0 < self.val_fraction < 0.5:
+            raise ConfigError("data.val_fraction", self.val_fraction, "a number between 0 and 0.5")
+        total = 0
+        for i, name in enumerate(self.files):
+            path = Path(name)
+            if not path.is_file():
+                raise ConfigError(f"data.files[{i}]", name, "an existing, readable text file")
+            if not os.access(path, os.R_OK):
+                raise ConfigError(f"data.files[{i}]", name, "a file this user can read")
+            size = path.stat().st_size
+            if size == 0:
+                raise ConfigError(f"data.files[{i}]", name, "a non-empty text file")
+            total += size
+        if self.files:
+            needed = self.seq_len * (self.batch_size + 1)
+            train_tokens = total - max(self.seq_len, int(total * self.val_fraction))
+            if train_tokens < self.seq_len * self.batch_size:
+                raise ConfigError(
+                    "data.files", list(self.files),
+                    f"at least {needed} bytes of text in all for seq_len={self.seq_len} and "
+                    f"batch_size={self.batch_size} (these hold {total})",
+                )
+
+
+@dataclass
+class TrainerConfig:
+    """Arguments of `lightning.Trainer`; any other Trainer argument can be added with `+trainer.x=...`."""
+
+    _target_: str = "lightning.Trainer"
+    accelerator: str = "cpu"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: Any = "auto"
+    precision: Any = "32-true"
+    max_steps: int = 300
+    max_epochs: Optional[int] = None
+    val_check_interval: Any = 100
+    check_val_every_n_epoch: Optional[int] = None
+    limit_val_batches: Any = 10
+    num_sanity_val_steps: int = 0
+    log_every_n_steps: int = 10
+    gradient_clip_val: Optional[float] = 1.0
+    accumulate_grad_batches: int = 1
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = True
+    deterministic: Any = False
+
+    def __post_init__(self) -> None:
+        _positive_int("trainer.max_steps", self.max_steps)
+        _positive_int("trainer.num_nodes", self.num_nodes)
+        _positive_int("trainer.accumulate_grad_batches", self.accumulate_grad_batches)
+        _positive_int("trainer.log_every_n_steps", self.log_every_n_steps)
+        if self.accelerator not in ACCELERATORS:
+            raise ConfigError("trainer.accelerator", self.accelerator, " | ".join(ACCELERATORS))
+        if self.gradient_clip_val is not None and (
+            isinstance(self.gradient_clip_val, bool) or self.gradient_clip_val <= 0
+        ):
+            raise ConfigError("trainer.gradient_clip_val", self.gradient_clip_val, "a positive number or null")
+        if isinstance(self.val_check_interval, bool) or not isinstance(self.val_check_interval, (int, float)) or self.val_check_interval <= 0:
+            raise ConfigError("trainer.val_check_interval", self.val_check_interval, "a positive number of steps (int) or fraction of an epoch (float)")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup and cosine decay to `min_lr_ratio * lr` at `trainer.max_steps`."""
+
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
+    warmup_steps: int = 30
+    min_lr_ratio: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not _finite(self.lr) or self.lr <= 0:
+            raise ConfigError("optim.lr", self.lr, "a positive number")
+        if not _finite(self.weight_decay) or self.weight_decay < 0:
+            raise ConfigError("optim.weight_decay", self.weight_decay, "a number >= 0")
+        if len(self.betas) != 2 or not all(_finite(b) and 0 <= b < 1 for b in self.betas):
+            raise ConfigError("optim.betas", list(self.betas), "two numbers in [0, 1), e.g. [0.9,0.99]")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ConfigError("optim.warmup_steps", self.warmup_steps, "an integer >= 0")
+        if not _finite(self.min_lr_ratio) or not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError("optim.min_lr_ratio", self.min_lr_ratio, "a number in [0, 1]")
+
+
+@dataclass
+class ProgressiveCheckpointsConfig:
+    """The seed document's keys. Milestones may be written 1000000000, 1e9 or 1B."""
+
+    enabled: bool = True
+    milestones: Any = field(default_factory=list)
+    """Parameter counts; after validation a sorted list of unique ints."""
+    save_dir: str = "progressive_checkpoints"
+    """Where milestone checkpoints go; a relative path is inside the run's output directory."""
+
+    def __post_init__(self) -> None:
+        key = "progressive_checkpoints.milestones"
+        try:
+            self.milestones = parse_milestones(self.milestones)
+        except MilestoneError as exc:
+            raise ConfigError(key, exc.value, ACCEPTED_FORMS) from None
+        if self.enabled and not self.milestones:
+            raise ConfigError(key, [], f"at least one milestone while enabled=true ({ACCEPTED_FORMS}), or progressive_checkpoints=disabled")
+        if not isinstance(self.save_dir, str) or not self.save_dir.strip():
+            raise ConfigError("progressive_checkpoints.save_dir", self.save_dir, "a non-empty directory path")
+
+
+@dataclass
+class Config:
+    model: DIMBAConfig = MISSING
+    data: DataConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    optim: OptimConfig = MISSING
+    progressive_checkpoints: ProgressiveCheckpointsConfig = MISSING
+    seed: int = 0
+    """Seed for weights, data order and noise."""
+    ckpt_path: Optional[str] = None
+    """A Lightning checkpoint (a milestone checkpoint works too) to resume training from."""
+
+    def __post_init__(self) -> None:
+        if self.model.vocab_size < BYTE_VOCAB:
+            raise ConfigError("model.vocab_size", self.model.vocab_size, f"at least {BYTE_VOCAB} for the byte-level tokenizer")
+        if self.ckpt_path is not None and not Path(self.ckpt_path).is_file():
+            raise ConfigError("ckpt_path", self.ckpt_path, "an existing checkpoint file, or null")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def register_configs() -> None:
+    """Register every group's schema; YAML files extend them through their defaults list."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=Config)
+    store.store(group="model", name="base_model", node=DIMBAConfig)
+    store.store(group="data", name="base_data", node=DataConfig)
+    store.store(group="trainer", name="base_trainer", node=TrainerConfig)
+    store.store(group="optim", name="base_optim", node=OptimConfig)
+    store.store(group="progressive_checkpoints", name="base_progressive_checkpoints", node=ProgressiveCheckpointsConfig)
+
+
+def validate(cfg: DictConfig) -> Config:
+    """The composed config as typed, validated objects, or a ConfigError."""
+    try:
+        config = OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, ConfigError) else None
+        if cause is not None:
+            raise cause from None
+        key = getattr(exc, "full_key", None) or "config"
+        raise ConfigError(str(key), getattr(exc, "value", None), str(exc).splitlines()[0]) from None
+    if not isinstance(config, Config):
+        raise ConfigError("config", type(config).__name__, "a config composed from conf/config.yaml")
+    return config

@@ -1,0 +1,80 @@
+"""Text to fixed-length byte sequences, with a deterministic train/validation split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dimba.data.corpus import builtin_corpus
+
+
+class SequenceDataset(Dataset):
+    """Non-overlapping windows of `seq_len` tokens over one long token stream."""
+
+    def __init__(self, tokens: torch.Tensor, seq_len: int) -> None:
+        self.tokens = tokens
+        self.seq_len = seq_len
+
+    def __len__(self) -> int:
+        return len(self.tokens) // self.seq_len
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        start = index * self.seq_len
+        return self.tokens[start : start + self.seq_len]
+
+
+def load_bytes(files: Sequence[str]) -> bytes:
+    """The built-in corpus when `files` is empty, else the files' bytes joined by newlines.
+
+    Bytes, not text: the tokenizer is byte-level, so any file (even invalid UTF-8) trains
+    and a file's size is its token count, which config validation relies on.
+    """
+    if not files:
+        return builtin_corpus().encode("utf-8")
+    return b"\n".join(Path(f).read_bytes() for f in files)
+
+
+def split_tokens(tokens: torch.Tensor, seq_len: int, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last `val_fraction` of the stream is validation (at least one sequence)."""
+    n_val = max(seq_len, int(len(tokens) * val_fraction))
+    return tokens[:-n_val], tokens[-n_val:]
+
+
+class TextDataModule(L.LightningDataModule):
+    """Byte-level sequences from the built-in corpus or the user's own text files."""
+
+    def __init__(
+        self,
+        files: Optional[List[str]] = None,
+        seq_len: int = 128,
+        batch_size: int = 8,
+        val_fraction: float = 0.05,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.files = list(files or [])
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.num_workers = num_workers
+        self.train_set: Optional[SequenceDataset] = None
+        self.val_set: Optional[SequenceDataset] = None
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.train_set is not None:
+            return
+        tokens = torch.frombuffer(bytearray(load_bytes(self.files)), dtype=torch.uint8).long()
+        train, val = split_tokens(tokens, self.seq_len, self.val_fraction)
+        self.train_set = SequenceDataset(train, self.seq_len)
+        self.val_set = SequenceDataset(val, self.seq_len)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)

@@ -1,0 +1,3 @@
+from dimba.diffusion.schedule import CosineSchedule
+
+__all__ = ["CosineSchedule"]

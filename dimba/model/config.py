@@ -1,0 +1,79 @@
+"""The architecture of a DIMBA model, as data: what a checkpoint records to rebuild it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, Mapping
+
+from dimba.errors import ConfigError
+
+
+@dataclass
+class DIMBAConfig:
+    """Hyperparameters of the denoiser. Every field is validated on construction."""
+
+    vocab_size: int = 256
+    """Tokens in the vocabulary (256 for the byte-level tokenizer)."""
+    d_model: int = 256
+    """Width of the residual stream."""
+    n_layers: int = 4
+    """Number of Mamba-2 blocks."""
+    d_state: int = 16
+    """SSM state size per head."""
+    expand: int = 2
+    """Inner width of a block is expand * d_model."""
+    head_dim: int = 64
+    """Channels per SSM head; expand * d_model must be a multiple of it."""
+    d_conv: int = 4
+    """Width of the depthwise causal convolution."""
+    chunk_size: int = 64
+    """Sequence chunk length of the SSD scan (a speed knob; the result is the same)."""
+    d_embed: int = 64
+    """Dimension of the continuous token embedding space the diffusion runs in. Kept apart
+    from d_model so that widening the network leaves the diffusion space untouched."""
+    d_time: int = 128
+    """Sinusoidal features of the diffusion timestep."""
+    diffusion_steps: int = 1000
+    """Number of discrete diffusion timesteps of the cosine schedule."""
+    bidirectional: bool = True
+    """Scan each sequence in both directions (a denoiser sees the whole sequence)."""
+    norm_eps: float = 1e-5
+    """RMSNorm epsilon."""
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "n_layers", "d_state", "expand", "head_dim",
+                     "d_conv", "chunk_size", "d_embed", "d_time", "diffusion_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"model.{name}", value, "a positive integer")
+        if self.d_time % 2:
+            raise ConfigError("model.d_time", self.d_time, "an even positive integer")
+        if (self.expand * self.d_model) % self.head_dim:
+            raise ConfigError(
+                "model.head_dim", self.head_dim,
+                f"a divisor of expand * d_model = {self.expand * self.d_model}",
+            )
+        if not isinstance(self.bidirectional, bool):
+            raise ConfigError("model.bidirectional", self.bidirectional, "true or false")
+        if isinstance(self.norm_eps, bool) or not isinstance(self.norm_eps, (int, float)) or not 0 < self.norm_eps < 1:
+            raise ConfigError("model.norm_eps", self.norm_eps, "a number between 0 and 1")
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+    @property
+    def n_heads(self) -> int:
+        return self.d_inner // self.head_dim
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DIMBAConfig":
+        """Build from a mapping (a checkpoint's record, a DictConfig); unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError("model", unknown, f"known model keys: {', '.join(sorted(known))}")
+        return cls(**{k: data[k] for k in data})

@@ -1,0 +1,99 @@
+"""Small layers of the DIMBA network: norms, timestep features, the Mamba-2 mixer."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dimba.model.config import DIMBAConfig
+from dimba.model.ssd import ssd_scan
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm with `eps` as a buffer-free attribute so width growth can rescale it."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, group_size: int | None = None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+        self.group_size = group_size or dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        grouped = x.reshape(*shape[:-1], -1, self.group_size)
+        normed = grouped * torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.reshape(shape) * self.weight
+
+
+def timestep_features(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
+    """Sinusoidal features of integer timesteps t (batch,) -> (batch, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float64) / half)
+    angles = t.to(torch.float64)[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class Mamba2Mixer(nn.Module):
+    """A (bi)directional Mamba-2 mixer: projections, causal conv, SSD scan, gated norm.
+
+    Both directions share the input and output projections (as in Caduceus); each has its
+    own convolution and SSM parameters. The gated norm works per head, so heads added by
+    width growth cannot disturb the existing ones.
+    """
+
+    def __init__(self, cfg: DIMBAConfig) -> None:
+        super().__init__()
+        self.d_inner, self.n_heads, self.head_dim = cfg.d_inner, cfg.n_heads, cfg.head_dim
+        self.d_state, self.chunk_size = cfg.d_state, cfg.chunk_size
+        directions = 2 if cfg.bidirectional else 1
+        conv_dim = self.d_inner + 2 * cfg.d_state
+        self.in_proj = nn.Linear(cfg.d_model, self.d_inner + conv_dim + self.n_heads, bias=False)
+        self.convs = nn.ModuleList(
+            nn.Conv1d(conv_dim, conv_dim, cfg.d_conv, groups=conv_dim, padding=cfg.d_conv - 1)
+            for _ in range(directions)
+        )
+        # dt initialised log-uniformly in [1e-3, 1e-1], as in Mamba-2.
+        dt = torch.exp(torch.rand(directions, self.n_heads) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.A_log = nn.Parameter(torch.log(torch.empty(directions, self.n_heads).uniform_(1, 16)))
+        self.D = nn.Parameter(torch.ones(directions, self.n_heads))
+        self.norm = RMSNorm(self.d_inner, cfg.norm_eps, group_size=self.head_dim)
+        self.out_proj = nn.Linear(self.d_inner, cfg.d_model, bias=False)
+
+    def forward(self, u: Tensor) -> Tensor:
+        batch, length, _ = u.shape
+        z, xbc, dt = torch.split(
+            self.in_proj(u), [self.d_inner, self.d_inner + 2 * self.d_state, self.n_heads], dim=-1
+        )
+        y = 0
+        for direction, conv in enumerate(self.convs):
+            reverse = direction == 1
+            seq, dt_dir = (xbc.flip(1), dt.flip(1)) if reverse else (xbc, dt)
+            seq = F.silu(conv(seq.transpose(1, 2))[..., :length].transpose(1, 2))
+            x, B, C = torch.split(seq, [self.d_inner, self.d_state, self.d_state], dim=-1)
+            x = x.reshape(batch, length, self.n_heads, self.head_dim)
+            step = F.softplus(dt_dir + self.dt_bias[direction])
+            A = -torch.exp(self.A_log[direction])
+            out = ssd_scan(x, step, A, B, C, self.chunk_size) + x * self.D[direction][:, None]
+            y = y + (out.flip(1) if reverse else out)
+        y = y.reshape(batch, length, self.d_inner)
+        return self.out_proj(self.norm(y * F.silu(z)))
+
+
+class DIMBABlock(nn.Module):
+    """Pre-norm residual block; the timestep modulates the normalized input (shift, scale)."""
+
+    def __init__(self, cfg: DIMBAConfig) -> None:
+        super().__init__()
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.modulation = nn.Linear(cfg.d_model, 2 * cfg.d_model)
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+        self.mixer = Mamba2Mixer(cfg)
+
+    def forward(self, h: Tensor, cond: Tensor) -> Tensor:
+        shift, scale = self.modulation(cond).unsqueeze(1).chunk(2, dim=-1)
+        return h + self.mixer(self.norm(h) * (1 + scale) + shift)

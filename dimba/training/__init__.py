@@ -1,0 +1,3 @@
+from dimba.training.module import DIMBALightningModule
+
+__all__ = ["DIMBALightningModule"]

@@ -1,0 +1,33 @@
+"""Train DIMBA: `python train.py [group=option ...] [key=value ...]` (see README)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from dimba.config import register_configs, validate
+from dimba.errors import ConfigError
+
+log = logging.getLogger("dimba.train")
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        config = validate(cfg)
+    except ConfigError as exc:
+        log.error("Invalid config: %s", exc)
+        sys.exit(2)
+    from dimba.run import train  # torch and Lightning load only for a valid config
+
+    train(cfg, config, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()
