@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 
 from dimba.checkpointing.manager import ProgressiveCheckpointManager
+from dimba.checkpointing.milestones import format_param_count, milestone_label
 from dimba.config import Config
 from dimba.training import DIMBALightningModule
 
@@ -22,7 +25,7 @@ def route_lightning_logs_to_root() -> None:
     """Lightning gives its loggers their own console handler when it is imported before
     logging is configured (always, under Hydra); drop it so its lines reach Hydra's
     console and log file once each."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
@@ -53,6 +56,7 @@ def build_module(config: Config, save_dir: Path) -> DIMBALightningModule:
 def train(cfg: DictConfig, config: Config, output_dir: Path) -> L.Trainer:
     """Fit a DIMBA model as configured; everything the run writes goes under `output_dir`."""
     route_lightning_logs_to_root()
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
     save_dir = resolve_save_dir(config.progressive_checkpoints.save_dir, output_dir)
     L.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
@@ -60,12 +64,15 @@ def train(cfg: DictConfig, config: Config, output_dir: Path) -> L.Trainer:
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         default_root_dir=str(output_dir),
-        logger=CSVLogger(save_dir=str(output_dir), name="", version=""),
+        logger=CSVLogger(save_dir=str(output_dir), name="logs", version=""),
+        callbacks=[ModelCheckpoint(dirpath=str(output_dir / "checkpoints"), save_last=True)],
     )
     n_params = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    progressive = config.progressive_checkpoints
     log.info("Output directory: %s", output_dir)
-    log.info("Model: %s trainable parameters; milestones: %s -> %s",
-             f"{n_params:,}", config.progressive_checkpoints.milestones if config.progressive_checkpoints.enabled else "disabled", save_dir)
+    log.info("Model: %s trainable parameters (%s)", f"{n_params:,}", format_param_count(n_params))
+    if progressive.enabled:
+        log.info("Milestones: %s -> %s", ", ".join(milestone_label(m) for m in progressive.milestones), save_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=config.ckpt_path)
     if trainer.is_global_zero and config.progressive_checkpoints.enabled:
         log_summary(save_dir)

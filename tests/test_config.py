@@ -1,0 +1,121 @@
+"""Config composition through Hydra's compose API, as a user's overrides would compose it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from dimba.config import Config, register_configs, validate
+from dimba.errors import ConfigError
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+register_configs()
+
+
+def compose_config(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_default_composition_is_valid_and_typed():
+    cfg = compose_config()
+    assert OmegaConf.select(cfg, "trainer._target_") == "lightning.Trainer"
+    config = validate(cfg)
+    assert isinstance(config, Config)
+    assert config.progressive_checkpoints.enabled
+    assert config.progressive_checkpoints.milestones == [1_000_000, 2_000_000]
+    assert config.model.vocab_size == 256 and config.data.files == []
+
+
+@pytest.mark.parametrize("group", ["model", "data", "trainer", "optim", "progressive_checkpoints"])
+def test_every_group_has_a_registered_schema(group):
+    cfg = compose_config()
+    assert OmegaConf.get_type(cfg, group) is not dict  # a structured (dataclass) node
+
+
+def test_billions_preset_is_the_seed_list():
+    config = validate(compose_config("progressive_checkpoints=billions"))
+    assert config.progressive_checkpoints.milestones == [10**9, 5 * 10**9, 10 * 10**9, 30 * 10**9]
+
+
+def test_disabled_preset():
+    config = validate(compose_config("progressive_checkpoints=disabled"))
+    assert not config.progressive_checkpoints.enabled
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("progressive_checkpoints.milestones=[1e9,5e9]", [10**9, 5 * 10**9]),
+        ("progressive_checkpoints.milestones=[1000000000,5000000000]", [10**9, 5 * 10**9]),
+        ("progressive_checkpoints.milestones=[100M,1B]", [10**8, 10**9]),
+        ("progressive_checkpoints.milestones=[5e9,1e9,1B]", [10**9, 5 * 10**9]),
+        ("progressive_checkpoints.milestones=2.5M", [2_500_000]),
+        ("progressive_checkpoints.milestones='1B,5B'", [10**9, 5 * 10**9]),
+    ],
+)
+def test_milestone_forms_on_the_command_line(override, expected):
+    milestones = validate(compose_config(override)).progressive_checkpoints.milestones
+    assert milestones == expected and all(type(m) is int for m in milestones)
+
+
+def test_milestone_forms_in_yaml(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "progressive_checkpoints" / "mine.yaml").write_text(
+        "defaults:\n  - base_progressive_checkpoints\n  - _self_\nmilestones: [1e6, 2_000_000, 4M, '8e6']\n"
+    )
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        config = validate(compose("config", overrides=["progressive_checkpoints=mine"]))
+    assert config.progressive_checkpoints.milestones == [1_000_000, 2_000_000, 4_000_000, 8_000_000]
+
+
+@pytest.mark.parametrize("bad", ["[abc]", "[-5]", "[0]", "[nan]", "[inf]", "[1.5X]", "[1M,'']", "[]", "[1.5]"])
+def test_invalid_milestones_fail_validation_naming_the_key(bad):
+    with pytest.raises(ConfigError) as info:
+        validate(compose_config(f"progressive_checkpoints.milestones={bad}"))
+    message = str(info.value)
+    assert message.startswith("progressive_checkpoints.milestones:")
+    assert "\n" not in message and "K/M/B" in message
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("data.files=[/no/such/file.txt]", "data.files[0]"),
+        ("data.seq_len=0", "data.seq_len"),
+        ("data.val_fraction=0.9", "data.val_fraction"),
+        ("trainer.max_steps=0", "trainer.max_steps"),
+        ("trainer.accelerator=quantum", "trainer.accelerator"),
+        ("optim.lr=-1", "optim.lr"),
+        ("optim.betas=[0.9]", "optim.betas"),
+        ("model.head_dim=100", "model.head_dim"),
+        ("model.vocab_size=100", "model.vocab_size"),
+        ("ckpt_path=/no/such.ckpt", "ckpt_path"),
+        ("progressive_checkpoints.save_dir=''", "progressive_checkpoints.save_dir"),
+    ],
+)
+def test_other_bad_values_name_their_key(override, key):
+    with pytest.raises(ConfigError) as info:
+        validate(compose_config(override))
+    assert str(info.value).startswith(f"{key}:")
+
+
+def test_own_text_files(tmp_path):
+    text = tmp_path / "corpus.txt"
+    text.write_text("hello world. " * 1000)
+    config = validate(compose_config("data=text_files", f"data.files=[{text}]"))
+    assert config.data.files == [str(text)]
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("too short")
+    with pytest.raises(ConfigError, match="data.files"):
+        validate(compose_config("data=text_files", f"data.files=[{tiny}]"))
+
+
+def test_trainer_arguments_are_overridable():
+    cfg = compose_config("trainer.max_steps=7", "+trainer.fast_dev_run=false")
+    assert cfg.trainer.max_steps == 7 and cfg.trainer.fast_dev_run is False

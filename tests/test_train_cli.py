@@ -1,0 +1,105 @@
+"""`python train.py ...` as a user runs it: real subprocesses, files checked on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small enough for seconds per run; everything else is the shipped default config.
+SHORT = [
+    "data.seq_len=64", "data.batch_size=4",
+    "trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.limit_val_batches=1",
+    "trainer.enable_progress_bar=false",
+]
+FAST = [*SHORT, "model.d_model=64", "model.n_layers=1"]
+
+pytestmark = pytest.mark.slow
+
+
+def train(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def milestone_files(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in (run_dir / "progressive_checkpoints").glob("checkpoint_*"))
+
+
+def test_default_run_writes_everything_into_its_run_directory(tmp_path):
+    result = train(*SHORT, cwd=tmp_path)  # the default model: it crosses the default milestones
+    assert result.returncode == 0, result.stderr
+    runs = list((tmp_path / "outputs").glob("*/*"))
+    assert len(runs) == 1  # outputs/<date>/<time>/ under the working directory
+    run = runs[0]
+    assert (run / ".hydra" / "config.yaml").is_file() and (run / "train.log").is_file()
+    assert "val/loss" in (run / "logs" / "metrics.csv").read_text().splitlines()[0]
+    assert milestone_files(run) == [
+        "checkpoint_1.0M_step_1.json", "checkpoint_1.0M_step_1.pt",
+        "checkpoint_2.0M_step_1.json", "checkpoint_2.0M_step_1.pt",
+    ]
+    assert "🎯 Progressive checkpoint saved: 1.0M" in result.stderr
+    assert "🎯 Progressive checkpoint saved: 1.0M" in (run / "train.log").read_text()
+    assert "Traceback" not in result.stderr
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    checkpoint = torch.load(run / "progressive_checkpoints" / "checkpoint_1.0M_step_1.pt", weights_only=True)
+    assert checkpoint["global_step"] == 1 and checkpoint["target_milestone"] >= 1_000_000
+
+
+def test_milestones_in_scientific_notation_and_an_explicit_run_dir(tmp_path):
+    run = tmp_path / "run"
+    result = train(*FAST, "progressive_checkpoints.milestones=[1e3,2e3]", f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr
+    assert milestone_files(run) == [
+        "checkpoint_1.0K_step_1.json", "checkpoint_1.0K_step_1.pt",
+        "checkpoint_2.0K_step_1.json", "checkpoint_2.0K_step_1.pt",
+    ]
+    sidecar = json.loads((run / "progressive_checkpoints" / "checkpoint_2.0K_step_1.json").read_text())
+    assert sidecar["milestones"] == [1000, 2000] and sidecar["target_milestone"] == 2000
+
+
+def test_billions_preset_trains_and_saves_nothing_it_did_not_reach(tmp_path):
+    run = tmp_path / "run"
+    result = train(*FAST, "progressive_checkpoints=billions", f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr
+    assert milestone_files(run) == []
+    assert "No milestone was reached" in result.stderr
+
+
+@pytest.mark.parametrize("bad", ["[abc]", "[1e6,-5]", "[1.5X]"])
+def test_a_bad_milestone_stops_before_training_with_one_line(tmp_path, bad):
+    result = train(f"progressive_checkpoints.milestones={bad}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Invalid config: progressive_checkpoints.milestones:")
+    assert "K/M/B" in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "progressive_checkpoints").exists()
+
+
+def test_a_two_job_sweep_gives_each_job_its_own_directory(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = train("-m", *FAST, "progressive_checkpoints.milestones=[1e3],[2e3]", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr
+    assert milestone_files(sweep / "0") == ["checkpoint_1.0K_step_1.json", "checkpoint_1.0K_step_1.pt"]
+    assert milestone_files(sweep / "1") == ["checkpoint_2.0K_step_1.json", "checkpoint_2.0K_step_1.pt"]
+    for job in ("0", "1"):
+        assert (sweep / job / "train.log").is_file() and (sweep / job / "logs" / "metrics.csv").is_file()
+
+
+def test_ddp_with_two_processes_writes_one_set_of_files(tmp_path):
+    run = tmp_path / "run"
+    result = train(*FAST, "trainer=ddp_cpu", "progressive_checkpoints.milestones=[1e3]", f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr
+    assert milestone_files(run) == ["checkpoint_1.0K_step_1.json", "checkpoint_1.0K_step_1.pt"]
+    assert result.stderr.count("🎯 Progressive checkpoint saved") == 1
+    assert not list((run / "progressive_checkpoints").glob(".*"))  # no temporaries left
+    checkpoint = torch.load(run / "progressive_checkpoints" / "checkpoint_1.0K_step_1.pt", weights_only=True)
+    assert checkpoint["global_step"] == 1
