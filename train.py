@@ -24,8 +24,11 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as exc:
         log.error("Invalid config: %s", exc)
         sys.exit(2)
-    from dimba.run import train  # torch and Lightning load only for a valid config
+    from dimba.run import plan, train  # torch and Lightning load only for a valid config
 
+    plan(config)
+    if config.dry_run:
+        return
     train(cfg, config, Path(HydraConfig.get().runtime.output_dir))
 
 

@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from dimba.checkpointing.milestones import ACCEPTED_FORMS, MilestoneError, parse_milestones
 from dimba.errors import ConfigError
+from dimba.growth.schedule import GrowthEvent, validate_schedule
 from dimba.model.config import DIMBAConfig
 
 ModelConfig = DIMBAConfig  # the `model` group's schema is the architecture itself
@@ -87,9 +88,9 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: Any = "auto"
     precision: Any = "32-true"
-    max_steps: int = 300
+    max_steps: int = 240
     max_epochs: Optional[int] = None
-    val_check_interval: Any = 100
+    val_check_interval: Any = 60
     check_val_every_n_epoch: Optional[int] = None
     limit_val_batches: Any = 10
     num_sanity_val_steps: int = 0
@@ -122,7 +123,7 @@ class OptimConfig:
     lr: float = 2e-3
     weight_decay: float = 0.01
     betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
-    warmup_steps: int = 30
+    warmup_steps: int = 20
     min_lr_ratio: float = 0.1
 
     def __post_init__(self) -> None:
@@ -161,18 +162,30 @@ class ProgressiveCheckpointsConfig:
 
 
 @dataclass
+class GrowthConfig:
+    """When and how the model grows: `growth.schedule=[{step:100,op:depth,n_layers:8}]`."""
+
+    schedule: List[GrowthEvent] = field(default_factory=list)
+    """Events in increasing step order; each grows depth (n_layers, mode) or width (d_model)."""
+
+
+@dataclass
 class Config:
     model: DIMBAConfig = MISSING
     data: DataConfig = MISSING
     trainer: TrainerConfig = MISSING
     optim: OptimConfig = MISSING
+    growth: GrowthConfig = MISSING
     progressive_checkpoints: ProgressiveCheckpointsConfig = MISSING
     seed: int = 0
-    """Seed for weights, data order and noise."""
+    """Seed for weights, data order, noise and the initialisation of grown weights."""
     ckpt_path: Optional[str] = None
     """A Lightning checkpoint (a milestone checkpoint works too) to resume training from."""
+    dry_run: bool = False
+    """Print the growth plan (parameters per stage, step of each milestone) and exit."""
 
     def __post_init__(self) -> None:
+        validate_schedule(self.model, self.growth.schedule)
         if self.model.vocab_size < BYTE_VOCAB:
             raise ConfigError("model.vocab_size", self.model.vocab_size, f"at least {BYTE_VOCAB} for the byte-level tokenizer")
         if self.ckpt_path is not None and not Path(self.ckpt_path).is_file():
@@ -193,6 +206,7 @@ def register_configs() -> None:
     store.store(group="data", name="base_data", node=DataConfig)
     store.store(group="trainer", name="base_trainer", node=TrainerConfig)
     store.store(group="optim", name="base_optim", node=OptimConfig)
+    store.store(group="growth", name="base_growth", node=GrowthConfig)
     store.store(group="progressive_checkpoints", name="base_progressive_checkpoints", node=ProgressiveCheckpointsConfig)
 
 

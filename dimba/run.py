@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from dimba.checkpointing.manager import ProgressiveCheckpointManager
 from dimba.checkpointing.milestones import format_param_count, milestone_label
 from dimba.config import Config
+from dimba.growth.plan import GrowthPlan, build_plan
 from dimba.training import DIMBALightningModule
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,29 @@ def build_module(config: Config, save_dir: Path) -> DIMBALightningModule:
         warmup_steps=optim.warmup_steps,
         min_lr_ratio=optim.min_lr_ratio,
         total_steps=config.trainer.max_steps,
+        growth_schedule=config.growth.schedule,
+        growth_seed=config.seed,
         enable_progressive_checkpoints=progressive.enabled,
         progressive_milestones=progressive.milestones,
         progressive_save_dir=str(save_dir),
     )
+
+
+def plan(config: Config) -> GrowthPlan:
+    """Log the growth plan, and warn about milestones this run can never reach."""
+    progressive = config.progressive_checkpoints
+    milestones = progressive.milestones if progressive.enabled else []
+    growth_plan = build_plan(config.model, config.growth.schedule, milestones, config.trainer.max_steps)
+    log.info("Growth plan (trainer.max_steps=%d):\n%s", config.trainer.max_steps, growth_plan.table())
+    if growth_plan.unreached:
+        log.warning(
+            "Milestones this configuration never reaches: %s (the model ends at %s parameters). "
+            "Grow further (growth.schedule), start larger (model.*), train longer (trainer.max_steps) "
+            "or lower progressive_checkpoints.milestones.",
+            ", ".join(milestone_label(m) for m in growth_plan.unreached),
+            format_param_count(growth_plan.final.params),
+        )
+    return growth_plan
 
 
 def train(cfg: DictConfig, config: Config, output_dir: Path) -> L.Trainer:
@@ -67,10 +87,8 @@ def train(cfg: DictConfig, config: Config, output_dir: Path) -> L.Trainer:
         logger=CSVLogger(save_dir=str(output_dir), name="logs", version=""),
         callbacks=[ModelCheckpoint(dirpath=str(output_dir / "checkpoints"), save_last=True)],
     )
-    n_params = sum(p.numel() for p in module.parameters() if p.requires_grad)
     progressive = config.progressive_checkpoints
     log.info("Output directory: %s", output_dir)
-    log.info("Model: %s trainable parameters (%s)", f"{n_params:,}", format_param_count(n_params))
     if progressive.enabled:
         log.info("Milestones: %s -> %s", ", ".join(milestone_label(m) for m in progressive.milestones), save_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=config.ckpt_path)

@@ -27,11 +27,12 @@ def test_default_composition_is_valid_and_typed():
     config = validate(cfg)
     assert isinstance(config, Config)
     assert config.progressive_checkpoints.enabled
-    assert config.progressive_checkpoints.milestones == [1_000_000, 2_000_000]
+    assert config.progressive_checkpoints.milestones == [1_000_000, 2_000_000, 4_000_000]
     assert config.model.vocab_size == 256 and config.data.files == []
+    assert [e.step for e in config.growth.schedule] == [60, 120, 180]
 
 
-@pytest.mark.parametrize("group", ["model", "data", "trainer", "optim", "progressive_checkpoints"])
+@pytest.mark.parametrize("group", ["model", "data", "trainer", "optim", "growth", "progressive_checkpoints"])
 def test_every_group_has_a_registered_schema(group):
     cfg = compose_config()
     assert OmegaConf.get_type(cfg, group) is not dict  # a structured (dataclass) node

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import dimba
+
 ROOT = Path(__file__).resolve().parents[1]
 # Small enough for seconds per run; everything else is the shipped default config.
 SHORT = [
@@ -18,7 +20,9 @@ SHORT = [
     "trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.limit_val_batches=1",
     "trainer.enable_progress_bar=false",
 ]
-FAST = [*SHORT, "model.d_model=64", "model.n_layers=1"]
+FAST = [*SHORT, "model.d_model=64", "model.n_layers=1", "growth=none"]
+# The default model, growth and milestones, with the growth steps brought forward.
+QUICK_GROWTH = "growth.schedule=[{step:2,op:depth,n_layers:8},{step:3,op:width,d_model:192},{step:4,op:width,d_model:256}]"
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +38,7 @@ def milestone_files(run_dir: Path) -> list[str]:
 
 
 def test_default_run_writes_everything_into_its_run_directory(tmp_path):
-    result = train(*SHORT, cwd=tmp_path)  # the default model: it crosses the default milestones
+    result = train(*SHORT, QUICK_GROWTH, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     runs = list((tmp_path / "outputs").glob("*/*"))
     assert len(runs) == 1  # outputs/<date>/<time>/ under the working directory
@@ -42,15 +46,30 @@ def test_default_run_writes_everything_into_its_run_directory(tmp_path):
     assert (run / ".hydra" / "config.yaml").is_file() and (run / "train.log").is_file()
     assert "val/loss" in (run / "logs" / "metrics.csv").read_text().splitlines()[0]
     assert milestone_files(run) == [
-        "checkpoint_1.0M_step_1.json", "checkpoint_1.0M_step_1.pt",
-        "checkpoint_2.0M_step_1.json", "checkpoint_2.0M_step_1.pt",
+        "checkpoint_1.0M_step_2.json", "checkpoint_1.0M_step_2.pt",
+        "checkpoint_2.0M_step_3.json", "checkpoint_2.0M_step_3.pt",
+        "checkpoint_4.0M_step_4.json", "checkpoint_4.0M_step_4.pt",
     ]
     assert "🎯 Progressive checkpoint saved: 1.0M" in result.stderr
     assert "🎯 Progressive checkpoint saved: 1.0M" in (run / "train.log").read_text()
     assert "Traceback" not in result.stderr
     assert (run / "checkpoints" / "last.ckpt").is_file()
-    checkpoint = torch.load(run / "progressive_checkpoints" / "checkpoint_1.0M_step_1.pt", weights_only=True)
-    assert checkpoint["global_step"] == 1 and checkpoint["target_milestone"] >= 1_000_000
+    checkpoint = torch.load(run / "progressive_checkpoints" / "checkpoint_2.0M_step_3.pt", weights_only=True)
+    assert checkpoint["global_step"] == 3 and checkpoint["target_milestone"] == 2_000_000
+    assert checkpoint["metadata"]["architecture"]["d_model"] == 192
+
+
+def test_the_default_run_as_shipped(tmp_path):
+    """`python train.py` exactly as the README's quickstart runs it (about two minutes)."""
+    result = train(cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = next((tmp_path / "outputs").glob("*/*"))
+    saved = [(e["target_milestone"], e["global_step"], e["current_params"])
+             for e in map(json.loads, map(Path.read_text, sorted((run / "progressive_checkpoints").glob("*.json"))))]
+    assert sorted(saved) == [(1_000_000, 60, 1_179_904), (2_000_000, 120, 2_562_144), (4_000_000, 180, 4_478_912)]
+    for _, step, params in saved:
+        model = dimba.load_model(next((run / "progressive_checkpoints").glob(f"*_step_{step}.pt")))
+        assert sum(p.numel() for p in model.parameters()) == params
 
 
 def test_milestones_in_scientific_notation_and_an_explicit_run_dir(tmp_path):

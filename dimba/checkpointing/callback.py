@@ -16,7 +16,11 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from dimba.checkpointing import atomic_io
-from dimba.checkpointing.manager import ProgressiveCheckpointManager, count_trainable_parameters
+from dimba.checkpointing.manager import (
+    ProgressiveCheckpointManager,
+    count_trainable_parameters,
+    optimizer_param_names,
+)
 
 
 class ProgressiveCheckpointCallback(Callback):
@@ -105,6 +109,8 @@ class ProgressiveCheckpointCallback(Callback):
             checkpoint["model_state_dict"] = dict(state)
         if checkpoint.get("optimizer_states"):
             checkpoint["optimizer_state_dict"] = checkpoint["optimizer_states"][0]
+            network = getattr(pl_module, "model", pl_module)
+            checkpoint["optimizer_param_names"] = optimizer_param_names(trainer.optimizers[0], network)
         checkpoint.update(
             self.manager.milestone_entries(
                 trainer.global_step, self._saving["milestones"], self._saving["count"], self._saving["metadata"]

@@ -127,9 +127,10 @@ class ProgressiveCheckpointManager:
         metadata: Optional[Dict[str, Any]] = None,
     ) -> Dict[str, Any]:
         """The seed document's checkpoint dict, for the plain-PyTorch writer."""
-        checkpoint = {"model_state_dict": model.state_dict()}
+        checkpoint: Dict[str, Any] = {"model_state_dict": model.state_dict()}
         if optimizer is not None:
             checkpoint["optimizer_state_dict"] = optimizer.state_dict()
+            checkpoint["optimizer_param_names"] = optimizer_param_names(optimizer, model)
         checkpoint.update(self.milestone_entries(global_step, milestones, current_params, metadata))
         return checkpoint
 
@@ -278,13 +279,17 @@ class ProgressiveCheckpointManager:
     ) -> Dict[str, Any]:
         """Load weights (and optimizer state) and restore which milestones were reached.
 
-        Always `weights_only=True`: a checkpoint is data, never code.
+        A DIMBA smaller than the checkpoint is first grown to the recorded shape, and the
+        optimizer pointed at the grown parameters. Always `weights_only=True`: a
+        checkpoint is data, never code.
         """
         checkpoint = load_checkpoint_file(filepath, map_location=map_location)
         if model is not None:
+            grow_to_checkpoint(model, optimizer, checkpoint, filepath)
             model.load_state_dict(checkpoint["model_state_dict"], strict=strict)
         if optimizer is not None and "optimizer_state_dict" in checkpoint:
-            optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
+            load_optimizer_state(optimizer, checkpoint["optimizer_state_dict"], filepath, model,
+                                 checkpoint.get("optimizer_param_names"))
         self.tracker.mark_reached(checkpoint.get("reached_milestones", []))
         info = {k: v for k, v in checkpoint.items() if k not in _BULKY_KEYS}
         info["path"] = str(filepath)
@@ -295,10 +300,95 @@ class ProgressiveCheckpointManager:
         return "none (all reached)" if nxt is None else milestone_label(nxt)
 
 
+def grow_to_checkpoint(model: nn.Module, optimizer: Optional[torch.optim.Optimizer], checkpoint: Dict[str, Any], path: PathLike) -> None:
+    """Grow a DIMBA (in place) to the architecture the checkpoint records, if it is smaller."""
+    from dimba.growth.operators import grow_to
+    from dimba.growth.optim import transfer_optimizer_state
+    from dimba.loading import recorded_architecture
+    from dimba.model import DIMBA
+
+    target = recorded_architecture(checkpoint)
+    if target is None or not isinstance(model, DIMBA) or model.config == target:
+        return
+    try:
+        remaps = grow_to(model, target)
+    except ValueError as exc:
+        raise CheckpointLoadError(
+            f"{path} holds a model of a different shape ({exc}); build one of its size with "
+            f"dimba.load_model('{path}') or DIMBA(DIMBAConfig(**checkpoint['metadata']['architecture']))"
+        ) from None
+    if optimizer is not None:
+        groups = len(optimizer.param_groups)
+        transfer_optimizer_state(optimizer, remaps, model, lambda p: 0 if groups == 1 or p.dim() >= 2 else 1)
+
+
+def optimizer_param_names(optimizer: torch.optim.Optimizer, model: nn.Module) -> List[List[str]]:
+    """The model-relative name of every parameter in each optimizer group, in order.
+
+    Stored beside the optimizer state so that it loads into an optimizer whose groups are
+    laid out differently (the seed's plain `AdamW(model.parameters())`, say).
+    """
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [[names.get(id(p), "") for p in group["params"]] for group in optimizer.param_groups]
+
+
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer,
+    state: Dict[str, Any],
+    path: PathLike,
+    model: Optional[nn.Module] = None,
+    saved_names: Optional[List[List[str]]] = None,
+) -> None:
+    """Load optimizer state, by parameter name where the group layouts differ.
+
+    An optimizer without per-entry step counts gets each tensor's largest count.
+    """
+    from dimba.growth.optim import GrowableAdamW
+
+    if not isinstance(optimizer, GrowableAdamW):
+        flattened = False
+        for entry in state.get("state", {}).values():
+            step = entry.get("step")
+            if isinstance(step, torch.Tensor) and step.dim() > 0:
+                entry["step"] = step.max().reshape(())
+                flattened = True
+        if flattened:
+            log.warning("%s: per-entry Adam step counts (from growth) became one count per tensor for %s; "
+                        "dimba.growth.GrowableAdamW keeps them", path, type(optimizer).__name__)
+    layout = [len(g["params"]) for g in optimizer.param_groups]
+    saved_layout = [len(g["params"]) for g in state.get("param_groups", [])]
+    if layout != saved_layout and model is not None and saved_names:
+        state = _regroup_by_name(optimizer, state, model, saved_names)
+    try:
+        optimizer.load_state_dict(state)
+    except ValueError as exc:
+        raise CheckpointLoadError(f"{path}: the optimizer does not match the checkpoint's ({exc})") from None
+
+
+def _regroup_by_name(optimizer: torch.optim.Optimizer, state: Dict[str, Any], model: nn.Module, saved_names: List[List[str]]) -> Dict[str, Any]:
+    """The saved per-parameter state rearranged into `optimizer`'s own groups."""
+    by_name: Dict[str, Any] = {}
+    for group, names in zip(state["param_groups"], saved_names):
+        for index, name in zip(group["params"], names):
+            if index in state["state"]:
+                by_name[name] = state["state"][index]
+    current = optimizer_param_names(optimizer, model)
+    new_state, groups, index = {}, [], 0
+    for group, names in zip(optimizer.state_dict()["param_groups"], current):
+        ids = []
+        for name in names:
+            if name in by_name:
+                new_state[index] = by_name[name]
+            ids.append(index)
+            index += 1
+        groups.append({**group, "params": ids})
+    return {"state": new_state, "param_groups": groups}
+
+
 _BULKY_KEYS = {"model_state_dict", "optimizer_state_dict", "state_dict", "optimizer_states", "lr_schedulers"}
 
 
-def load_checkpoint_file(filepath: PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
+def read_checkpoint(filepath: PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
     """`torch.load(weights_only=True)` with an error that names the file."""
     path = Path(filepath)
     if not path.is_file():
@@ -307,8 +397,16 @@ def load_checkpoint_file(filepath: PathLike, map_location: Any = "cpu") -> Dict[
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # corrupt zip, truncated file, refused pickle
         raise CheckpointLoadError(f"Cannot load checkpoint {path}: {exc}") from exc
-    if not isinstance(checkpoint, dict) or "model_state_dict" not in checkpoint:
-        raise CheckpointLoadError(f"{path} is not a dimba milestone checkpoint (no 'model_state_dict')")
+    if not isinstance(checkpoint, dict):
+        raise CheckpointLoadError(f"{path} is not a checkpoint (it holds a {type(checkpoint).__name__})")
+    return checkpoint
+
+
+def load_checkpoint_file(filepath: PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
+    """A milestone checkpoint (the seed's keys), or an error naming the file."""
+    checkpoint = read_checkpoint(filepath, map_location)
+    if "model_state_dict" not in checkpoint:
+        raise CheckpointLoadError(f"{filepath} is not a dimba milestone checkpoint (no 'model_state_dict')")
     return checkpoint
 
 

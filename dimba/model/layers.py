@@ -13,12 +13,17 @@ from dimba.model.ssd import ssd_scan
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm with `eps` as a buffer-free attribute so width growth can rescale it."""
+    """RMSNorm (optionally per group of channels).
+
+    `eps` is a buffer, saved with the weights: width growth rescales it (with the gain) to
+    keep the function exact, and a model rebuilt from its architecture gets it back from
+    the state dict.
+    """
 
     def __init__(self, dim: int, eps: float = 1e-5, group_size: int | None = None) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
+        self.register_buffer("eps", torch.tensor(float(eps)))
         self.group_size = group_size or dim
 
     def forward(self, x: Tensor) -> Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -9,8 +10,15 @@ import lightning as L
 import torch
 
 from dimba.checkpointing.callback import ProgressiveCheckpointCallback
+from dimba.checkpointing.milestones import format_param_count
+from dimba.growth.callback import GrowthCallback
+from dimba.growth.operators import adopt_architecture, grow_depth, grow_width
+from dimba.growth.optim import GrowableAdamW, transfer_optimizer_state
+from dimba.growth.schedule import GrowthEvent, GrowthOp, as_events, validate_schedule
 from dimba.model import DIMBA, DIMBAConfig
 from dimba.training.lr_schedule import WarmupCosine
+
+log = logging.getLogger(__name__)
 
 
 def as_model_config(model_config: Union[DIMBAConfig, Mapping[str, Any], None], vocab_size: Optional[int]) -> DIMBAConfig:
@@ -37,9 +45,13 @@ class DIMBALightningModule(L.LightningModule):
         enable_progressive_checkpoints: bool = False,
         progressive_milestones: Optional[Sequence[Any]] = None,
         progressive_save_dir: str = "./progressive_checkpoints",
+        growth_schedule: Optional[Sequence[Union[GrowthEvent, Mapping[str, Any]]]] = None,
+        growth_seed: int = 0,
     ) -> None:
         super().__init__()
         config = as_model_config(model_config, vocab_size)
+        schedule = as_events(growth_schedule)
+        validate_schedule(config, schedule)
         # Plain data only: the checkpoint must load with torch.load(weights_only=True).
         self.save_hyperparameters(
             {
@@ -56,10 +68,14 @@ class DIMBALightningModule(L.LightningModule):
                 "enable_progressive_checkpoints": bool(enable_progressive_checkpoints),
                 "progressive_milestones": [str(m) for m in (progressive_milestones or [])],
                 "progressive_save_dir": str(progressive_save_dir),
+                "growth_schedule": [e.to_dict() for e in schedule],
+                "growth_seed": int(growth_seed),
             }
         )
         self.model = DIMBA(config)
         self.structure_version = 0  # bumped whenever the parameter set changes (growth)
+        self.growth_history: List[Dict[str, Any]] = []
+        self._growth = GrowthCallback(schedule) if schedule else None
         self._progressive = (
             ProgressiveCheckpointCallback(progressive_milestones or [], progressive_save_dir)
             if enable_progressive_checkpoints
@@ -71,7 +87,35 @@ class DIMBALightningModule(L.LightningModule):
         return self._progressive
 
     def configure_callbacks(self) -> List[L.Callback]:
-        return [self._progressive] if self._progressive is not None else []
+        # Order matters: grow first, then check milestones against the grown model.
+        return [cb for cb in (self._growth, self._progressive) if cb is not None]
+
+    # ----------------------------------------------------------------- growth
+    def grow(self, event: GrowthEvent, global_step: int) -> None:
+        """Apply one growth event now, carrying the optimizer state into the grown model."""
+        seed = self.hparams.growth_seed * 1_000_003 + event.step
+        before = sum(p.numel() for p in self.model.parameters())
+        if GrowthOp(event.op) is GrowthOp.DEPTH:
+            remaps = grow_depth(self.model, event.n_layers, event.mode, seed=seed)
+        else:
+            remaps = grow_width(self.model, event.d_model, seed=seed)
+        trainer = self._trainer
+        if trainer is not None and trainer.optimizers:
+            transfer_optimizer_state(trainer.optimizers[0], remaps, self.model, self._param_group_for)
+        self.structure_version += 1
+        self.growth_history.append(
+            {**event.to_dict(), "applied_at_step": int(global_step),
+             "params": sum(p.numel() for p in self.model.parameters()),
+             "architecture": self.model.config.to_dict()}
+        )
+        if trainer is not None:
+            rewrap_for_strategy(trainer, self)
+        log.info("Grew the model after step %d: %s (%s -> %s parameters)", global_step, event.describe(),
+                 format_param_count(before), format_param_count(self.growth_history[-1]["params"]))
+
+    @staticmethod
+    def _param_group_for(param: torch.nn.Parameter) -> int:
+        return 0 if param.dim() >= 2 else 1
 
     # ----------------------------------------------------------------- steps
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
@@ -92,7 +136,7 @@ class DIMBALightningModule(L.LightningModule):
     def configure_optimizers(self) -> Dict[str, Any]:
         decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
-        optimizer = torch.optim.AdamW(
+        optimizer = GrowableAdamW(
             [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=self.hparams.lr,
             betas=tuple(self.hparams.betas),
@@ -112,8 +156,32 @@ class DIMBALightningModule(L.LightningModule):
 
     # ----------------------------------------------------------------- checkpoints
     def checkpoint_metadata(self) -> Dict[str, Any]:
-        """What a milestone checkpoint records about the model itself."""
-        return {"architecture": self.model.config.to_dict()}
+        """What every checkpoint records about the model: enough to rebuild it alone."""
+        return {"architecture": self.model.config.to_dict(), "growth_history": [dict(e) for e in self.growth_history]}
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        checkpoint["dimba"] = {"architecture": self.model.config.to_dict()}
+        checkpoint["dimba"] = self.checkpoint_metadata()
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """Take the checkpoint's (grown) shape before Lightning loads its weights."""
+        record = checkpoint.get("dimba") or {}
+        if "architecture" in record:
+            recorded = DIMBAConfig.from_dict(record["architecture"])
+            if recorded != self.model.config:
+                adopt_architecture(self.model, recorded)
+                self.structure_version += 1
+        self.growth_history = [dict(e) for e in record.get("growth_history", [])]
+
+
+def rewrap_for_strategy(trainer: L.Trainer, module: L.LightningModule) -> None:
+    """DDP holds the old parameters in its reducer: wrap the grown module anew.
+
+    Wrapping broadcasts rank 0's parameters, so every rank continues from the same weights.
+    """
+    from lightning.pytorch.strategies import DDPStrategy
+    from torch.nn.parallel import DistributedDataParallel
+
+    strategy = trainer.strategy
+    if isinstance(strategy, DDPStrategy) and isinstance(strategy.model, DistributedDataParallel):
+        strategy.model = module
+        strategy.configure_ddp()

@@ -1,0 +1,35 @@
+"""Grow the model inside `Trainer.fit`, at the steps the schedule names.
+
+Runs after the optimizer step and before the milestone check (the module lists this
+callback first), so a milestone crossed by growth is saved at the step of the growth,
+with the grown weights and the carried-over optimizer state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+
+from dimba.growth.schedule import GrowthEvent
+
+
+class GrowthCallback(Callback):
+    def __init__(self, schedule: List[GrowthEvent]) -> None:
+        self.schedule = list(schedule)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and self.schedule and not isinstance(trainer.strategy, (SingleDeviceStrategy, DDPStrategy)):
+            raise ValueError(
+                f"growth.schedule: growing the model is supported with a single device or DDP "
+                f"(trainer.strategy=ddp), not with {type(trainer.strategy).__name__}; "
+                f"use growth=none with this strategy"
+            )
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        done = {entry["step"] for entry in pl_module.growth_history}
+        for event in self.schedule:
+            if event.step <= trainer.global_step and event.step not in done:
+                pl_module.grow(event, global_step=trainer.global_step)

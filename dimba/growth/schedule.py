@@ -1,0 +1,91 @@
+"""Growth events as config data, and the check that a schedule makes sense for a model."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from enum import Enum
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from dimba.errors import ConfigError
+from dimba.model.config import DIMBAConfig
+
+
+class GrowthOp(str, Enum):
+    DEPTH = "depth"
+    WIDTH = "width"
+
+
+DEPTH_MODES = ("identity", "stack")
+
+
+@dataclass
+class GrowthEvent:
+    """Grow once, after optimizer step `step`.
+
+    op=depth grows to `n_layers` blocks (mode identity: function-preserving; stack: copies
+    of the existing blocks, as G_stack); op=width grows the residual stream to `d_model`
+    (the blocks' inner width and heads follow `expand` and `head_dim`).
+    """
+
+    step: int = 0
+    op: str = "depth"
+    n_layers: Optional[int] = None
+    d_model: Optional[int] = None
+    mode: str = "identity"
+
+    def apply(self, config: DIMBAConfig) -> DIMBAConfig:
+        if GrowthOp(self.op) is GrowthOp.DEPTH:
+            return replace(config, n_layers=self.n_layers)
+        return replace(config, d_model=self.d_model)
+
+    def describe(self) -> str:
+        if GrowthOp(self.op) is GrowthOp.DEPTH:
+            return f"depth -> {self.n_layers} layers ({self.mode})"
+        return f"width -> d_model {self.d_model}"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def as_events(schedule: Sequence[GrowthEvent | Mapping[str, Any]] | None) -> List[GrowthEvent]:
+    return [e if isinstance(e, GrowthEvent) else GrowthEvent(**dict(e)) for e in (schedule or [])]
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate_schedule(model: DIMBAConfig, schedule: Sequence[GrowthEvent], key: str = "growth.schedule") -> List[DIMBAConfig]:
+    """The architecture after each event; a ConfigError for the first event that cannot happen."""
+    stages, current, last_step = [], model, 0
+    ops = " | ".join(op.value for op in GrowthOp)
+    for i, event in enumerate(schedule):
+        where = f"{key}[{i}]"
+        if not _int(event.step) or event.step <= last_step:
+            raise ConfigError(f"{where}.step", event.step,
+                              f"an integer step greater than {last_step} (steps must increase)")
+        try:
+            op = GrowthOp(event.op)
+        except ValueError:
+            raise ConfigError(f"{where}.op", event.op, ops) from None
+        if op is GrowthOp.DEPTH:
+            if event.mode not in DEPTH_MODES:
+                raise ConfigError(f"{where}.mode", event.mode, " | ".join(DEPTH_MODES))
+            if not _int(event.n_layers) or event.n_layers <= current.n_layers:
+                raise ConfigError(f"{where}.n_layers", event.n_layers,
+                                  f"an integer larger than the current {current.n_layers} layers")
+            if event.d_model is not None:
+                raise ConfigError(f"{where}.d_model", event.d_model, "null for op=depth (use a separate width event)")
+        else:
+            if not _int(event.d_model) or event.d_model <= current.d_model:
+                raise ConfigError(f"{where}.d_model", event.d_model,
+                                  f"an integer larger than the current d_model {current.d_model}")
+            if (current.expand * event.d_model) % current.head_dim:
+                raise ConfigError(f"{where}.d_model", event.d_model,
+                                  f"a width whose inner width expand*d_model is a multiple of head_dim={current.head_dim}")
+            if event.n_layers is not None:
+                raise ConfigError(f"{where}.n_layers", event.n_layers, "null for op=width (use a separate depth event)")
+        current = event.apply(current)
+        stages.append(current)
+        last_step = event.step
+    return stages
