@@ -120,3 +120,57 @@ def test_own_text_files(tmp_path):
 def test_trainer_arguments_are_overridable():
     cfg = compose_config("trainer.max_steps=7", "+trainer.fast_dev_run=false")
     assert cfg.trainer.max_steps == 7 and cfg.trainer.fast_dev_run is False
+
+
+@pytest.mark.parametrize(
+    "schedule, key",
+    [
+        ("[{step:100,op:depth,n_layers:8},{step:50,op:width,d_model:192}]", "growth.schedule[1].step"),
+        ("[{step:0,op:depth,n_layers:8}]", "growth.schedule[0].step"),
+        ("[{step:10,op:deeper,n_layers:8}]", "growth.schedule[0].op"),
+        ("[{step:10,op:depth,n_layers:4}]", "growth.schedule[0].n_layers"),
+        ("[{step:10,op:depth,n_layers:8,mode:copy}]", "growth.schedule[0].mode"),
+        ("[{step:10,op:width,d_model:64}]", "growth.schedule[0].d_model"),
+        ("[{step:10,op:width,d_model:200}]", "growth.schedule[0].d_model"),
+        ("[{step:10,op:width}]", "growth.schedule[0].d_model"),
+        ("[{step:10,op:width,d_model:256},{step:20,op:width,d_model:192}]", "growth.schedule[1].d_model"),
+    ],
+)
+def test_bad_growth_schedules_name_the_event_and_field(schedule, key):
+    with pytest.raises(ConfigError) as info:
+        validate(compose_config(f"growth.schedule={schedule}"))
+    assert str(info.value).startswith(f"{key}:")
+
+
+def test_growth_presets_compose():
+    assert validate(compose_config("growth=none")).growth.schedule == []
+    config = validate(compose_config("experiment=billions"))
+    assert config.model.d_model == 2048 and len(config.growth.schedule) == 6
+    assert config.progressive_checkpoints.milestones == [10**9, 5 * 10**9, 10 * 10**9, 30 * 10**9]
+
+
+def test_the_plan_of_the_default_run_and_of_the_billions_experiment():
+    from dimba.growth.plan import build_plan
+
+    config = validate(compose_config())
+    plan = build_plan(config.model, config.growth.schedule, config.progressive_checkpoints.milestones, config.trainer.max_steps)
+    assert [s.params for s in plan.stages] == [623_008, 1_179_904, 2_562_144, 4_478_912]
+    assert plan.milestone_steps == {1_000_000: 60, 2_000_000: 120, 4_000_000: 180}
+
+    billions = validate(compose_config("experiment=billions"))
+    plan = build_plan(billions.model, billions.growth.schedule, billions.progressive_checkpoints.milestones, billions.trainer.max_steps)
+    assert plan.unreached == [] and plan.final.params > 30 * 10**9
+    assert list(plan.milestone_steps.values()) == [1000, 3000, 4000, 6000]
+
+    mismatch = validate(compose_config("progressive_checkpoints=billions"))
+    plan = build_plan(mismatch.model, mismatch.growth.schedule, mismatch.progressive_checkpoints.milestones, mismatch.trainer.max_steps)
+    assert plan.unreached == [10**9, 5 * 10**9, 10 * 10**9, 30 * 10**9]
+
+
+def test_growth_after_max_steps_is_shown_as_never_happening():
+    from dimba.growth.plan import build_plan
+
+    config = validate(compose_config("trainer.max_steps=100"))
+    plan = build_plan(config.model, config.growth.schedule, config.progressive_checkpoints.milestones, 100)
+    assert plan.unreached == [2_000_000, 4_000_000]
+    assert plan.table().count("never happens") == 2

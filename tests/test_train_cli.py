@@ -84,12 +84,23 @@ def test_milestones_in_scientific_notation_and_an_explicit_run_dir(tmp_path):
     assert sidecar["milestones"] == [1000, 2000] and sidecar["target_milestone"] == 2000
 
 
-def test_billions_preset_trains_and_saves_nothing_it_did_not_reach(tmp_path):
+def test_billions_preset_warns_about_unreachable_milestones_and_saves_nothing(tmp_path):
     run = tmp_path / "run"
     result = train(*FAST, "progressive_checkpoints=billions", f"hydra.run.dir={run}")
     assert result.returncode == 0, result.stderr
     assert milestone_files(run) == []
+    assert "Milestones this configuration never reaches: 1.0B, 5.0B, 10.0B, 30.0B" in result.stderr
     assert "No milestone was reached" in result.stderr
+
+
+def test_dry_run_plans_a_30b_growth_without_training(tmp_path):
+    run = tmp_path / "run"
+    result = train("experiment=billions", "dry_run=true", f"hydra.run.dir={run}", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "30,452,971,264" in result.stderr and "never reaches" not in result.stderr
+    for label in ("1.0B", "5.0B", "10.0B", "30.0B"):
+        assert label in result.stderr
+    assert not (run / "progressive_checkpoints").exists() and not (run / "checkpoints").exists()
 
 
 @pytest.mark.parametrize("bad", ["[abc]", "[1e6,-5]", "[1.5X]"])

@@ -93,6 +93,8 @@ def transfer_optimizer_state(
     The optimizer object (and so the LR scheduler holding it) stays the same: its param
     groups swap old parameters for their successors, moments move with them, and
     parameters that are entirely new join the group `group_for` names, with no state.
+    Each group ends in the model's parameter order, the order a freshly built optimizer
+    has, so a checkpoint of the grown optimizer loads into one built after a resume.
     """
     placed = set()
     for group in optimizer.param_groups:
@@ -107,6 +109,9 @@ def transfer_optimizer_state(
             if state:
                 optimizer.state[remap.new] = _carry_state(state, remap)
         group["params"] = successors
-    for param in model.parameters():
+    order = {param: i for i, param in enumerate(model.parameters())}
+    for param in order:
         if param.requires_grad and param not in placed:
             optimizer.param_groups[group_for(param)]["params"].append(param)
+    for group in optimizer.param_groups:
+        group["params"].sort(key=lambda p: order.get(p, len(order)))
