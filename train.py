@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from dimba.config import register_configs, validate
 from dimba.errors import ConfigError
+from dimba.preflight import check_writable_dir, resolve_save_dir
 
 log = logging.getLogger("dimba.train")
 register_configs()
@@ -19,8 +20,12 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         config = validate(cfg)
+        if config.progressive_checkpoints.enabled and not config.dry_run:
+            save_dir = resolve_save_dir(config.progressive_checkpoints.save_dir, output_dir)
+            check_writable_dir(save_dir, "progressive_checkpoints.save_dir")
     except ConfigError as exc:
         log.error("Invalid config: %s", exc)
         sys.exit(2)
@@ -29,7 +34,7 @@ def main(cfg: DictConfig) -> None:
     plan(config)
     if config.dry_run:
         return
-    train(cfg, config, Path(HydraConfig.get().runtime.output_dir))
+    train(cfg, config, output_dir)
 
 
 if __name__ == "__main__":

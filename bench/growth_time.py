@@ -11,6 +11,7 @@ JSON object on stdout (logs go to stderr). Run from the repo root: `python bench
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import statistics
@@ -96,6 +97,7 @@ def measure(event: Event, reps: int, steps: int, tokens: torch.Tensor) -> Dict[s
     for rep in range(reps):
         model, optimizer = prepared(event.before, tokens)  # rebuilt every repetition, not timed
         params_before = n_params(model)
+        gc.collect()  # no collector pause inside the timed region
         start = time.perf_counter()
         remaps = event.grow(model)
         transfer_optimizer_state(optimizer, remaps, model, group_for)
@@ -118,7 +120,7 @@ def measure(event: Event, reps: int, steps: int, tokens: torch.Tensor) -> Dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=5, help="timed growth events per case (median)")
+    parser.add_argument("--reps", type=int, default=7, help="timed growth events per case (median)")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps of the grown model (median)")
     args = parser.parse_args()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")

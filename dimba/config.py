@@ -100,6 +100,8 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     enable_model_summary: bool = True
     deterministic: Any = False
+    use_distributed_sampler: bool = False
+    """dimba's sampler shards the data across ranks itself (and can resume mid-epoch)."""
 
     def __post_init__(self) -> None:
         _positive_int("trainer.max_steps", self.max_steps)
@@ -183,9 +185,20 @@ class Config:
     """A Lightning checkpoint (a milestone checkpoint works too) to resume training from."""
     dry_run: bool = False
     """Print the growth plan (parameters per stage, step of each milestone) and exit."""
+    resume: Optional[str] = None
+    """`auto`: continue the latest run with the same overrides, in its own directory, from its
+    newest valid checkpoint (a fresh run if there is none). null: start fresh."""
+    last_checkpoint_every_n_steps: int = 50
+    """How often Lightning's `checkpoints/last.ckpt` is refreshed (it is also written at the
+    end of training and when the process receives SIGTERM)."""
 
     def __post_init__(self) -> None:
         validate_schedule(self.model, self.growth.schedule)
+        if self.resume not in (None, "auto"):
+            raise ConfigError("resume", self.resume, "auto or null")
+        if self.resume is not None and self.ckpt_path is not None:
+            raise ConfigError("ckpt_path", self.ckpt_path, "null when resume=auto (use one or the other)")
+        _positive_int("last_checkpoint_every_n_steps", self.last_checkpoint_every_n_steps)
         if self.model.vocab_size < BYTE_VOCAB:
             raise ConfigError("model.vocab_size", self.model.vocab_size, f"at least {BYTE_VOCAB} for the byte-level tokenizer")
         if self.ckpt_path is not None and not Path(self.ckpt_path).is_file():
@@ -200,6 +213,10 @@ def register_configs() -> None:
     """Register every group's schema; YAML files extend them through their defaults list."""
     from hydra.core.config_store import ConfigStore
 
+    from dimba.resume import resolve_run_dir
+
+    if not OmegaConf.has_resolver("dimba_run_dir"):
+        OmegaConf.register_new_resolver("dimba_run_dir", resolve_run_dir)
     store = ConfigStore.instance()
     store.store(name="base_config", node=Config)
     store.store(group="model", name="base_model", node=DIMBAConfig)

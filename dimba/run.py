@@ -13,7 +13,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 
+from dimba.checkpointing.checkpoint_io import AtomicCheckpointIO
 from dimba.checkpointing.manager import ProgressiveCheckpointManager
+from dimba.checkpointing.preemption import SaveOnSigterm
+from dimba.preflight import resolve_save_dir
+from dimba.resume import newest_valid_checkpoint
 from dimba.checkpointing.milestones import format_param_count, milestone_label
 from dimba.config import Config
 from dimba.growth.plan import GrowthPlan, build_plan
@@ -32,12 +36,6 @@ def route_lightning_logs_to_root() -> None:
         logger.propagate = True
 
 
-def resolve_save_dir(save_dir: str, output_dir: Path) -> Path:
-    """A relative save_dir lives inside the run's own output directory."""
-    path = Path(save_dir).expanduser()
-    return path if path.is_absolute() else output_dir / path
-
-
 def build_module(config: Config, save_dir: Path) -> DIMBALightningModule:
     optim, progressive = config.optim, config.progressive_checkpoints
     return DIMBALightningModule(
@@ -49,7 +47,7 @@ def build_module(config: Config, save_dir: Path) -> DIMBALightningModule:
         min_lr_ratio=optim.min_lr_ratio,
         total_steps=config.trainer.max_steps,
         growth_schedule=config.growth.schedule,
-        growth_seed=config.seed,
+        seed=config.seed,
         enable_progressive_checkpoints=progressive.enabled,
         progressive_milestones=progressive.milestones,
         progressive_save_dir=str(save_dir),
@@ -79,19 +77,29 @@ def train(cfg: DictConfig, config: Config, output_dir: Path) -> L.Trainer:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
     save_dir = resolve_save_dir(config.progressive_checkpoints.save_dir, output_dir)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, seed=config.seed)
     module = build_module(config, save_dir)
+    checkpoints = output_dir / "checkpoints"
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         default_root_dir=str(output_dir),
         logger=CSVLogger(save_dir=str(output_dir), name="logs", version=""),
-        callbacks=[ModelCheckpoint(dirpath=str(output_dir / "checkpoints"), save_last=True)],
+        plugins=[AtomicCheckpointIO()],
+        callbacks=[
+            ModelCheckpoint(dirpath=str(checkpoints), save_top_k=0, save_last=True,
+                            every_n_train_steps=config.last_checkpoint_every_n_steps),
+            SaveOnSigterm(checkpoints / "last.ckpt"),
+        ],
     )
+    ckpt_path = config.ckpt_path
+    if config.resume == "auto":
+        ckpt_path = newest_valid_checkpoint(output_dir, save_dir)
+        log.info("resume=auto: %s", f"continuing from {ckpt_path}" if ckpt_path else "no checkpoint yet, starting fresh")
     progressive = config.progressive_checkpoints
     log.info("Output directory: %s", output_dir)
     if progressive.enabled:
         log.info("Milestones: %s -> %s", ", ".join(milestone_label(m) for m in progressive.milestones), save_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=config.ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     if trainer.is_global_zero and config.progressive_checkpoints.enabled:
         log_summary(save_dir)
     return trainer

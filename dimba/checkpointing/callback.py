@@ -16,6 +16,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from dimba.checkpointing import atomic_io
+from dimba.checkpointing.checkpoint_io import CheckpointWriteError
 from dimba.checkpointing.manager import (
     ProgressiveCheckpointManager,
     count_trainable_parameters,
@@ -80,22 +81,35 @@ class ProgressiveCheckpointCallback(Callback):
     ) -> None:
         """One serialization for all `milestones`, published under each one's name.
 
-        Runs on every rank (`trainer.save_checkpoint` is a collective); only global rank
-        zero touches the files.
+        Runs on every rank: the checkpoint is assembled and handed to the strategy on all
+        of them (collective for sharded strategies); only global rank zero touches files.
+        Rank zero's outcome is broadcast, so a failed write (a full disk) ends every rank
+        with the same error instead of leaving the others waiting in a barrier.
         """
         step = trainer.global_step
-        tmp = atomic_io.temporary_path(self.manager.checkpoint_path(max(milestones), step))
+        final = self.manager.checkpoint_path(max(milestones), step)
+        tmp = atomic_io.temporary_path(final)
         metadata = self._metadata(trainer, pl_module)
         self._saving = {"milestones": milestones, "count": count, "metadata": metadata}
+        error: Optional[str] = None
         try:
-            trainer.save_checkpoint(tmp, weights_only=False)
+            # What trainer.save_checkpoint does, minus its barrier (which would hang the
+            # other ranks if rank zero's write fails).
+            checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+            trainer.strategy.save_checkpoint(checkpoint, tmp)
+            if trainer.is_global_zero:
+                self.manager.commit_milestones(tmp, milestones, step, count, metadata)
+        except (OSError, CheckpointWriteError) as exc:
+            atomic_io.discard(tmp)
+            cause = exc.__cause__ if isinstance(exc, CheckpointWriteError) and exc.__cause__ else exc
+            error = f"Cannot write milestone checkpoint {final}: {getattr(cause, 'strerror', None) or cause}"
         finally:
             self._saving = None
-        if trainer.is_global_zero:
-            self.manager.commit_milestones(tmp, milestones, step, count, metadata)
-        else:
+        error = trainer.strategy.broadcast(error, src=0)
+        if error is not None:
+            raise CheckpointWriteError(error)
+        if not trainer.is_global_zero:
             self.manager.tracker.mark_reached(milestones)
-        trainer.strategy.barrier("dimba.progressive_checkpoint")
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: Dict[str, Any]) -> None:
         if self._saving is None:

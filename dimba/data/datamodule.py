@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dimba.data.corpus import builtin_corpus
 
@@ -44,6 +45,62 @@ def split_tokens(tokens: torch.Tensor, seq_len: int, val_fraction: float) -> tup
     return tokens[:-n_val], tokens[-n_val:]
 
 
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation per epoch drawn from (seed, epoch) alone, sharded across ranks.
+
+    It owns its randomness (nothing from the global RNG), and it can start part-way into
+    an epoch, so a resumed run sees exactly the batches an uninterrupted run would have.
+    """
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+        self.start = 0  # samples of this rank's share already trained on in this epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @staticmethod
+    def _world() -> tuple[int, int]:
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def __len__(self) -> int:
+        return self.size // self._world()[1]
+
+    def __iter__(self):
+        rank, world = self._world()
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator)[: len(self) * world]
+        start, self.start = self.start, 0
+        return iter(order[rank::world][start:].tolist())
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader Lightning can checkpoint: it records how far into the epoch training got.
+
+    The module reports each batch as it starts (`mark_trained`); Lightning stores
+    `state_dict()` in every checkpoint and hands it back on resume.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, sampler: EpochShuffleSampler, **kwargs: Any) -> None:
+        super().__init__(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, **kwargs)
+        self.trained_batches = 0
+
+    def mark_trained(self, batch_idx: int) -> None:
+        self.trained_batches = batch_idx + 1
+
+    def state_dict(self) -> Dict[str, int]:
+        return {"epoch": self.sampler.epoch, "trained_batches": self.trained_batches}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        self.sampler.set_epoch(int(state["epoch"]))
+        self.trained_batches = int(state["trained_batches"])
+        self.sampler.start = self.trained_batches * self.batch_size
+
+
 class TextDataModule(L.LightningDataModule):
     """Byte-level sequences from the built-in corpus or the user's own text files."""
 
@@ -54,8 +111,10 @@ class TextDataModule(L.LightningDataModule):
         batch_size: int = 8,
         val_fraction: float = 0.05,
         num_workers: int = 0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
+        self.seed = seed
         self.files = list(files or [])
         self.seq_len = seq_len
         self.batch_size = batch_size
@@ -72,9 +131,9 @@ class TextDataModule(L.LightningDataModule):
         self.train_set = SequenceDataset(train, self.seq_len)
         self.val_set = SequenceDataset(val, self.seq_len)
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+    def train_dataloader(self) -> ResumableDataLoader:
+        return ResumableDataLoader(self.train_set, self.batch_size, EpochShuffleSampler(len(self.train_set), self.seed),
+                                   num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)

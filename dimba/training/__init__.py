@@ -1,3 +1,4 @@
 from dimba.training.module import DIMBALightningModule
+from dimba.training.simple import SimpleTrainer
 
-__all__ = ["DIMBALightningModule"]
+__all__ = ["DIMBALightningModule", "SimpleTrainer"]

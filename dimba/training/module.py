@@ -12,9 +12,9 @@ import torch
 from dimba.checkpointing.callback import ProgressiveCheckpointCallback
 from dimba.checkpointing.milestones import format_param_count
 from dimba.growth.callback import GrowthCallback
-from dimba.growth.operators import adopt_architecture, grow_depth, grow_width
-from dimba.growth.optim import GrowableAdamW, transfer_optimizer_state
-from dimba.growth.schedule import GrowthEvent, GrowthOp, as_events, validate_schedule
+from dimba.growth.operators import adopt_architecture, apply_growth
+from dimba.growth.optim import GrowableAdamW
+from dimba.growth.schedule import GrowthEvent, as_events, validate_schedule
 from dimba.model import DIMBA, DIMBAConfig
 from dimba.training.lr_schedule import WarmupCosine
 
@@ -46,7 +46,7 @@ class DIMBALightningModule(L.LightningModule):
         progressive_milestones: Optional[Sequence[Any]] = None,
         progressive_save_dir: str = "./progressive_checkpoints",
         growth_schedule: Optional[Sequence[Union[GrowthEvent, Mapping[str, Any]]]] = None,
-        growth_seed: int = 0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         config = as_model_config(model_config, vocab_size)
@@ -69,7 +69,7 @@ class DIMBALightningModule(L.LightningModule):
                 "progressive_milestones": [str(m) for m in (progressive_milestones or [])],
                 "progressive_save_dir": str(progressive_save_dir),
                 "growth_schedule": [e.to_dict() for e in schedule],
-                "growth_seed": int(growth_seed),
+                "seed": int(seed),
             }
         )
         self.model = DIMBA(config)
@@ -93,33 +93,27 @@ class DIMBALightningModule(L.LightningModule):
     # ----------------------------------------------------------------- growth
     def grow(self, event: GrowthEvent, global_step: int) -> None:
         """Apply one growth event now, carrying the optimizer state into the grown model."""
-        seed = self.hparams.growth_seed * 1_000_003 + event.step
         before = sum(p.numel() for p in self.model.parameters())
-        if GrowthOp(event.op) is GrowthOp.DEPTH:
-            remaps = grow_depth(self.model, event.n_layers, event.mode, seed=seed)
-        else:
-            remaps = grow_width(self.model, event.d_model, seed=seed)
         trainer = self._trainer
-        if trainer is not None and trainer.optimizers:
-            transfer_optimizer_state(trainer.optimizers[0], remaps, self.model, self._param_group_for)
+        optimizer = trainer.optimizers[0] if trainer is not None and trainer.optimizers else None
+        record = apply_growth(self.model, event, self.hparams.seed * 1_000_003 + event.step, optimizer, param_group_for)
+        self.growth_history.append({**record, "applied_at_step": int(global_step)})
         self.structure_version += 1
-        self.growth_history.append(
-            {**event.to_dict(), "applied_at_step": int(global_step),
-             "params": sum(p.numel() for p in self.model.parameters()),
-             "architecture": self.model.config.to_dict()}
-        )
         if trainer is not None:
             rewrap_for_strategy(trainer, self)
         log.info("Grew the model after step %d: %s (%s -> %s parameters)", global_step, event.describe(),
-                 format_param_count(before), format_param_count(self.growth_history[-1]["params"]))
+                 format_param_count(before), format_param_count(record["params"]))
 
-    @staticmethod
-    def _param_group_for(param: torch.nn.Parameter) -> int:
-        return 0 if param.dim() >= 2 else 1
 
     # ----------------------------------------------------------------- steps
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        loader = self.trainer.train_dataloader
+        if hasattr(loader, "mark_trained"):
+            loader.mark_trained(batch_idx)
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        out = self.model.loss(batch, mse_weight=self.hparams.mse_weight, ce_weight=self.hparams.ce_weight)
+        t, noise = step_noise(self.model, batch, self.hparams.seed, self.global_step, self.global_rank)
+        out = self.model.loss(batch, t=t, noise=noise, mse_weight=self.hparams.mse_weight, ce_weight=self.hparams.ce_weight)
         self.log("train/loss", out["loss"], prog_bar=True)
         self.log_dict({"train/mse": out["mse"], "train/ce": out["ce"]})
         return out["loss"]
@@ -134,13 +128,7 @@ class DIMBALightningModule(L.LightningModule):
 
     # ----------------------------------------------------------------- optimizer
     def configure_optimizers(self) -> Dict[str, Any]:
-        decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
-        optimizer = GrowableAdamW(
-            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.hparams.lr,
-            betas=tuple(self.hparams.betas),
-        )
+        optimizer = build_optimizer(self.model, self.hparams.lr, self.hparams.betas, self.hparams.weight_decay)
         total = self.hparams.total_steps or self._trainer_total_steps()
         schedule = WarmupCosine(self.hparams.warmup_steps, total, self.hparams.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -171,6 +159,34 @@ class DIMBALightningModule(L.LightningModule):
                 adopt_architecture(self.model, recorded)
                 self.structure_version += 1
         self.growth_history = [dict(e) for e in record.get("growth_history", [])]
+
+
+def step_noise(model: DIMBA, batch: torch.Tensor, seed: int, step: int, rank: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Timesteps and noise for one training step, drawn from (seed, step, rank) alone.
+
+    A resumed run draws exactly what the uninterrupted one would have, with no RNG state
+    to carry, and the Lightning path and SimpleTrainer draw the same numbers.
+    """
+    generator = torch.Generator(device=batch.device)
+    generator.manual_seed((seed * 1_000_003 + step) * 1009 + rank)
+    t = model.schedule.sample_timesteps(batch.shape[0], batch.device, generator)
+    noise = torch.randn(*batch.shape, model.config.d_embed, generator=generator, device=batch.device,
+                        dtype=model.embedding.weight.dtype)
+    return t, noise
+
+
+def param_group_for(param: torch.nn.Parameter) -> int:
+    """Group 0 (weight decay) for matrices, group 1 (none) for gains, biases and SSM scalars."""
+    return 0 if param.dim() >= 2 else 1
+
+
+def build_optimizer(model: torch.nn.Module, lr: float, betas: Sequence[float], weight_decay: float) -> GrowableAdamW:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return GrowableAdamW(
+        [{"params": [p for p in params if param_group_for(p) == 0], "weight_decay": weight_decay},
+         {"params": [p for p in params if param_group_for(p) == 1], "weight_decay": 0.0}],
+        lr=lr, betas=tuple(betas),
+    )
 
 
 def rewrap_for_strategy(trainer: L.Trainer, module: L.LightningModule) -> None:

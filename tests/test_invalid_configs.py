@@ -1,0 +1,108 @@
+"""The catalogue of invalid configurations: each one is refused before training with one
+line naming the key, the value and what is accepted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from dimba.config import register_configs, validate
+from dimba.errors import ConfigError
+from dimba.preflight import check_writable_dir, resolve_save_dir
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+register_configs()
+
+CATALOGUE = [
+    # milestones
+    (["progressive_checkpoints.milestones=[abc]"], "progressive_checkpoints.milestones"),
+    (["progressive_checkpoints.milestones=[-5]"], "progressive_checkpoints.milestones"),
+    (["progressive_checkpoints.milestones=[0]"], "progressive_checkpoints.milestones"),
+    (["progressive_checkpoints.milestones=[nan]"], "progressive_checkpoints.milestones"),
+    (["progressive_checkpoints.milestones=[inf]"], "progressive_checkpoints.milestones"),
+    (["progressive_checkpoints.milestones=[1.5X]"], "progressive_checkpoints.milestones"),
+    (["progressive_checkpoints.milestones=[1M,'']"], "progressive_checkpoints.milestones"),
+    (["progressive_checkpoints.milestones=[]"], "progressive_checkpoints.milestones"),
+    (["progressive_checkpoints.milestones=[0.5]"], "progressive_checkpoints.milestones"),
+    (["progressive_checkpoints.save_dir=''"], "progressive_checkpoints.save_dir"),
+    # growth schedules
+    (["growth.schedule=[{step:100,op:depth,n_layers:8},{step:50,op:width,d_model:192}]"], "growth.schedule[1].step"),
+    (["growth.schedule=[{step:0,op:depth,n_layers:8}]"], "growth.schedule[0].step"),
+    (["growth.schedule=[{step:10,op:deeper,n_layers:8}]"], "growth.schedule[0].op"),
+    (["growth.schedule=[{step:10,op:depth,n_layers:4}]"], "growth.schedule[0].n_layers"),
+    (["growth.schedule=[{step:10,op:depth,n_layers:8,mode:copy}]"], "growth.schedule[0].mode"),
+    (["growth.schedule=[{step:10,op:width,d_model:100}]"], "growth.schedule[0].d_model"),
+    (["growth.schedule=[{step:10,op:width,d_model:200}]"], "growth.schedule[0].d_model"),
+    (["growth.schedule=[{step:10,op:width,d_model:256,n_layers:9}]"], "growth.schedule[0].n_layers"),
+    # model shapes
+    (["model.d_model=0"], "model.d_model"),
+    (["model.n_layers=-1"], "model.n_layers"),
+    (["model.head_dim=100"], "model.head_dim"),
+    (["model.d_time=15"], "model.d_time"),
+    (["model.norm_eps=0"], "model.norm_eps"),
+    (["model.vocab_size=100"], "model.vocab_size"),
+    (["model.chunk_size=0"], "model.chunk_size"),
+    # data and paths
+    (["data.files=[/no/such/corpus.txt]"], "data.files[0]"),
+    (["data.seq_len=0"], "data.seq_len"),
+    (["data.batch_size=-2"], "data.batch_size"),
+    (["data.val_fraction=0.9"], "data.val_fraction"),
+    (["data.num_workers=-1"], "data.num_workers"),
+    # trainer options
+    (["trainer.max_steps=0"], "trainer.max_steps"),
+    (["trainer.accelerator=quantum"], "trainer.accelerator"),
+    (["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches"),
+    (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val"),
+    (["trainer.val_check_interval=0"], "trainer.val_check_interval"),
+    (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps"),
+    (["trainer.num_nodes=0"], "trainer.num_nodes"),
+    # optimizer
+    (["optim.lr=-1"], "optim.lr"),
+    (["optim.betas=[0.9]"], "optim.betas"),
+    (["optim.betas=[0.9,1.5]"], "optim.betas"),
+    (["optim.warmup_steps=-1"], "optim.warmup_steps"),
+    (["optim.min_lr_ratio=2"], "optim.min_lr_ratio"),
+    (["optim.weight_decay=-0.1"], "optim.weight_decay"),
+    # resume targets and checkpoint cadence
+    (["ckpt_path=/no/such/last.ckpt"], "ckpt_path"),
+    (["resume=yes"], "resume"),
+    (["resume=auto", "ckpt_path=README.md"], "ckpt_path"),
+    (["last_checkpoint_every_n_steps=0"], "last_checkpoint_every_n_steps"),
+]
+
+
+def compose_config(overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_the_catalogue_is_large():
+    assert len(CATALOGUE) >= 30
+
+
+@pytest.mark.parametrize("overrides, key", CATALOGUE, ids=[" ".join(o) for o, _ in CATALOGUE])
+def test_each_invalid_config_is_refused_with_one_clear_line(overrides, key, monkeypatch):
+    monkeypatch.chdir(CONF.parent)
+    with pytest.raises(ConfigError) as info:
+        validate(compose_config(overrides))
+    message = str(info.value)
+    assert message.startswith(f"{key}: ") and "\n" not in message
+    assert "accepted: " in message and len(message.split("accepted: ", 1)[1]) > 3
+
+
+@pytest.mark.parametrize("save_dir", ["not_a_dir/sub", "a_file", "/proc/dimba-cannot-write-here"])
+def test_unusable_save_dirs_are_refused_before_training(tmp_path, save_dir):
+    (tmp_path / "not_a_dir").write_text("a file")
+    (tmp_path / "a_file").write_text("a file")
+    path = resolve_save_dir(save_dir, tmp_path)
+    with pytest.raises(ConfigError) as info:
+        check_writable_dir(path, "progressive_checkpoints.save_dir")
+    assert str(info.value).startswith(f"progressive_checkpoints.save_dir: '{path}'")
+    assert "a directory this user can create and write to" in str(info.value)
+
+
+def test_a_usable_save_dir_is_created(tmp_path):
+    check_writable_dir(tmp_path / "a" / "b", "progressive_checkpoints.save_dir")
+    assert (tmp_path / "a" / "b").is_dir() and list((tmp_path / "a" / "b").iterdir()) == []
