@@ -31,10 +31,16 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     from dimba.run import plan, train  # torch and Lightning load only for a valid config
 
+    from dimba.checkpointing.checkpoint_io import CheckpointWriteError
+
     plan(config)
     if config.dry_run:
         return
-    train(cfg, config, output_dir)
+    try:
+        train(cfg, config, output_dir)
+    except CheckpointWriteError as exc:  # a full disk, say: every earlier checkpoint is intact
+        log.error("%s", exc)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def newest_valid_checkpoint(run_dir: Path, milestone_dir: Optional[Path] = None)
 def latest_matching_run(runs_root: Path, overrides: Iterable[str]) -> Optional[Path]:
     """The newest run directory under `runs_root/<date>/<time>/` with the same experiment."""
     wanted = experiment_identity(overrides)
-    for run_dir in sorted((p.parent.parent for p in runs_root.glob("*/*/.hydra")), reverse=True):
+    for run_dir in sorted((p.parent for p in runs_root.glob("*/*/.hydra")), reverse=True):
         saved = _saved_overrides(run_dir)
         if saved is not None and experiment_identity(saved) == wanted and newest_valid_checkpoint(run_dir):
             return run_dir

@@ -107,7 +107,7 @@ def train(cfg: DictConfig, config: Config, output_dir: Path) -> L.Trainer:
 
 def log_summary(save_dir: Path) -> None:
     manager = ProgressiveCheckpointManager([], save_dir, enabled=False)
-    entries = manager.list_checkpoints()
+    entries = manager.valid_checkpoints()
     if not entries:
         log.info("No milestone was reached in this run.")
         return

@@ -21,14 +21,14 @@ from conftest import TINY_MODEL  # noqa: E402
 from dimba.training import DIMBALightningModule  # noqa: E402
 
 
-def main(out: Path) -> None:
+def main(out: Path, save_dir: Path | None = None) -> None:
     L.seed_everything(0, verbose=False)
     module = DIMBALightningModule(
         model_config=TINY_MODEL,
         warmup_steps=0,
         enable_progressive_checkpoints=True,
         progressive_milestones=["1K", "20K", "80K"],
-        progressive_save_dir=str(out / "milestones"),
+        progressive_save_dir=str(save_dir or out / "milestones"),
         growth_schedule=[{"step": 2, "op": "depth", "n_layers": 2}, {"step": 4, "op": "width", "d_model": 64}],
     )
     data = torch.randint(0, 256, (64, 32), generator=torch.Generator().manual_seed(0))
@@ -46,4 +46,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 else None)

@@ -105,16 +105,29 @@ def test_file_names_follow_the_seed(tmp_path, tiny_model_config):
     assert (tmp_path / "checkpoint_1.0B_step_10000.json").is_file()
 
 
-def test_listing_ignores_incomplete_writes(tmp_path, tiny_model_config):
+def test_listing_skips_interrupted_writes_and_marks_unreadable_ones(tmp_path, tiny_model_config):
     model = DIMBA(tiny_model_config)
-    manager = ProgressiveCheckpointManager([1], tmp_path)
-    manager.save_checkpoint(model, global_step=1)
-    (tmp_path / ".checkpoint_2.0M_step_9.pt.tmp").write_bytes(b"partial")
-    (tmp_path / "checkpoint_3.0M_step_9.pt").write_bytes(b"no sidecar yet")
+    manager = ProgressiveCheckpointManager([1, 2], tmp_path)
+    manager.save_checkpoint(model, global_step=1, milestone=1)
+    good = manager.save_checkpoint(model, global_step=2, milestone=2)
+    (tmp_path / ".checkpoint_3.0M_step_9.pt.tmp").write_bytes(b"partial")  # killed mid-write
+    (tmp_path / "checkpoint_3.0M_step_9.pt").write_bytes(b"no sidecar yet")  # killed before its sidecar
     (tmp_path / "checkpoint_4.0M_step_9.json").write_text("{not json")
-    assert [cp["target_milestone"] for cp in manager.list_checkpoints()] == [1]
-    manager.prepare_save_dir()
-    assert not (tmp_path / ".checkpoint_2.0M_step_9.pt.tmp").exists()
+    with open(good, "r+b") as handle:  # truncated after the sidecar was written
+        handle.truncate(1000)
+
+    listed = manager.list_checkpoints()
+    assert [(e.get("target_milestone"), e["status"]) for e in listed] == [
+        (None, "unreadable"), (1, "ok"), (2, "unreadable")
+    ]
+    assert "1000 bytes on disk" in listed[2]["error"]
+    assert manager.saved_milestones() == [1]
+    assert manager.get_checkpoint_path_for_milestone(2) is None
+
+    manager.prepare_save_dir()  # the next start cleans up what was never complete
+    assert not (tmp_path / ".checkpoint_3.0M_step_9.pt.tmp").exists()
+    assert not (tmp_path / "checkpoint_3.0M_step_9.pt").exists()
+    assert Path(good).exists()  # complete once: kept for the user to inspect
 
 
 def test_corrupt_and_malicious_checkpoints_are_refused(tmp_path, tiny_model_config):

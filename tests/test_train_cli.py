@@ -133,3 +133,39 @@ def test_ddp_with_two_processes_writes_one_set_of_files(tmp_path):
     assert not list((run / "progressive_checkpoints").glob(".*"))  # no temporaries left
     checkpoint = torch.load(run / "progressive_checkpoints" / "checkpoint_1.0K_step_1.pt", weights_only=True)
     assert checkpoint["global_step"] == 1
+
+
+def test_resume_auto_continues_the_latest_matching_run_in_its_own_directory(tmp_path):
+    first = train(*FAST, "trainer.max_steps=4", "last_checkpoint_every_n_steps=2", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    other = train(*FAST, "trainer.max_steps=2", "optim.lr=1e-3", cwd=tmp_path)  # a different experiment
+    assert other.returncode == 0, other.stderr
+    runs = sorted((tmp_path / "outputs").glob("*/*"))
+    assert len(runs) == 2
+
+    resumed = train(*FAST, "trainer.max_steps=6", "last_checkpoint_every_n_steps=2", "resume=auto", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted((tmp_path / "outputs").glob("*/*")) == runs  # no new run directory
+    assert f"resume=auto: continuing from {runs[0] / 'checkpoints' / 'last.ckpt'}" in resumed.stderr
+    assert torch.load(runs[0] / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+
+
+def test_sigterm_writes_last_checkpoint_before_exiting(tmp_path):
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    args = [sys.executable, str(ROOT / "train.py"), *FAST, "trainer.max_steps=100000", "last_checkpoint_every_n_steps=100000",
+            "progressive_checkpoints.milestones=[1K]", f"hydra.run.dir={run}"]
+    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((run / "progressive_checkpoints").glob("*.json")):  # the step-1 milestone: training runs
+        assert time.monotonic() < deadline and process.poll() is None, "training never started"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    last = run / "checkpoints" / "last.ckpt"
+    assert last.is_file(), stderr[-2000:]
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert 0 < step < 100000
+    assert f"SIGTERM: saved {last} at step {step}" in stderr

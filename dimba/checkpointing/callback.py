@@ -9,6 +9,7 @@ A milestone checkpoint is therefore also a Lightning checkpoint: `ckpt_path=` re
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -17,11 +18,15 @@ from lightning.pytorch.callbacks import Callback
 
 from dimba.checkpointing import atomic_io
 from dimba.checkpointing.checkpoint_io import CheckpointWriteError
+from dimba.checkpointing.milestones import milestone_label
 from dimba.checkpointing.manager import (
     ProgressiveCheckpointManager,
     count_trainable_parameters,
     optimizer_param_names,
 )
+
+
+log = logging.getLogger(__name__)
 
 
 class ProgressiveCheckpointCallback(Callback):
@@ -63,6 +68,23 @@ class ProgressiveCheckpointCallback(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_checked_step = trainer.global_step
+        if self.enabled and trainer.ckpt_path is not None:
+            self._reconcile_with_disk(trainer)
+
+    def _reconcile_with_disk(self, trainer: L.Trainer) -> None:
+        """After a resume, a milestone counts as reached only if its checkpoint is on disk.
+
+        A crash between publishing a checkpoint and writing its sidecar (or between the
+        names of milestones saved together) leaves a milestone the restored state calls
+        reached but no file holds; it is saved again at the next check, never skipped.
+        """
+        saved = self.manager.saved_milestones() if trainer.is_global_zero else None
+        saved = set(trainer.strategy.broadcast(saved, src=0))
+        missing = [m for m in self.manager.tracker.reached if m not in saved]
+        if missing:
+            log.warning("Milestones without a checkpoint in %s will be saved again: %s",
+                        self.manager.save_dir, ", ".join(milestone_label(m) for m in missing))
+            self.manager.tracker.reached = [m for m in self.manager.tracker.reached if m in saved]
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int

@@ -109,9 +109,15 @@ class ProgressiveCheckpointManager:
 
     # ----------------------------------------------------------------- writing
     def prepare_save_dir(self) -> None:
-        """Create the directory and drop leftovers of interrupted writes."""
+        """Create the directory and drop leftovers of interrupted writes: temporary files,
+        and checkpoints whose sidecar was never written (their milestone was not saved)."""
         self.save_dir.mkdir(parents=True, exist_ok=True)
-        for path in atomic_io.remove_stale_temporaries(self.save_dir):
+        leftovers = list(atomic_io.remove_stale_temporaries(self.save_dir))
+        for checkpoint in self.save_dir.glob("checkpoint_*_step_*.pt"):
+            if not checkpoint.with_suffix(".json").exists():
+                checkpoint.unlink(missing_ok=True)
+                leftovers.append(checkpoint)
+        for path in leftovers:
             log.warning("Removed an incomplete checkpoint write: %s", path)
 
     def checkpoint_path(self, milestone: int, global_step: int) -> Path:
@@ -238,36 +244,48 @@ class ProgressiveCheckpointManager:
 
     # ----------------------------------------------------------------- reading
     def list_checkpoints(self) -> List[Dict[str, Any]]:
-        """Complete milestone checkpoints in `save_dir` (checkpoint and sidecar both present),
-        sorted by milestone then step. Read from the sidecars: no torch load."""
+        """Milestone checkpoints in `save_dir`, sorted by milestone then step, from the
+        sidecars alone (no torch load). Each entry has `status`: "ok", or "unreadable" with
+        an `error` (a sidecar that does not parse, a checkpoint of the wrong size). A
+        checkpoint without its sidecar is an interrupted write and is not listed."""
         entries = []
         if not self.save_dir.is_dir():
             return entries
         for sidecar in sorted(self.save_dir.glob("checkpoint_*_step_*.json")):
+            checkpoint = sidecar.with_suffix(".pt")
             try:
                 info = json.loads(sidecar.read_text(encoding="utf-8"))
-                target = int(info["target_milestone"])
+                info["target_milestone"] = int(info["target_milestone"])
                 checkpoint = sidecar.with_name(str(info["checkpoint"]))
             except (OSError, ValueError, KeyError, TypeError) as exc:
-                log.warning("Skipping unreadable sidecar %s: %s", sidecar, exc)
+                entries.append(self._unreadable(sidecar, checkpoint, f"sidecar unreadable: {exc}"))
                 continue
             if not checkpoint.is_file():
-                log.warning("Skipping sidecar without its checkpoint: %s", sidecar)
                 continue
-            info["path"] = str(checkpoint)
-            info["metadata_path"] = str(sidecar)
-            info["target_milestone"] = target
+            size = checkpoint.stat().st_size
+            if info.get("size_bytes") not in (None, size):
+                info.update(self._unreadable(sidecar, checkpoint, f"{size} bytes on disk, {info['size_bytes']} written"))
+            else:
+                info.update(status="ok", path=str(checkpoint), metadata_path=str(sidecar))
             entries.append(info)
-        return sorted(entries, key=lambda e: (e["target_milestone"], int(e.get("global_step", 0))))
+        return sorted(entries, key=lambda e: (e.get("target_milestone", -1), int(e.get("global_step", -1))))
+
+    @staticmethod
+    def _unreadable(sidecar: Path, checkpoint: Path, error: str) -> Dict[str, Any]:
+        log.warning("Unreadable milestone checkpoint %s: %s", checkpoint, error)
+        return {"status": "unreadable", "error": error, "path": str(checkpoint), "metadata_path": str(sidecar)}
+
+    def valid_checkpoints(self) -> List[Dict[str, Any]]:
+        return [e for e in self.list_checkpoints() if e["status"] == "ok"]
 
     def get_checkpoint_path_for_milestone(self, milestone: Any) -> Optional[str]:
         """The newest complete checkpoint saved for exactly this milestone, if any."""
         target = parse_milestones([milestone])[0]
-        matches = [e for e in self.list_checkpoints() if e["target_milestone"] == target]
+        matches = [e for e in self.valid_checkpoints() if e["target_milestone"] == target]
         return matches[-1]["path"] if matches else None
 
     def saved_milestones(self) -> List[int]:
-        return sorted({e["target_milestone"] for e in self.list_checkpoints()})
+        return sorted({e["target_milestone"] for e in self.valid_checkpoints()})
 
     def load_checkpoint(
         self,

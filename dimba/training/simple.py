@@ -8,6 +8,7 @@ ones). `resume(path)` continues from a milestone checkpoint without saving it ag
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -83,11 +84,23 @@ class SimpleTrainer:
         self.model.train()
         losses: List[float] = []
         while self.global_step < self.max_steps:
-            for batch in self.train_loader:
+            for batch in self._batches_from_current_position():
                 losses.append(self.step(batch.to(self.device)))
                 if self.global_step >= self.max_steps:
                     break
         return losses
+
+    def _batches_from_current_position(self):
+        """The rest of the current epoch, so a resumed run sees the batches it would have."""
+        loader = self.train_loader
+        epoch, offset = divmod(self.global_step, len(loader))
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        if hasattr(sampler, "start"):
+            sampler.start = offset * loader.batch_size
+            return iter(loader)
+        return itertools.islice(iter(loader), offset, None)
 
     def step(self, batch: torch.Tensor) -> float:
         for group in self.optimizer.param_groups:

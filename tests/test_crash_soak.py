@@ -1,0 +1,23 @@
+"""SIGKILL at random moments, in the middle of saves too, then resume: nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SOAK = Path(__file__).resolve().parents[1] / "bench" / "soak.py"
+
+
+@pytest.mark.slow
+def test_twenty_kills_lose_nothing_and_save_each_milestone_once(tmp_path):
+    spec = importlib.util.spec_from_file_location("soak", SOAK)
+    soak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(soak)
+    result = soak.soak(tmp_path, kills=20, seed=1)
+    assert result["kills"] == 20, result
+    assert result["kills_during_a_save"] >= 1, result
+    assert result["milestones_saved"] == result["milestones_crossed"], result
+    assert result["each_saved_once"] and result["all_statuses_ok"], result
+    assert result["temporaries_left"] == [] and result["last_step"] == 60, result
