@@ -22,6 +22,7 @@ from dimba.checkpointing.milestones import format_param_count, milestone_label
 from dimba.config import Config
 from dimba.growth.plan import GrowthPlan, build_plan
 from dimba.training import DIMBALightningModule
+from dimba.training.progress import DIMBAProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ def train(cfg: DictConfig, config: Config, output_dir: Path) -> L.Trainer:
             ModelCheckpoint(dirpath=str(checkpoints), save_top_k=0, save_last=True,
                             every_n_train_steps=config.last_checkpoint_every_n_steps),
             SaveOnSigterm(checkpoints / "last.ckpt"),
+            *([DIMBAProgressBar()] if config.trainer.enable_progress_bar else []),
         ],
     )
     ckpt_path = config.ckpt_path

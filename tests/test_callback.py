@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-import dimba.checkpointing.callback as callback_module
+import dimba.training.module as module_module
 from dimba.training import DIMBALightningModule
 
 
@@ -96,8 +96,8 @@ def test_a_milestone_crossed_later_is_saved_at_that_step(tmp_path, tiny_model_co
 
 def test_parameter_count_is_cached_until_the_structure_changes(tmp_path, tiny_model_config, token_loader, quiet_trainer_kwargs, monkeypatch):
     calls = []
-    real = callback_module.count_trainable_parameters
-    monkeypatch.setattr(callback_module, "count_trainable_parameters", lambda m: (calls.append(1), real(m))[1])
+    real = module_module.count_trainable_parameters
+    monkeypatch.setattr(module_module, "count_trainable_parameters", lambda m: (calls.append(1), real(m))[1])
     module = make_module(tiny_model_config, tmp_path, [10**12])
     L.Trainer(max_steps=6, **quiet_trainer_kwargs).fit(module, token_loader())
     assert len(calls) == 1

@@ -158,12 +158,15 @@ def test_sigterm_writes_last_checkpoint_before_exiting(tmp_path):
     args = [sys.executable, str(ROOT / "train.py"), *FAST, "trainer.max_steps=100000", "last_checkpoint_every_n_steps=100000",
             "progressive_checkpoints.milestones=[1K]", f"hydra.run.dir={run}"]
     process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list((run / "progressive_checkpoints").glob("*.json")):  # the step-1 milestone: training runs
-        assert time.monotonic() < deadline and process.poll() is None, "training never started"
-        time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((run / "progressive_checkpoints").glob("*.json")):  # the step-1 milestone: training runs
+            assert time.monotonic() < deadline and process.poll() is None, "training never started"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
     last = run / "checkpoints" / "last.ckpt"
     assert last.is_file(), stderr[-2000:]
     step = torch.load(last, weights_only=True)["global_step"]

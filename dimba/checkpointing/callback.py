@@ -37,7 +37,6 @@ class ProgressiveCheckpointCallback(Callback):
         enabled: bool = True,
     ) -> None:
         self.manager = ProgressiveCheckpointManager(milestones, save_dir, enabled)
-        self._count_cache: Optional[tuple[Any, int]] = None
         self._last_checked_step: Optional[int] = None
         self._saving: Optional[Dict[str, Any]] = None
 
@@ -50,16 +49,13 @@ class ProgressiveCheckpointCallback(Callback):
         return self.manager.enabled
 
     # ----------------------------------------------------------------- counting
-    def parameter_count(self, pl_module: L.LightningModule) -> int:
-        """Trainable parameters, recounted only when the module says its structure changed.
-
-        A module without `structure_version` is recounted every time (still cheap: one
-        pass over the parameter tensors, not their elements).
-        """
-        version = getattr(pl_module, "structure_version", None)
-        if version is None or self._count_cache is None or self._count_cache[0] != version:
-            self._count_cache = (version, count_trainable_parameters(pl_module))
-        return self._count_cache[1]
+    @staticmethod
+    def parameter_count(pl_module: L.LightningModule) -> int:
+        """Trainable parameters. A module with `parameter_count()` (DIMBALightningModule)
+        answers from its cache, recounted only when its structure changes; any other module
+        is counted each time (one pass over its parameter tensors: tens of microseconds)."""
+        counter = getattr(pl_module, "parameter_count", None)
+        return int(counter()) if callable(counter) else count_trainable_parameters(pl_module)
 
     # ----------------------------------------------------------------- hooks
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 
 from dimba.checkpointing.callback import ProgressiveCheckpointCallback
+from dimba.checkpointing.manager import count_trainable_parameters
 from dimba.checkpointing.milestones import format_param_count
 from dimba.growth.callback import GrowthCallback
 from dimba.growth.operators import adopt_architecture, apply_growth
@@ -74,6 +75,7 @@ class DIMBALightningModule(L.LightningModule):
         )
         self.model = DIMBA(config)
         self.structure_version = 0  # bumped whenever the parameter set changes (growth)
+        self._count_cache: tuple[int, int] = (-1, 0)
         self.growth_history: List[Dict[str, Any]] = []
         self._growth = GrowthCallback(schedule) if schedule else None
         self._progressive = (
@@ -90,10 +92,16 @@ class DIMBALightningModule(L.LightningModule):
         # Order matters: grow first, then check milestones against the grown model.
         return [cb for cb in (self._growth, self._progressive) if cb is not None]
 
+    def parameter_count(self) -> int:
+        """Trainable parameters, counted again only after `structure_version` changed."""
+        if self._count_cache[0] != self.structure_version:
+            self._count_cache = (self.structure_version, count_trainable_parameters(self))
+        return self._count_cache[1]
+
     # ----------------------------------------------------------------- growth
     def grow(self, event: GrowthEvent, global_step: int) -> None:
         """Apply one growth event now, carrying the optimizer state into the grown model."""
-        before = sum(p.numel() for p in self.model.parameters())
+        before = self.parameter_count()
         trainer = self._trainer
         optimizer = trainer.optimizers[0] if trainer is not None and trainer.optimizers else None
         record = apply_growth(self.model, event, self.hparams.seed * 1_000_003 + event.step, optimizer, param_group_for)
@@ -103,7 +111,6 @@ class DIMBALightningModule(L.LightningModule):
             rewrap_for_strategy(trainer, self)
         log.info("Grew the model after step %d: %s (%s -> %s parameters)", global_step, event.describe(),
                  format_param_count(before), format_param_count(record["params"]))
-
 
     # ----------------------------------------------------------------- steps
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -116,6 +123,7 @@ class DIMBALightningModule(L.LightningModule):
         out = self.model.loss(batch, t=t, noise=noise, mse_weight=self.hparams.mse_weight, ce_weight=self.hparams.ce_weight)
         self.log("train/loss", out["loss"], prog_bar=True)
         self.log_dict({"train/mse": out["mse"], "train/ce": out["ce"]})
+        self.log("model/params", float(self.parameter_count()))
         return out["loss"]
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:

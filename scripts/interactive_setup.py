@@ -1,0 +1,173 @@
+"""Interactive setup, as in the seed document: `python scripts/interactive_setup.py`.
+
+1. Setup Progressive Checkpointing: writes a Hydra preset
+   `conf/progressive_checkpoints/<name>.yaml` that `python train.py progressive_checkpoints=<name>` uses.
+2. View Existing Progressive Checkpoints: a table of the milestone checkpoints under a directory.
+
+Works with piped standard input; end of input or Ctrl-C exits cleanly.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional, TypeVar
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dimba.checkpointing.milestones import MilestoneError, milestone_label, parse_milestone_input  # noqa: E402
+
+PRESETS = ROOT / "conf" / "progressive_checkpoints"  # --conf-dir points elsewhere (tests do)
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+T = TypeVar("T")
+
+
+class Quit(Exception):
+    """The user ended the session (end of input, Ctrl-C, or 'exit')."""
+
+
+def ask(prompt: str, default: Optional[str] = None) -> str:
+    suffix = f" [{default}]" if default is not None else ""
+    try:
+        answer = input(f"{prompt}{suffix}: ").strip()
+    except (EOFError, KeyboardInterrupt):
+        raise Quit from None
+    return answer or (default or "")
+
+
+def ask_until(prompt: str, parse: Callable[[str], T], default: Optional[str] = None) -> T:
+    """Re-prompt with the reason until `parse` accepts the answer."""
+    while True:
+        answer = ask(prompt, default)
+        try:
+            return parse(answer)
+        except ValueError as exc:
+            print(f"  ✗ {exc}")
+
+
+def yes(prompt: str) -> bool:
+    return ask(f"{prompt} (y/n)", "n").lower() in ("y", "yes")
+
+
+def parse_name(text: str) -> str:
+    if not NAME.match(text):
+        raise ValueError(f"{text!r} is not a preset name: use letters, digits, '_' or '-'")
+    return text
+
+
+def parse_milestones(text: str) -> List[int]:
+    if not text:
+        raise ValueError("enter at least one milestone, e.g. 1,5,10,30 (billions) or 100M,500M,1B")
+    try:
+        return parse_milestone_input(text)
+    except MilestoneError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def read_preset(path: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.load(path)
+    return {"milestones": list(node.get("milestones") or []), "save_dir": node.get("save_dir", "progressive_checkpoints")}
+
+
+def render(milestones: List[int], save_dir: str) -> str:
+    labels = ", ".join(milestone_label(m) for m in milestones)
+    return (
+        f"# Written by scripts/interactive_setup.py ({labels}).\n"
+        "defaults:\n  - base_progressive_checkpoints\n  - _self_\n\n"
+        f"enabled: true\nmilestones: [{', '.join(str(m) for m in milestones)}]\nsave_dir: {save_dir}\n"
+    )
+
+
+def update_in_place(text: str, milestones: List[int], save_dir: str) -> str:
+    """Change only the values of the keys we own; comments and other lines stay as they were."""
+    values = {"enabled": "true", "milestones": f"[{', '.join(str(m) for m in milestones)}]", "save_dir": save_dir}
+    lines = text.splitlines(keepends=True)
+    for key, value in values.items():
+        pattern = re.compile(rf"^{key}:[^#\n]*(\s#.*)?$")
+        for i, line in enumerate(lines):
+            match = pattern.match(line.rstrip("\n"))
+            if match:
+                lines[i] = f"{key}: {value}{match.group(1) or ''}\n"
+                break
+        else:
+            lines.append(f"{key}: {value}\n")
+    return "".join(lines)
+
+
+def setup() -> None:
+    presets = sorted(p.stem for p in PRESETS.glob("*.yaml"))
+    print(f"Existing presets: {', '.join(presets)}")
+    base = {"milestones": [], "save_dir": "progressive_checkpoints"}
+    if yes("Continue from an existing preset?"):
+        chosen = ask_until("Preset to start from", lambda t: t if t in presets else _unknown(t, presets))
+        base = read_preset(PRESETS / f"{chosen}.yaml")
+        print(f"  milestones: {', '.join(milestone_label(m) for m in base['milestones']) or 'none'}")
+    default_milestones = ",".join(milestone_label(m) for m in base["milestones"]) or None
+    milestones = ask_until("Milestones (e.g. 1,5,10,30 for billions, or 100M,500M,1B)", parse_milestones, default_milestones)
+    print(f"  → {', '.join(milestone_label(m) for m in milestones)}")
+    save_dir = ask("Save directory (relative: inside each run's output directory)", base["save_dir"])
+    name = ask_until("Preset name", parse_name)
+    path = PRESETS / f"{name}.yaml"
+    if path.exists():
+        if not yes(f"{path} exists. Overwrite its milestones and save_dir (comments are kept)?"):
+            print("Nothing written.")
+            return
+        path.write_text(update_in_place(path.read_text(), milestones, save_dir))
+    else:
+        path.write_text(render(milestones, save_dir))
+    print(f"Wrote {path}. Train with:\n  python train.py progressive_checkpoints={name}")
+
+
+def _unknown(text: str, presets: List[str]) -> str:
+    raise ValueError(f"no preset {text!r}; choose one of: {', '.join(presets)}")
+
+
+def view() -> None:
+    from dimba.cli.checkpoints import format_table, find_checkpoints
+
+    root = Path(ask("Directory to look in", "outputs"))
+    if not root.is_dir():
+        print(f"  ✗ {root} is not a directory")
+        return
+    entries = find_checkpoints(root)
+    print(format_table(entries, root) if entries else f"No milestone checkpoints under {root}.")
+
+
+MENU = """
+DIMBA interactive setup
+  1. Setup Progressive Checkpointing
+  2. View Existing Progressive Checkpoints
+  3. Exit"""
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    import argparse
+
+    global PRESETS
+    parser = argparse.ArgumentParser(description="Set up and view DIMBA progressive checkpoints.")
+    parser.add_argument("--conf-dir", type=Path, default=ROOT / "conf", help="the Hydra config directory to write presets into")
+    PRESETS = parser.parse_args(argv).conf_dir / "progressive_checkpoints"
+    try:
+        while True:
+            print(MENU)
+            choice = ask("Select", "3")
+            if choice == "1":
+                setup()
+            elif choice == "2":
+                view()
+            elif choice in ("3", "exit", "q", "quit"):
+                print("Bye.")
+                return 0
+            else:
+                print(f"  ✗ {choice!r} is not on the menu: enter 1, 2 or 3")
+    except Quit:
+        print("\nExiting interactive setup.")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

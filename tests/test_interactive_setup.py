@@ -1,0 +1,89 @@
+"""`python scripts/interactive_setup.py`, driven through piped standard input."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from dimba.config import register_configs, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "interactive_setup.py"
+register_configs()
+
+
+@pytest.fixture
+def conf(tmp_path):
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    return tmp_path / "conf"
+
+
+def session(conf: Path, *answers: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), "--conf-dir", str(conf)], input="\n".join(answers) + "\n",
+                          capture_output=True, text=True, timeout=60)
+
+
+def composed_milestones(conf: Path, preset: str):
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return validate(compose("config", overrides=[f"progressive_checkpoints={preset}"])).progressive_checkpoints
+
+
+def test_setup_writes_a_preset_that_train_py_uses(conf):
+    result = session(conf, "1", "n", "abc", "1,5,10,30", "", "bad name!", "seedlike", "3")
+    assert result.returncode == 0, result.stderr
+    assert "✗ 'abc' is not a parameter count" in result.stdout  # re-prompted with the reason
+    assert "is not a preset name" in result.stdout
+    assert "python train.py progressive_checkpoints=seedlike" in result.stdout
+    preset = composed_milestones(conf, "seedlike")
+    assert preset.milestones == [10**9, 5 * 10**9, 10 * 10**9, 30 * 10**9]
+    assert preset.save_dir == "progressive_checkpoints" and preset.enabled
+
+
+def test_continuing_from_a_preset_never_overwrites_silently_and_keeps_comments(conf):
+    target = conf / "progressive_checkpoints" / "billions.yaml"
+    before = target.read_text()
+    refused = session(conf, "1", "y", "nosuch", "billions", "100M,1B", "", "billions", "n", "3")
+    assert "no preset 'nosuch'" in refused.stdout and "Nothing written." in refused.stdout
+    assert target.read_text() == before
+
+    accepted = session(conf, "1", "y", "billions", "100M,1B", "elsewhere", "billions", "y", "3")
+    assert accepted.returncode == 0, accepted.stderr
+    text = target.read_text()
+    assert [line for line in before.splitlines() if line.startswith("#")] == [
+        line for line in text.splitlines() if line.startswith("#")
+    ]
+    assert "# 1B, 5B, 10B, 30B" in text  # the inline comment on the milestones line stays
+    preset = composed_milestones(conf, "billions")
+    assert preset.milestones == [10**8, 10**9] and preset.save_dir == "elsewhere"
+
+
+def test_view_lists_checkpoints_under_a_directory(conf, tmp_path, tiny_model_config):
+    from dimba.model import DIMBA
+    from dimba.utils.checkpointing import ProgressiveCheckpointManager
+
+    run = tmp_path / "outputs" / "2026-01-01" / "10-00-00"
+    ProgressiveCheckpointManager([1000], run / "progressive_checkpoints").save_checkpoint(
+        DIMBA(tiny_model_config), global_step=7, metadata={"train/loss": 1.25})
+    result = session(conf, "2", str(tmp_path / "outputs"), "3")
+    assert result.returncode == 0, result.stderr
+    assert "1.0K" in result.stdout and "checkpoint_1.0K_step_7.pt" in result.stdout and "1.25" in result.stdout
+
+
+def test_end_of_input_and_ctrl_c_exit_cleanly(conf):
+    result = session(conf, "1", "y")  # input ends mid-dialogue
+    assert result.returncode == 0 and "Exiting interactive setup." in result.stdout
+    assert "Traceback" not in result.stderr
+
+    process = subprocess.Popen([sys.executable, str(SCRIPT), "--conf-dir", str(conf)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)  # waiting at the menu prompt
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0 and "Exiting interactive setup." in out and "Traceback" not in err
