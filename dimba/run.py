@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from dimba.checkpointing.checkpoint_io import AtomicCheckpointIO
 from dimba.checkpointing.manager import ProgressiveCheckpointManager
-from dimba.checkpointing.preemption import SaveOnSigterm
+from dimba.checkpointing.last_checkpoint import LastCheckpoint
 from dimba.preflight import resolve_save_dir
 from dimba.resume import newest_valid_checkpoint
 from dimba.checkpointing.milestones import format_param_count, milestone_label
@@ -89,7 +89,7 @@ def train(cfg: DictConfig, config: Config, output_dir: Path) -> L.Trainer:
         callbacks=[
             ModelCheckpoint(dirpath=str(checkpoints), save_top_k=0, save_last=True,
                             every_n_train_steps=config.last_checkpoint_every_n_steps),
-            SaveOnSigterm(checkpoints / "last.ckpt"),
+            LastCheckpoint(checkpoints / "last.ckpt"),
             *([DIMBAProgressBar()] if config.trainer.enable_progress_bar else []),
         ],
     )

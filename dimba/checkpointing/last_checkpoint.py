@@ -1,4 +1,5 @@
-"""Preemption: on SIGTERM, write `last.ckpt` before the process exits.
+"""`last.ckpt` at the moments ModelCheckpoint's step cadence misses: the end of training,
+and preemption.
 
 Lightning turns SIGTERM into a `SIGTERMException` on every rank at the next batch
 boundary; this callback saves there, through the trainer (so every strategy works), and
@@ -17,9 +18,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 log = logging.getLogger(__name__)
 
 
-class SaveOnSigterm(Callback):
+class LastCheckpoint(Callback):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step > 0:
+            trainer.save_checkpoint(self.path)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException) and trainer.global_step > 0:

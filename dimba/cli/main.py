@@ -1,0 +1,164 @@
+"""The `dimba` command line.
+
+    dimba checkpoints list [PATH]                 milestone checkpoints under PATH (default: outputs)
+    dimba checkpoints show CKPT                   metadata, architecture and growth history
+    dimba checkpoints plot RUN_DIR [--out PNG]    parameters and loss against step, as a PNG
+    dimba checkpoints export CKPT OUT             OUT/model.safetensors + OUT/config.json
+    dimba generate CKPT --prompt TEXT --steps N --seed S [--length L] [--no-clamp]
+
+A user error (a missing path, a file that is not a checkpoint, a corrupt file, a run without
+metrics) prints one line `dimba: error: ...` on stderr and exits with status 2.
+
+This module imports no torch: `list` (and `show` of a checkpoint with a sidecar) stays
+instant; the commands that need a model import it when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional, Sequence
+
+from dimba.cli.checkpoints import CLIError, cmd_list, cmd_show, one_line
+
+USER_ERROR = 2
+INTERNAL_ERROR = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `dimba: error: ... (see 'dimba checkpoints list --help')`."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise CLIError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="dimba", description="DIMBA: inspect, plot and export milestone checkpoints; generate text.")
+    from dimba import __version__
+
+    parser.add_argument("--version", action="version", version=f"dimba {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    checkpoints = commands.add_parser("checkpoints", help="list, show, plot or export milestone checkpoints")
+    actions = checkpoints.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    actions.required = True
+
+    p = actions.add_parser("list", help="every milestone checkpoint under PATH (single runs and multiruns)",
+                           description="List every milestone checkpoint under PATH, read from the JSON sidecars "
+                                       "only (no torch, no checkpoint loaded).")
+    p.add_argument("path", nargs="?", default="outputs", metavar="PATH", help="a folder of runs (default: outputs)")
+
+    p = actions.add_parser("show", help="metadata, architecture and growth history of one checkpoint")
+    p.add_argument("checkpoint", metavar="CKPT", help="a milestone .pt (or its .json sidecar), a last.ckpt, "
+                                                      "or an export directory")
+
+    p = actions.add_parser("plot", help="parameter count and loss against step, as a PNG")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (outputs/<date>/<time>)")
+    p.add_argument("--out", metavar="PNG", help="where to write the PNG (default: RUN_DIR/training.png)")
+
+    p = actions.add_parser("export", help="weights as safetensors plus a config.json",
+                           description="Write OUT/model.safetensors (every tensor of the model's state dict) "
+                                       "and OUT/config.json (the architecture and format information).")
+    p.add_argument("checkpoint", metavar="CKPT", help="any checkpoint dimba writes")
+    p.add_argument("out", metavar="OUT", help="output directory (created if needed)")
+
+    p = commands.add_parser("generate", help="generate text from a checkpoint (deterministic DDIM sampling)",
+                            description="Generate text: the prompt's bytes fill the first positions, the rest is "
+                                        "sampled with DDIM in the embedding space. The same seed gives the same text.")
+    p.add_argument("checkpoint", metavar="CKPT", help="any checkpoint dimba writes, or an export directory")
+    p.add_argument("--prompt", required=True, metavar="TEXT", help="text the output starts with")
+    p.add_argument("--steps", required=True, type=int, metavar="N", help="DDIM steps (1 .. the model's diffusion_steps)")
+    p.add_argument("--seed", required=True, type=int, metavar="S", help="seed of the starting noise")
+    p.add_argument("--length", type=int, metavar="L",
+                   help="total length in bytes, prompt included (default: the prompt plus 64)")
+    p.add_argument("--no-clamp", dest="clamp", action="store_false",
+                   help="do not snap each prediction to the nearest token embedding")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    if args.command == "generate":
+        return cmd_generate(args, out)
+    if args.action == "list":
+        return cmd_list(args.path, out)
+    if args.action == "show":
+        return cmd_show(args.checkpoint, out)
+    if args.action == "plot":
+        from dimba.plotting import plot_run
+
+        print(plot_run(args.run_dir, args.out), file=out)
+        return 0
+    if args.action == "export":
+        from dimba.cli.export import export_checkpoint
+
+        target = export_checkpoint(args.checkpoint, args.out)
+        print(f"{target / 'model.safetensors'}\n{target / 'config.json'}", file=out)
+        return 0
+    raise CLIError(f"unknown command {args.command} {args.action}")
+
+
+def cmd_generate(args: argparse.Namespace, out) -> int:
+    prompt = args.prompt.encode("utf-8")
+    length = args.length if args.length is not None else len(prompt) + 64
+    # Checked before the model loads, so a typo costs no load.
+    if length < 1:
+        raise CLIError(f"--length must be a positive integer, got {length}")
+    if length < len(prompt):
+        raise CLIError(f"--length ({length}) must be at least the prompt's length ({len(prompt)} bytes)")
+    if args.steps < 1:
+        raise CLIError(f"--steps must be at least 1, got {args.steps}")
+
+    from dimba.cli.export import load_any
+    from dimba.data.tokenizer import ByteTokenizer
+    from dimba.diffusion.sampling import sample
+
+    model = load_any(args.checkpoint)
+    tokenizer = ByteTokenizer()
+    try:
+        ids = sample(model, tokenizer.encode(args.prompt), length, args.steps, args.seed, clamp=args.clamp)
+    except ValueError as exc:
+        raise CLIError(f"--steps/--length: {one_line(exc)}") from None
+    print(tokenizer.decode(ids.tolist()), file=out)
+    return 0
+
+
+def _user_error_types() -> tuple:
+    """Error types that mean 'bad input', known without importing torch."""
+    types: List[type] = [CLIError]
+    for module, name in (("dimba.checkpointing.manager", "CheckpointLoadError"), ("dimba.plotting", "PlotError")):
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            types.append(getattr(loaded, name))
+    return tuple(types)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 user error, 1 internal error)."""
+    try:
+        args = build_parser().parse_args(argv)
+        return run(args)
+    except SystemExit as exc:  # --help, --version
+        return exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:
+        print("dimba: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `dimba checkpoints list | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        if isinstance(exc, _user_error_types()) or isinstance(exc, OSError):
+            print(f"dimba: error: {one_line(exc)}", file=sys.stderr)
+            return USER_ERROR
+        if os.environ.get("DIMBA_DEBUG"):
+            raise
+        print(f"dimba: error: internal error ({type(exc).__name__}: {one_line(exc)}); "
+              f"set DIMBA_DEBUG=1 for the traceback", file=sys.stderr)
+        return INTERNAL_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

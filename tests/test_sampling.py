@@ -1,0 +1,81 @@
+"""DDIM sampling: deterministic for a seed, keeps the prompt, refuses unusable arguments."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dimba.diffusion.sampling import ddim_timesteps, sample
+from dimba.model import DIMBA
+
+
+@pytest.fixture
+def model(tiny_model_config):
+    torch.manual_seed(0)
+    return DIMBA(tiny_model_config)
+
+
+PROMPT = torch.tensor([72, 101, 108, 108, 111])  # "Hello"
+
+
+def test_same_seed_same_output_and_different_seed_differs(model):
+    a = sample(model, PROMPT, length=24, steps=5, seed=1)
+    b = sample(model, PROMPT, length=24, steps=5, seed=1)
+    c = sample(model, PROMPT, length=24, steps=5, seed=2)
+    assert torch.equal(a, b)
+    assert not torch.equal(a[5:], c[5:])
+
+
+def test_prompt_preserved_length_and_dtype(model):
+    out = sample(model, PROMPT, length=20, steps=4, seed=0)
+    assert out.shape == (20,) and out.dtype == torch.long
+    assert torch.equal(out[:5], PROMPT)
+    assert int(out.min()) >= 0 and int(out.max()) < 256
+
+
+def test_one_step_no_clamp_empty_prompt_and_prompt_filling_everything(model):
+    assert sample(model, PROMPT, length=8, steps=1, seed=0).shape == (8,)
+    assert sample(model, PROMPT, length=8, steps=3, seed=0, clamp=False).shape == (8,)
+    assert sample(model, torch.tensor([], dtype=torch.long), length=6, steps=2, seed=0).shape == (6,)
+    assert torch.equal(sample(model, PROMPT, length=5, steps=2, seed=0), PROMPT)
+
+
+def test_restores_training_mode_and_leaves_weights_alone(model):
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sample(model, PROMPT, length=10, steps=2, seed=0)
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_timesteps_are_evenly_spaced_distinct_and_end_at_zero():
+    assert ddim_timesteps(100, 1) == [100, 0]
+    assert ddim_timesteps(100, 4) == [100, 75, 50, 25, 0]
+    ts = ddim_timesteps(100, 100)
+    assert ts == list(range(100, -1, -1))
+    ts = ddim_timesteps(1000, 7)
+    assert ts[0] == 1000 and ts[-1] == 0 and all(a > b for a, b in zip(ts, ts[1:]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(steps=0), "steps must be an integer between 1 and the model's diffusion_steps (100), got 0"),
+        (dict(steps=101), "steps must be an integer between 1 and the model's diffusion_steps (100), got 101"),
+        (dict(steps=2.5), "steps must be an integer between 1"),
+        (dict(length=0), "length must be a positive integer, got 0"),
+        (dict(length=3), "length (3) must be at least the prompt length (5 tokens)"),
+    ],
+)
+def test_invalid_arguments_raise_value_error_with_a_clear_message(model, kwargs, message):
+    args = dict(prompt_ids=PROMPT, length=10, steps=2, seed=0) | kwargs
+    with pytest.raises(ValueError) as info:
+        sample(model, **args)
+    assert message in str(info.value)
+
+
+def test_invalid_prompts_raise_value_error(model):
+    with pytest.raises(ValueError, match="1-D"):
+        sample(model, PROMPT[None], length=10, steps=2, seed=0)
+    with pytest.raises(ValueError, match=r"\[0, 256\)"):
+        sample(model, torch.tensor([300]), length=10, steps=2, seed=0)
