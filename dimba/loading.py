@@ -29,8 +29,13 @@ def model_state_dict(checkpoint: Dict[str, Any]) -> Dict[str, torch.Tensor]:
 def load_model(path: Union[str, os.PathLike], map_location: Any = "cpu") -> DIMBA:
     """A DIMBA of the recorded (grown) size with the checkpoint's weights, in eval mode.
 
-    Works for milestone checkpoints and Lightning checkpoints (`last.ckpt`) alike.
+    Works for milestone checkpoints, Lightning checkpoints (`last.ckpt`) and the
+    directories `dimba checkpoints export` writes.
     """
+    if os.path.isdir(path):  # an export: model.safetensors + config.json
+        from dimba.cli.export import load_exported
+
+        return load_exported(path, map_location=map_location)
     checkpoint = read_checkpoint(path, map_location=map_location)
     config = recorded_architecture(checkpoint)
     if config is None:

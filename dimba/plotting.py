@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from dimba.checkpointing.milestones import format_param_count
 
@@ -213,6 +213,16 @@ def _reconstruct_params(run_dir: Path, record: RunRecord) -> Series:
 
 
 # ---------------------------------------------------------------------- drawing
+def _running_mean(values: Sequence[float], window: int) -> List[float]:
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
 def plot_run(run_dir: PathLike, out: Optional[PathLike] = None) -> Path:
     """Write the run's growth-and-loss PNG (default `run_dir/training.png`) and return its path.
 
@@ -258,10 +268,16 @@ def plot_run(run_dir: PathLike, out: Optional[PathLike] = None) -> Path:
                                                                                      linewidth=1.5)}
     for name, style in styles.items():
         series = record.columns.get(name)
-        if series:
-            xs, ys = zip(*series)
+        if not series:
+            continue
+        xs, ys = zip(*series)
+        if name == "train/loss" and len(series) > 100:  # noisy per-step loss: faint raw, bold mean
+            bottom.plot(xs, ys, color=style["color"], linewidth=0.6, alpha=0.3)
+            window = max(2, len(series) // 50)
+            bottom.plot(xs, _running_mean(ys, window), label=f"{name} (mean of {window})", **style)
+        else:
             bottom.plot(xs, ys, label=name, markersize=4, **style)
-            plotted = True
+        plotted = True
     if not record.columns.get("train/loss") and record.milestone_losses:
         xs, ys = zip(*record.milestone_losses)
         bottom.plot(xs, ys, linestyle="none", marker="s", color="tab:blue", label="train/loss (at milestones)")

@@ -102,8 +102,15 @@ def train(cfg: DictConfig, config: Config, output_dir: Path) -> L.Trainer:
     if progressive.enabled:
         log.info("Milestones: %s -> %s", ", ".join(milestone_label(m) for m in progressive.milestones), save_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
-    if trainer.is_global_zero and config.progressive_checkpoints.enabled:
-        log_summary(save_dir)
+    if trainer.is_global_zero:
+        if config.progressive_checkpoints.enabled:
+            log_summary(save_dir)
+        try:
+            from dimba.plotting import plot_run
+
+            log.info("Training plot: %s", plot_run(output_dir))
+        except Exception as exc:  # a plot must never fail a finished run
+            log.warning("No training plot: %s", exc)
     return trainer
 
 
@@ -113,7 +120,6 @@ def log_summary(save_dir: Path) -> None:
     if not entries:
         log.info("No milestone was reached in this run.")
         return
-    log.info("Milestone checkpoints:")
-    for entry in entries:
-        log.info("  %-8s step %-7d params %-8s %s", entry["milestone_str"], entry["global_step"],
-                 entry["current_params_str"], entry["path"])
+    rows = [f"  {'milestone':<10} {'step':>7} {'params':>12}  path"]
+    rows += [f"  {e['milestone_str']:<10} {e['global_step']:>7} {e['current_params']:>12,}  {e['path']}" for e in entries]
+    log.info("Milestones reached:\n%s", "\n".join(rows))

@@ -127,14 +127,14 @@ def _unknown(text: str, presets: List[str]) -> str:
 
 
 def view() -> None:
-    from dimba.cli.checkpoints import format_table, find_checkpoints
+    from dimba.cli.checkpoints import format_table, list_checkpoints
 
     root = Path(ask("Directory to look in", "outputs"))
     if not root.is_dir():
         print(f"  ✗ {root} is not a directory")
         return
-    entries = find_checkpoints(root)
-    print(format_table(entries, root) if entries else f"No milestone checkpoints under {root}.")
+    rows = list_checkpoints(root)
+    print(format_table(rows) if rows else f"No milestone checkpoints under {root}.")
 
 
 MENU = """

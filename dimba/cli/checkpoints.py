@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from dimba.checkpointing.milestones import MilestoneError, format_param_count, parse_milestone
 
@@ -82,7 +82,7 @@ def read_row(sidecar: Path, root: Path) -> Row:
         step = int(info["global_step"])
         checkpoint = sidecar.with_name(str(info["checkpoint"]))
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-        row.status, row.error = "unreadable", f"sidecar unreadable: {_one_line(exc)}"
+        row.status, row.error = "unreadable", f"sidecar unreadable: {one_line(exc)}"
         row.file = os.path.relpath(sidecar, run)
         return row
     row.milestone = str(info.get("milestone_str") or label)
@@ -172,14 +172,13 @@ def check_checkpoint_file(path: Path) -> None:
         raise CheckpointLoadError(f"{path} is not a checkpoint (neither a PyTorch zip archive nor a pickle)")
 
 
-_one_line = one_line
 
 
 def read_sidecar(path: Path) -> Dict[str, Any]:
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CLIError(f"{path}: sidecar unreadable: {_one_line(exc)}") from None
+        raise CLIError(f"{path}: sidecar unreadable: {one_line(exc)}") from None
     if not isinstance(info, dict) or "global_step" not in info:
         raise CLIError(f"{path} is not a dimba checkpoint sidecar")
     return info
@@ -227,7 +226,7 @@ def _export_record(path: Path, config: Path) -> Dict[str, Any]:
     try:
         info = json.loads(config.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CLIError(f"{config}: unreadable: {_one_line(exc)}") from None
+        raise CLIError(f"{config}: unreadable: {one_line(exc)}") from None
     if not isinstance(info, dict) or not isinstance(info.get("architecture"), dict):
         raise CLIError(f"{path} is not a dimba export (its {EXPORT_CONFIG} has no architecture)")
     metadata = {"architecture": info["architecture"], "growth_history": info.get("growth_history", [])}
