@@ -25,6 +25,8 @@ from dimba.model.config import DIMBAConfig
 ModelConfig = DIMBAConfig  # the `model` group's schema is the architecture itself
 
 BYTE_VOCAB = 256
+PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true")
+SUPPORTED_STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "single_device")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
 
 
@@ -56,7 +58,7 @@ class DataConfig:
             raise ConfigError("data.num_workers", self.num_workers, "an integer >= 0")
         if not isinstance(self.val_fraction, (int, float)) or not 0 < self.val_fraction < 0.5:
             raise ConfigError("data.val_fraction", self.val_fraction, "a number between 0 and 0.5")
-        total = 0
+        total = 0 if self.files else builtin_corpus_size()
         for i, name in enumerate(self.files):
             path = Path(name)
             if not path.is_file():
@@ -67,15 +69,14 @@ class DataConfig:
             if size == 0:
                 raise ConfigError(f"data.files[{i}]", name, "a non-empty text file")
             total += size
-        if self.files:
-            needed = self.seq_len * (self.batch_size + 1)
-            train_tokens = total - max(self.seq_len, int(total * self.val_fraction))
-            if train_tokens < self.seq_len * self.batch_size:
-                raise ConfigError(
-                    "data.files", list(self.files),
-                    f"at least {needed} bytes of text in all for seq_len={self.seq_len} and "
-                    f"batch_size={self.batch_size} (these hold {total})",
-                )
+        train_tokens = total - max(self.seq_len, int(total * self.val_fraction))
+        if train_tokens < self.seq_len * self.batch_size:
+            key, value = ("data.files", list(self.files)) if self.files else ("data.seq_len", self.seq_len)
+            raise ConfigError(
+                key, value,
+                f"text for at least one training batch: seq_len*batch_size = {self.seq_len * self.batch_size} bytes "
+                f"beyond the validation share, but the text holds {total}",
+            )
 
 
 @dataclass
@@ -105,6 +106,20 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         _positive_int("trainer.max_steps", self.max_steps)
+        if not (self.devices == "auto" or _int_at_least(self.devices, 1) or (
+                isinstance(self.devices, (list, tuple)) and self.devices and all(_int_at_least(d, 0) for d in self.devices))):
+            raise ConfigError("trainer.devices", self.devices, "a positive number of devices, a list of device indices, or auto")
+        if str(self.precision) not in PRECISIONS:
+            raise ConfigError("trainer.precision", self.precision, " | ".join(PRECISIONS))
+        if not (_int_at_least(self.limit_val_batches, 0) or (
+                isinstance(self.limit_val_batches, float) and 0.0 <= self.limit_val_batches <= 1.0)):
+            raise ConfigError("trainer.limit_val_batches", self.limit_val_batches, "a number of batches >= 0 or a fraction in [0, 1]")
+        if isinstance(self.val_check_interval, float) and self.check_val_every_n_epoch is None:
+            raise ConfigError("trainer.val_check_interval", self.val_check_interval,
+                              "a whole number of steps (a fraction of an epoch also needs trainer.check_val_every_n_epoch)")
+        if self.use_distributed_sampler:
+            raise ConfigError("trainer.use_distributed_sampler", True,
+                              "false: dimba's sampler shards the data across ranks itself and resumes mid-epoch")
         _positive_int("trainer.num_nodes", self.num_nodes)
         _positive_int("trainer.accumulate_grad_batches", self.accumulate_grad_batches)
         _positive_int("trainer.log_every_n_steps", self.log_every_n_steps)
@@ -193,7 +208,14 @@ class Config:
     end of training and when the process receives SIGTERM)."""
 
     def __post_init__(self) -> None:
+        if not _int_at_least(self.seed, 0) or self.seed >= 2**32:
+            raise ConfigError("seed", self.seed, "an integer in [0, 2**32)")
         validate_schedule(self.model, self.growth.schedule)
+        strategy = str(self.trainer.strategy)
+        if strategy not in SUPPORTED_STRATEGIES and (self.growth.schedule or self.progressive_checkpoints.enabled):
+            raise ConfigError("trainer.strategy", strategy,
+                              f"{' | '.join(SUPPORTED_STRATEGIES)} with growth or milestone checkpoints "
+                              "(sharded strategies are not supported yet; use growth=none progressive_checkpoints=disabled)")
         if self.resume not in (None, "auto"):
             raise ConfigError("resume", self.resume, "auto or null")
         if self.resume is not None and self.ckpt_path is not None:
@@ -203,6 +225,16 @@ class Config:
             raise ConfigError("model.vocab_size", self.model.vocab_size, f"at least {BYTE_VOCAB} for the byte-level tokenizer")
         if self.ckpt_path is not None and not Path(self.ckpt_path).is_file():
             raise ConfigError("ckpt_path", self.ckpt_path, "an existing checkpoint file, or null")
+
+
+def _int_at_least(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def builtin_corpus_size() -> int:
+    from dimba.data.corpus import builtin_corpus
+
+    return len(builtin_corpus().encode("utf-8"))
 
 
 def _finite(value: Any) -> bool:

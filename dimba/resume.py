@@ -25,13 +25,14 @@ def experiment_identity(overrides: Iterable[str]) -> Tuple[str, ...]:
 
 
 def _saved_overrides(run_dir: Path) -> Optional[List[str]]:
-    path = run_dir / ".hydra" / "overrides.yaml"
-    try:
-        from omegaconf import OmegaConf
+    """The overrides as typed (interpolations unresolved), or None for no readable record."""
+    import yaml
 
-        return [str(o) for o in OmegaConf.load(path)]
-    except Exception:  # no Hydra record, or not readable: not a run to continue
+    try:
+        overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    except (OSError, yaml.YAMLError):
         return None
+    return [str(o) for o in overrides] if isinstance(overrides, list) else None
 
 
 def checkpoint_step(path: Path) -> Optional[int]:
@@ -51,7 +52,8 @@ def checkpoint_step(path: Path) -> Optional[int]:
 def _milestone_checkpoint_complete(path: Path) -> bool:
     sidecar = path.with_suffix(".json")
     try:
-        return json.loads(sidecar.read_text()).get("size_bytes") == path.stat().st_size
+        info = json.loads(sidecar.read_text())
+        return isinstance(info, dict) and info.get("size_bytes") == path.stat().st_size
     except (OSError, ValueError):
         return False
 
@@ -82,6 +84,10 @@ def resolve_run_dir(resume: Optional[str], overrides: Iterable[str], fresh: str)
     """Hydra resolver for `hydra.run.dir`: the run to continue under `resume=auto`, else `fresh`."""
     if resume != "auto":
         return fresh
+    from omegaconf import ListConfig, OmegaConf
+
+    if isinstance(overrides, ListConfig):  # compare the overrides as typed, never resolved
+        overrides = OmegaConf.to_container(overrides, resolve=False)
     runs_root = Path(fresh).parent.parent  # fresh is <root>/<date>/<time>
-    found = latest_matching_run(runs_root, list(overrides or []))
+    found = latest_matching_run(runs_root, [str(o) for o in overrides or []])
     return str(found) if found is not None else fresh

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 
+from dimba.checkpointing.atomic_io import remove_stale_temporaries
 from dimba.checkpointing.checkpoint_io import AtomicCheckpointIO
 from dimba.checkpointing.manager import ProgressiveCheckpointManager
 from dimba.checkpointing.last_checkpoint import LastCheckpoint
@@ -87,12 +88,14 @@ def train(cfg: DictConfig, config: Config, output_dir: Path) -> L.Trainer:
         logger=CSVLogger(save_dir=str(output_dir), name="logs", version=""),
         plugins=[AtomicCheckpointIO()],
         callbacks=[
-            ModelCheckpoint(dirpath=str(checkpoints), save_top_k=0, save_last=True,
+            ModelCheckpoint(dirpath=str(checkpoints), save_top_k=0, save_last=True, enable_version_counter=False,
                             every_n_train_steps=config.last_checkpoint_every_n_steps),
             LastCheckpoint(checkpoints / "last.ckpt"),
             *([DIMBAProgressBar()] if config.trainer.enable_progress_bar else []),
         ],
     )
+    if trainer.is_global_zero and checkpoints.is_dir():
+        remove_stale_temporaries(checkpoints)  # a last.ckpt write cut short by a crash
     ckpt_path = config.ckpt_path
     if config.resume == "auto":
         ckpt_path = newest_valid_checkpoint(output_dir, save_dir)

@@ -117,16 +117,21 @@ def test_listing_skips_interrupted_writes_and_marks_unreadable_ones(tmp_path, ti
         handle.truncate(1000)
 
     listed = manager.list_checkpoints()
-    assert [(e.get("target_milestone"), e["status"]) for e in listed] == [
-        (None, "unreadable"), (1, "ok"), (2, "unreadable")
+    assert [(e["target_milestone"], e["milestone_str"], e["status"]) for e in listed] == [
+        (-1, "4.0M", "unreadable"), (1, "1", "ok"), (2, "2", "unreadable")
     ]
     assert "1000 bytes on disk" in listed[2]["error"]
+    for cp in listed:  # the seed's loop still works on every entry
+        assert f"{cp['milestone_str']}: step {cp['global_step']}"
     assert manager.saved_milestones() == [1]
     assert manager.get_checkpoint_path_for_milestone(2) is None
 
+    orphan = tmp_path / "checkpoint_1_step_1.json"
+    (tmp_path / "checkpoint_5.0M_step_9.json").write_text(orphan.read_text())  # ours, its .pt never published
     manager.prepare_save_dir()  # the next start cleans up what was never complete
     assert not (tmp_path / ".checkpoint_3.0M_step_9.pt.tmp").exists()
-    assert not (tmp_path / "checkpoint_3.0M_step_9.pt").exists()
+    assert not (tmp_path / "checkpoint_5.0M_step_9.json").exists()
+    assert (tmp_path / "checkpoint_3.0M_step_9.pt").exists()  # not ours to delete: just never listed
     assert Path(good).exists()  # complete once: kept for the user to inspect
 
 

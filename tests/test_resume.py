@@ -80,13 +80,14 @@ def test_resuming_from_each_milestone_checkpoint_saves_each_milestone_once(tmp_p
 
 
 def test_a_milestone_whose_file_is_missing_after_a_crash_is_saved_again(tmp_path, tiny_model_config, corpus):
-    """The state in last.ckpt says 20K was reached, but the crash ate its sidecar."""
+    """The state in last.ckpt says 20K was reached, but the crash came between its sidecar
+    and the checkpoint's final name (the files of a group save are published one by one)."""
     run = tmp_path / "run"
     fit(tiny_model_config, corpus, run, 5)
-    (run / "milestones" / "checkpoint_20.0K_step_3.json").unlink()
+    (run / "milestones" / "checkpoint_20.0K_step_3.pt").unlink()
     fit(tiny_model_config, corpus, run, 9, ckpt_path=str(run / "checkpoints" / "last.ckpt"))
     assert saved(run) == [(10_000, 1), (20_000, 6), (50_000, 7)]  # re-saved at the first check after resuming
-    assert not (run / "milestones" / "checkpoint_20.0K_step_3.pt").exists()  # the orphan was cleaned up
+    assert not (run / "milestones" / "checkpoint_20.0K_step_3.json").exists()  # the orphan sidecar was cleaned up
 
 
 def test_seed_manual_resume_then_next_milestone(tmp_path, tiny_model_config, corpus):

@@ -16,14 +16,15 @@ from typing import Any, Callable, Iterator
 TMP_SUFFIX = ".tmp"
 
 
-def temporary_path(final: Path) -> Path:
+def temporary_path(final: Path, tag: str = "") -> Path:
     """The temporary name beside `final`: same directory, so the rename is atomic.
 
     Deterministic, so every rank of a distributed run names the same file; a leftover
-    from an interrupted write under this name is simply overwritten.
+    from an interrupted write under this name is simply overwritten. `tag` tells apart
+    two temporaries for one final name (the serialized bytes, and a link being placed).
     """
     final = Path(final)
-    return final.parent / f".{final.name}{TMP_SUFFIX}"
+    return final.parent / f".{final.name}{tag}{TMP_SUFFIX}"
 
 
 def fsync_path(path: Path) -> None:

@@ -17,8 +17,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from dimba.checkpointing import atomic_io
-from dimba.checkpointing.checkpoint_io import CheckpointWriteError
-from dimba.checkpointing.milestones import milestone_label
+from dimba.checkpointing.checkpoint_io import CheckpointWriteError, describe_write_failure
 from dimba.checkpointing.manager import (
     ProgressiveCheckpointManager,
     count_trainable_parameters,
@@ -39,10 +38,6 @@ class ProgressiveCheckpointCallback(Callback):
         self.manager = ProgressiveCheckpointManager(milestones, save_dir, enabled)
         self._last_checked_step: Optional[int] = None
         self._saving: Optional[Dict[str, Any]] = None
-
-    @property
-    def state_key(self) -> str:
-        return self._generate_state_key(save_dir=str(self.manager.save_dir))
 
     @property
     def enabled(self) -> bool:
@@ -74,13 +69,9 @@ class ProgressiveCheckpointCallback(Callback):
         names of milestones saved together) leaves a milestone the restored state calls
         reached but no file holds; it is saved again at the next check, never skipped.
         """
-        saved = self.manager.saved_milestones() if trainer.is_global_zero else None
-        saved = set(trainer.strategy.broadcast(saved, src=0))
-        missing = [m for m in self.manager.tracker.reached if m not in saved]
-        if missing:
-            log.warning("Milestones without a checkpoint in %s will be saved again: %s",
-                        self.manager.save_dir, ", ".join(milestone_label(m) for m in missing))
-            self.manager.tracker.reached = [m for m in self.manager.tracker.reached if m in saved]
+        missing = self.manager.forget_unsaved_milestones() if trainer.is_global_zero else None
+        missing = trainer.strategy.broadcast(missing, src=0)
+        self.manager.tracker.reached = [m for m in self.manager.tracker.reached if m not in missing]
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -106,7 +97,7 @@ class ProgressiveCheckpointCallback(Callback):
         """
         step = trainer.global_step
         final = self.manager.checkpoint_path(max(milestones), step)
-        tmp = atomic_io.temporary_path(final)
+        tmp = atomic_io.temporary_path(final, tag=".data")
         metadata = self._metadata(trainer, pl_module)
         self._saving = {"milestones": milestones, "count": count, "metadata": metadata}
         error: Optional[str] = None
@@ -117,10 +108,10 @@ class ProgressiveCheckpointCallback(Callback):
             trainer.strategy.save_checkpoint(checkpoint, tmp)
             if trainer.is_global_zero:
                 self.manager.commit_milestones(tmp, milestones, step, count, metadata)
-        except (OSError, CheckpointWriteError) as exc:
+        except Exception as exc:  # any failure must still reach the broadcast below
             atomic_io.discard(tmp)
             cause = exc.__cause__ if isinstance(exc, CheckpointWriteError) and exc.__cause__ else exc
-            error = f"Cannot write milestone checkpoint {final}: {getattr(cause, 'strerror', None) or cause}"
+            error = f"Cannot write milestone checkpoint {final}: {describe_write_failure(cause, final.parent)}"
         finally:
             self._saving = None
         error = trainer.strategy.broadcast(error, src=0)

@@ -8,6 +8,7 @@ always loads with `weights_only=True`.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
@@ -21,12 +22,25 @@ class CheckpointWriteError(RuntimeError):
     """A checkpoint could not be written; the message names the file and the cause."""
 
 
+def describe_write_failure(exc: BaseException, directory: Path) -> str:
+    """One line for a failed write. torch's zip writer reports a full disk as a bare
+    RuntimeError ("unexpected pos ..."), so the free space is checked to name it."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    try:
+        if shutil.disk_usage(directory).free < 1 << 20:
+            return "No space left on device"
+    except OSError:
+        pass
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def save_atomically(checkpoint: Dict[str, Any], path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_io.write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
-    except OSError as exc:
-        raise CheckpointWriteError(f"Cannot write checkpoint {path}: {exc.strerror or exc}") from exc
+    except Exception as exc:
+        raise CheckpointWriteError(f"Cannot write checkpoint {path}: {describe_write_failure(exc, path.parent)}") from exc
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -12,6 +12,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -29,6 +30,7 @@ from dimba.checkpointing.milestones import (
 log = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = "dimba.progressive_checkpoint/1"
+_NAME = re.compile(r"^checkpoint_(.+)_step_(\d+)\.json$")
 PathLike = Union[str, os.PathLike]
 
 
@@ -110,13 +112,14 @@ class ProgressiveCheckpointManager:
     # ----------------------------------------------------------------- writing
     def prepare_save_dir(self) -> None:
         """Create the directory and drop leftovers of interrupted writes: temporary files,
-        and checkpoints whose sidecar was never written (their milestone was not saved)."""
+        and sidecars of ours whose checkpoint never got its final name. A checkpoint file
+        is never deleted: one without a sidecar is simply not a milestone checkpoint."""
         self.save_dir.mkdir(parents=True, exist_ok=True)
         leftovers = list(atomic_io.remove_stale_temporaries(self.save_dir))
-        for checkpoint in self.save_dir.glob("checkpoint_*_step_*.pt"):
-            if not checkpoint.with_suffix(".json").exists():
-                checkpoint.unlink(missing_ok=True)
-                leftovers.append(checkpoint)
+        for sidecar in self.save_dir.glob("checkpoint_*_step_*.json"):
+            if not sidecar.with_suffix(".pt").exists() and _is_our_sidecar(sidecar):
+                sidecar.unlink(missing_ok=True)
+                leftovers.append(sidecar)
         for path in leftovers:
             log.warning("Removed an incomplete checkpoint write: %s", path)
 
@@ -181,7 +184,7 @@ class ProgressiveCheckpointManager:
         self.prepare_save_dir()
         checkpoint = self.build_checkpoint(model, optimizer, global_step, milestones, current, metadata)
         largest = self.checkpoint_path(max(milestones), global_step)
-        tmp = atomic_io.temporary_path(largest)
+        tmp = atomic_io.temporary_path(largest, tag=".data")
         try:
             torch.save(checkpoint, tmp)
         except BaseException:
@@ -200,37 +203,38 @@ class ProgressiveCheckpointManager:
     ) -> Dict[int, Path]:
         """Publish a fully written temporary checkpoint under each milestone's name.
 
-        Order matters for crash safety: each `.pt` is durable before its sidecar, and the
-        milestones count as reached only after all files are in place.
+        Order matters for crash safety: the bytes are durable first; then, per milestone,
+        its sidecar and only then the checkpoint's final name (a hard link to the same
+        bytes). A checkpoint under its final name therefore always has its sidecar, and
+        the milestones count as reached only after all files are in place.
         """
+        written = Path(written)
         milestones = sorted({int(m) for m in milestones})
         paths = {m: self.checkpoint_path(m, global_step) for m in milestones}
-        largest = milestones[-1]
-        try:
-            atomic_io.commit(Path(written), paths[largest])
-        except BaseException:
-            atomic_io.discard(Path(written))
-            raise
-        for m in milestones[:-1]:
-            atomic_io.link_or_copy_atomic(paths[largest], paths[m])
         reached = sorted(set(self.tracker.reached) | set(milestones))
-        for m in milestones:
-            sidecar = {
-                "format": SIDECAR_FORMAT,
-                "checkpoint": paths[m].name,
-                "global_step": int(global_step),
-                "current_params": int(current_params),
-                "current_params_str": format_param_count(current_params),
-                "target_milestone": m,
-                "milestone_str": milestone_label(m),
-                "milestones": self.milestones,
-                "reached_milestones": reached,
-                "saved_together_with": [paths[o].name for o in milestones if o != m],
-                "size_bytes": paths[m].stat().st_size,
-                "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "metadata": _jsonable(metadata or {}),
-            }
-            atomic_io.write_json_atomic(paths[m].with_suffix(".json"), sidecar)
+        try:
+            atomic_io.fsync_path(written)
+            size = written.stat().st_size
+            for m in milestones:
+                sidecar = {
+                    "format": SIDECAR_FORMAT,
+                    "checkpoint": paths[m].name,
+                    "global_step": int(global_step),
+                    "current_params": int(current_params),
+                    "current_params_str": format_param_count(current_params),
+                    "target_milestone": m,
+                    "milestone_str": milestone_label(m),
+                    "milestones": self.milestones,
+                    "reached_milestones": reached,
+                    "saved_together_with": [paths[o].name for o in milestones if o != m],
+                    "size_bytes": size,
+                    "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "metadata": _jsonable(metadata or {}),
+                }
+                atomic_io.write_json_atomic(paths[m].with_suffix(".json"), sidecar)
+                atomic_io.link_or_copy_atomic(written, paths[m])
+        finally:
+            atomic_io.discard(written)
         self.tracker.mark_reached(milestones)
         for m in milestones:
             log.info(
@@ -263,17 +267,22 @@ class ProgressiveCheckpointManager:
             if not checkpoint.is_file():
                 continue
             size = checkpoint.stat().st_size
+            info.update(status="ok", path=str(checkpoint), metadata_path=str(sidecar))
             if info.get("size_bytes") not in (None, size):
-                info.update(self._unreadable(sidecar, checkpoint, f"{size} bytes on disk, {info['size_bytes']} written"))
-            else:
-                info.update(status="ok", path=str(checkpoint), metadata_path=str(sidecar))
+                error = f"{size} bytes on disk, {info['size_bytes']} written"
+                log.warning("Unreadable milestone checkpoint %s: %s", checkpoint, error)
+                info.update(status="unreadable", error=error)
             entries.append(info)
         return sorted(entries, key=lambda e: (e.get("target_milestone", -1), int(e.get("global_step", -1))))
 
     @staticmethod
     def _unreadable(sidecar: Path, checkpoint: Path, error: str) -> Dict[str, Any]:
+        """What the file name still tells, so code that reads every entry keeps working."""
         log.warning("Unreadable milestone checkpoint %s: %s", checkpoint, error)
-        return {"status": "unreadable", "error": error, "path": str(checkpoint), "metadata_path": str(sidecar)}
+        match = _NAME.match(sidecar.name)
+        label, step = (match.group(1), int(match.group(2))) if match else ("?", -1)
+        return {"status": "unreadable", "error": error, "path": str(checkpoint), "metadata_path": str(sidecar),
+                "milestone_str": label, "global_step": step, "target_milestone": -1}
 
     def valid_checkpoints(self) -> List[Dict[str, Any]]:
         return [e for e in self.list_checkpoints() if e["status"] == "ok"]
@@ -283,6 +292,20 @@ class ProgressiveCheckpointManager:
         target = parse_milestones([milestone])[0]
         matches = [e for e in self.valid_checkpoints() if e["target_milestone"] == target]
         return matches[-1]["path"] if matches else None
+
+    def forget_unsaved_milestones(self) -> List[int]:
+        """A milestone counts as reached only if its checkpoint is in `save_dir`.
+
+        A crash between the files of milestones saved together leaves one the restored
+        state calls reached but no file holds: it is saved again, never skipped.
+        """
+        saved = set(self.saved_milestones())
+        missing = [m for m in self.tracker.reached if m not in saved]
+        if missing:
+            log.warning("Milestones without a checkpoint in %s will be saved again: %s",
+                        self.save_dir, ", ".join(milestone_label(m) for m in missing))
+            self.tracker.reached = [m for m in self.tracker.reached if m in saved]
+        return missing
 
     def saved_milestones(self) -> List[int]:
         return sorted({e["target_milestone"] for e in self.valid_checkpoints()})
@@ -309,6 +332,7 @@ class ProgressiveCheckpointManager:
             load_optimizer_state(optimizer, checkpoint["optimizer_state_dict"], filepath, model,
                                  checkpoint.get("optimizer_param_names"))
         self.tracker.mark_reached(checkpoint.get("reached_milestones", []))
+        self.forget_unsaved_milestones()
         info = {k: v for k, v in checkpoint.items() if k not in _BULKY_KEYS}
         info["path"] = str(filepath)
         return info
@@ -426,6 +450,14 @@ def load_checkpoint_file(filepath: PathLike, map_location: Any = "cpu") -> Dict[
     if "model_state_dict" not in checkpoint:
         raise CheckpointLoadError(f"{filepath} is not a dimba milestone checkpoint (no 'model_state_dict')")
     return checkpoint
+
+
+def _is_our_sidecar(path: Path) -> bool:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("format") == SIDECAR_FORMAT
 
 
 def _jsonable(value: Any) -> Any:

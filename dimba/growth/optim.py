@@ -41,6 +41,8 @@ class GrowableAdamW(torch.optim.Optimizer):
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 step, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
+                if step.dim() and step.device != p.device:  # loaded to the CPU: move it once
+                    state["step"] = step = step.to(p.device)
                 step += 1
                 if weight_decay:
                     p.mul_(1 - lr * weight_decay)
@@ -51,11 +53,11 @@ class GrowableAdamW(torch.optim.Optimizer):
                     bias1, bias2 = 1 - beta1**t, 1 - beta2**t
                     denom = (exp_avg_sq / bias2).sqrt_().add_(eps)
                     p.addcdiv_(exp_avg, denom, value=-lr / bias1)
-                else:
-                    t = step.to(p.device, p.dtype)
+                else:  # per-entry counts; float32 even for bf16 weights (0.999**t is 1.0 in bf16)
+                    t = step.to(device=p.device, dtype=torch.float32)
                     bias1, bias2 = 1 - beta1**t, 1 - beta2**t
-                    denom = (exp_avg_sq / bias2).sqrt_().add_(eps)
-                    p.addcdiv_(exp_avg / bias1, denom, value=-lr)
+                    denom = (exp_avg_sq.float() / bias2).sqrt_().add_(eps)
+                    p.add_((exp_avg.float() / bias1 / denom).mul_(-lr).to(p.dtype))
         return loss
 
 
