@@ -12,7 +12,7 @@ import lightning as L
 import pytest
 import torch
 
-from dimba.checkpointing.checkpoint_io import CheckpointWriteError
+from dimba.checkpointing.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
 from dimba.training import DIMBALightningModule
 from dimba.utils.checkpointing import ProgressiveCheckpointManager
 
@@ -34,11 +34,13 @@ def small_disk(tmp_path):
 SCHEDULE = [{"step": 3, "op": "width", "d_model": 64}]
 
 
-def test_disk_full_during_a_milestone_save(small_disk, tiny_model_config, token_loader, quiet_trainer_kwargs):
+@pytest.mark.parametrize("io", ["lightning", "atomic"], ids=["lightning-default-io", "train.py-atomic-io"])
+def test_disk_full_during_a_milestone_save(small_disk, tiny_model_config, token_loader, quiet_trainer_kwargs, io):
     module = DIMBALightningModule(model_config=tiny_model_config, growth_schedule=SCHEDULE, enable_progressive_checkpoints=True,
                                   progressive_milestones=[1_000, 40_000], progressive_save_dir=str(small_disk))
+    plugins = [AtomicCheckpointIO()] if io == "atomic" else []
     with pytest.raises(CheckpointWriteError) as info:
-        L.Trainer(max_steps=6, **quiet_trainer_kwargs).fit(module, token_loader())
+        L.Trainer(max_steps=6, plugins=plugins, **quiet_trainer_kwargs).fit(module, token_loader())
     message = str(info.value)
     assert f"Cannot write milestone checkpoint {small_disk / 'checkpoint_40.0K_step_3.pt'}" in message
     assert "No space left on device" in message

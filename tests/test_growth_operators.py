@@ -200,3 +200,17 @@ def test_grow_to_a_recorded_architecture():
     assert (model.config.d_model, model.config.n_layers) == (64, 3)
     with pytest.raises(ValueError, match="larger than the checkpoint"):
         grow_to(model, DIMBAConfig(**SHAPES[0], **COMMON))
+
+
+def test_per_entry_bias_correction_is_computed_in_float32_for_bf16_weights():
+    """0.999**t is exactly 1.0 in bf16; computed there, the correction would divide by zero."""
+    param = torch.nn.Parameter(torch.zeros(4, dtype=torch.bfloat16))
+    optimizer = GrowableAdamW([param], lr=1e-2, weight_decay=0.0)
+    optimizer.state[param] = {"step": torch.tensor([5.0, 0.0, 5.0, 0.0]),
+                              "exp_avg": torch.zeros(4, dtype=torch.bfloat16),
+                              "exp_avg_sq": torch.zeros(4, dtype=torch.bfloat16)}
+    param.grad = torch.tensor([1.0, 0.0, -1.0, 1.0], dtype=torch.bfloat16)
+    optimizer.step()
+    assert torch.isfinite(param).all()
+    assert param[3].item() == pytest.approx(-1e-2, rel=0.02)  # a new entry's first step: about lr
+    assert param[1].item() == 0.0  # no gradient, no move

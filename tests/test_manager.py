@@ -164,3 +164,17 @@ def test_saving_without_a_crossed_milestone_says_why(tmp_path, tiny_model_config
 def test_disabled_manager_never_asks_to_save(tmp_path, tiny_model_config):
     manager = ProgressiveCheckpointManager([1], tmp_path, enabled=False)
     assert manager.should_save_checkpoint(DIMBA(tiny_model_config)) == (False, None)
+
+
+def test_plain_path_resave_after_a_crash_between_grouped_files(tmp_path, tiny_model_config):
+    """Two milestones saved together; the crash came before the second got its final name."""
+    model = DIMBA(tiny_model_config)
+    n = ProgressiveCheckpointManager.count_parameters(model)
+    manager = ProgressiveCheckpointManager([n // 2, n], tmp_path)
+    manager.save_checkpoint(model, global_step=7)
+    Path(manager.get_checkpoint_path_for_milestone(n)).unlink()
+
+    resumed = ProgressiveCheckpointManager([n // 2, n], tmp_path)
+    resumed.load_checkpoint(resumed.get_checkpoint_path_for_milestone(n // 2), DIMBA(tiny_model_config))
+    assert resumed.reached_milestones == [n // 2]
+    assert resumed.should_save_checkpoint(model) == (True, n)  # saved again, not skipped
