@@ -23,28 +23,34 @@ from typing import Any, Dict, List
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-MAX_STEPS = 60
-# Growth every 10 steps, a milestone per stage, Lightning's last.ckpt after every step:
-# a save is under way much of the time, so random kills land in saves too.
-OVERRIDES = [
-    "model.d_model=64", "model.n_layers=2", "model.head_dim=32", "data.seq_len=64", "data.batch_size=4",
-    f"trainer.max_steps={MAX_STEPS}", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false", "last_checkpoint_every_n_steps=1", "optim.warmup_steps=5",
-    "growth.schedule=[{step:10,op:depth,n_layers:4},{step:20,op:width,d_model:128},{step:30,op:depth,n_layers:6},"
-    "{step:40,op:width,d_model:192},{step:50,op:depth,n_layers:8}]",
-]
+SHAPES = [("depth", "n_layers", 4), ("width", "d_model", 128), ("depth", "n_layers", 6),
+          ("width", "d_model", 192), ("depth", "n_layers", 8)]
 
 
-def crossed_milestones() -> List[int]:
+def schedule(max_steps: int) -> List[Dict[str, Any]]:
+    """Five growth events spread over the run: a milestone per stage."""
+    return [{"step": max_steps * (i + 1) // 6, "op": op, key: value} for i, (op, key, value) in enumerate(SHAPES)]
+
+
+def overrides(max_steps: int) -> List[str]:
+    # Lightning's last.ckpt after every step: a save is under way much of the time, so
+    # random kills land in saves too.
+    events = ",".join("{" + ",".join(f"{k}:{v}" for k, v in e.items()) + "}" for e in schedule(max_steps))
+    return [
+        "model.d_model=64", "model.n_layers=2", "model.head_dim=32", "data.seq_len=64", "data.batch_size=4",
+        f"trainer.max_steps={max_steps}", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false", "last_checkpoint_every_n_steps=1", "optim.warmup_steps=5",
+        f"growth.schedule=[{events}]",
+    ]
+
+
+def crossed_milestones(max_steps: int) -> List[int]:
     """One milestone per stage: the parameter count of each stage."""
     from dimba.growth.plan import build_plan
-    from dimba.growth.schedule import GrowthEvent
+    from dimba.growth.schedule import as_events
     from dimba.model import DIMBAConfig
 
-    schedule = [GrowthEvent(10, "depth", n_layers=4), GrowthEvent(20, "width", d_model=128),
-                GrowthEvent(30, "depth", n_layers=6), GrowthEvent(40, "width", d_model=192),
-                GrowthEvent(50, "depth", n_layers=8)]
-    plan = build_plan(DIMBAConfig(d_model=64, n_layers=2, head_dim=32), schedule, [], MAX_STEPS)
+    plan = build_plan(DIMBAConfig(d_model=64, n_layers=2, head_dim=32), as_events(schedule(max_steps)), [], max_steps)
     return [stage.params for stage in plan.stages]
 
 
@@ -57,21 +63,31 @@ def soak(workdir: Path, kills: int, seed: int = 0) -> Dict[str, Any]:
 
     from dimba.utils.checkpointing import ProgressiveCheckpointManager
 
-    milestones = crossed_milestones()
+    max_steps = 5 * kills  # each attempt trains only a few steps before its kill
+    milestones = crossed_milestones(max_steps)
     run_dir = workdir / "run"
-    command = [sys.executable, str(ROOT / "train.py"), *OVERRIDES, f"hydra.run.dir={run_dir}", "resume=auto",
+    last = run_dir / "checkpoints" / "last.ckpt"
+    command = [sys.executable, str(ROOT / "train.py"), *overrides(max_steps), f"hydra.run.dir={run_dir}", "resume=auto",
                "progressive_checkpoints.milestones=[" + ",".join(map(str, milestones)) + "]"]
     rng = random.Random(seed)
     killed, during_save, finished_early = 0, 0, 0
     started = time.monotonic()
     for attempt in range(kills):
+        launched = time.time()
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        hunt_saves = attempt % 2 == 1  # every other kill waits for a save to be under way
-        deadline = time.monotonic() + rng.uniform(4.0, 12.0)
+        # Wait until this attempt has trained a step (its last.ckpt is newer than its start)...
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            if last.exists() and last.stat().st_mtime > launched:
+                break
+            time.sleep(0.01)
+        # ...then kill at a random moment, or (every other attempt) as soon as a save is under way.
+        hunt_saves = attempt % 2 == 1
+        deadline = time.monotonic() + (2.0 if hunt_saves else rng.uniform(0.0, 0.6))
         while process.poll() is None and time.monotonic() < deadline:
             if hunt_saves and temporaries(run_dir):
                 break
-            time.sleep(0.002 if hunt_saves else 0.05)
+            time.sleep(0.002)
         if process.poll() is not None:
             finished_early += 1
             break
@@ -87,7 +103,7 @@ def soak(workdir: Path, kills: int, seed: int = 0) -> Dict[str, Any]:
     for entry in entries:
         torch.load(entry["path"], weights_only=True)  # raises if any listed checkpoint is unreadable
     saved = Counter(e["target_milestone"] for e in entries)
-    last_step = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, mmap=True)["global_step"]
+    last_step = torch.load(last, weights_only=True, mmap=True)["global_step"]
     return {
         "kills": killed,
         "kills_during_a_save": during_save,
@@ -99,7 +115,8 @@ def soak(workdir: Path, kills: int, seed: int = 0) -> Dict[str, Any]:
         "all_statuses_ok": all(e["status"] == "ok" for e in entries),
         "temporaries_left": [str(p) for p in temporaries(run_dir)],
         "last_step": last_step,
-        "ok": sorted(saved) == milestones and all(c == 1 for c in saved.values()) and last_step == MAX_STEPS
+        "max_steps": max_steps,
+        "ok": sorted(saved) == milestones and all(c == 1 for c in saved.values()) and last_step == max_steps
         and all(e["status"] == "ok" for e in entries) and not temporaries(run_dir),
     }
 
