@@ -125,3 +125,20 @@ def test_simple_trainer_resumes_exactly_without_saving_again(tmp_path, tiny_mode
 
 def saved_simple(save_dir):
     return [(e["target_milestone"], e["global_step"]) for e in ProgressiveCheckpointManager([1], save_dir).list_checkpoints()]
+
+
+def test_simple_trainer_continues_from_a_lightning_milestone_checkpoint(tmp_path, tiny_model_config, corpus):
+    run = tmp_path / "run"
+    fit(tiny_model_config, corpus, run, 5)
+    data = TextDataModule(files=[str(corpus)], seq_len=32, batch_size=4, seed=0)
+    data.setup()
+    simple = SimpleTrainer(train_loader=data.train_dataloader(), model_config=tiny_model_config, max_steps=9,
+                           warmup_steps=2, growth_schedule=SCHEDULE, enable_progressive_checkpoints=True,
+                           progressive_milestones=MILESTONES, progressive_save_dir=str(run / "milestones"), device="cpu")
+    info = simple.resume(str(run / "milestones" / "checkpoint_20.0K_step_3.pt"))  # written by the Lightning path
+    assert info["global_step"] == 3 and simple.model.config.n_layers == 2
+    assert [h["applied_at_step"] for h in simple.growth_history] == [3]
+    losses = simple.train()
+    assert len(losses) == 6 and all(l == l for l in losses)  # trained on, no NaN
+    assert simple.model.config.d_model == 64  # the step-7 growth happened in the plain loop
+    assert saved(run) == [(10_000, 1), (20_000, 3), (50_000, 7)]  # 50K once: the Lightning run stopped at 5
