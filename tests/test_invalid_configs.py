@@ -36,6 +36,8 @@ CATALOGUE = [
     (["growth.schedule=[{step:10,op:width,d_model:100}]"], "growth.schedule[0].d_model"),
     (["growth.schedule=[{step:10,op:width,d_model:200}]"], "growth.schedule[0].d_model"),
     (["growth.schedule=[{step:10,op:width,d_model:256,n_layers:9}]"], "growth.schedule[0].n_layers"),
+    (["growth.schedule=[{step:10,op:width}]"], "growth.schedule[0].d_model"),
+    (["growth.schedule=[{step:10,op:width,d_model:256},{step:20,op:width,d_model:192}]"], "growth.schedule[1].d_model"),
     # model shapes
     (["model.d_model=0"], "model.d_model"),
     (["model.n_layers=-1"], "model.n_layers"),
