@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import lightning as L
 from hydra.utils import instantiate

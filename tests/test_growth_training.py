@@ -3,7 +3,6 @@ resume after growth, the seed's manual loading, and DDP."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 import dimba
 from dimba.checkpointing.manager import CheckpointLoadError
 from dimba.growth.plan import build_plan
+from dimba.growth.schedule import as_events
 from dimba.model import DIMBA, DIMBAConfig
 from dimba.training import DIMBALightningModule
 from dimba.utils.checkpointing import ProgressiveCheckpointManager
@@ -23,7 +23,7 @@ SCHEDULE = [{"step": 2, "op": "depth", "n_layers": 2}, {"step": 4, "op": "width"
 
 
 def sizes(config: DIMBAConfig) -> list[int]:
-    plan = build_plan(config, [dimba.growth.schedule.GrowthEvent(**e) for e in SCHEDULE], [], 10)
+    plan = build_plan(config, as_events(SCHEDULE), [], 10)
     return [stage.params for stage in plan.stages]
 
 
@@ -37,8 +37,6 @@ def growing_module(config: DIMBAConfig, save_dir: Path, milestones) -> DIMBALigh
 @pytest.fixture
 def grown_run(tmp_path, tiny_model_config, token_loader, quiet_trainer_kwargs):
     """Train 6 steps through two growth events; one milestone per stage."""
-    import dimba.growth.schedule  # noqa: F401  (used by sizes())
-
     start, deeper, wider = sizes(tiny_model_config)
     save_dir = tmp_path / "milestones"
     module = growing_module(tiny_model_config, save_dir, [start, deeper, wider])
@@ -126,7 +124,6 @@ def test_loading_into_a_larger_model_says_how_to_load_it(grown_run, tiny_model_c
 
 def test_growth_is_refused_before_training_under_unsupported_strategies():
     from dimba.growth.callback import GrowthCallback
-    from dimba.growth.schedule import as_events
 
     class FSDPLike:  # what Trainer(strategy="fsdp") would hold; FSDP itself needs a GPU
         pass

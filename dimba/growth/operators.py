@@ -18,12 +18,15 @@ import copy
 import math
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from dimba.model import DIMBA, DIMBAConfig
+
+if TYPE_CHECKING:
+    from dimba.growth.schedule import GrowthEvent
 
 
 class DepthMode(str, Enum):
