@@ -9,11 +9,12 @@ left by another tool) and milestone files without their sidecar.
 
 from __future__ import annotations
 
-import json
 import logging
 import zipfile
 from pathlib import Path
 from typing import Iterable, List, Optional, Tuple
+
+from dimba.checkpointing.sidecars import inspect_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,8 @@ def checkpoint_step(path: Path) -> Optional[int]:
 
 
 def _milestone_checkpoint_complete(path: Path) -> bool:
-    sidecar = path.with_suffix(".json")
-    try:
-        info = json.loads(sidecar.read_text())
-        return isinstance(info, dict) and info.get("size_bytes") == path.stat().st_size
-    except (OSError, ValueError):
-        return False
+    info = inspect_sidecar(path.with_suffix(".json"))
+    return info["status"] == "ok" and "size_bytes" in info and Path(info["path"]) == path
 
 
 def newest_valid_checkpoint(run_dir: Path, milestone_dir: Optional[Path] = None) -> Optional[Path]:

@@ -12,7 +12,6 @@ import datetime as _dt
 import json
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from dimba.checkpointing import atomic_io
+from dimba.checkpointing.sidecars import inspect_sidecar
 from dimba.checkpointing.milestones import (
     MilestoneTracker,
     format_param_count,
@@ -30,7 +30,6 @@ from dimba.checkpointing.milestones import (
 log = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = "dimba.progressive_checkpoint/1"
-_NAME = re.compile(r"^checkpoint_(.+)_step_(\d+)\.json$")
 PathLike = Union[str, os.PathLike]
 
 
@@ -252,37 +251,17 @@ class ProgressiveCheckpointManager:
         sidecars alone (no torch load). Each entry has `status`: "ok", or "unreadable" with
         an `error` (a sidecar that does not parse, a checkpoint of the wrong size). A
         checkpoint without its sidecar is an interrupted write and is not listed."""
-        entries = []
         if not self.save_dir.is_dir():
-            return entries
+            return []
+        entries = []
         for sidecar in sorted(self.save_dir.glob("checkpoint_*_step_*.json")):
-            checkpoint = sidecar.with_suffix(".pt")
-            try:
-                info = json.loads(sidecar.read_text(encoding="utf-8"))
-                info["target_milestone"] = int(info["target_milestone"])
-                checkpoint = sidecar.with_name(str(info["checkpoint"]))
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                entries.append(self._unreadable(sidecar, checkpoint, f"sidecar unreadable: {exc}"))
+            info = inspect_sidecar(sidecar)
+            if info["status"] == "missing":
                 continue
-            if not checkpoint.is_file():
-                continue
-            size = checkpoint.stat().st_size
-            info.update(status="ok", path=str(checkpoint), metadata_path=str(sidecar))
-            if info.get("size_bytes") not in (None, size):
-                error = f"{size} bytes on disk, {info['size_bytes']} written"
-                log.warning("Unreadable milestone checkpoint %s: %s", checkpoint, error)
-                info.update(status="unreadable", error=error)
+            if info["status"] == "unreadable":
+                log.warning("Unreadable milestone checkpoint %s: %s", info["path"], info["error"])
             entries.append(info)
-        return sorted(entries, key=lambda e: (e.get("target_milestone", -1), int(e.get("global_step", -1))))
-
-    @staticmethod
-    def _unreadable(sidecar: Path, checkpoint: Path, error: str) -> Dict[str, Any]:
-        """What the file name still tells, so code that reads every entry keeps working."""
-        log.warning("Unreadable milestone checkpoint %s: %s", checkpoint, error)
-        match = _NAME.match(sidecar.name)
-        label, step = (match.group(1), int(match.group(2))) if match else ("?", -1)
-        return {"status": "unreadable", "error": error, "path": str(checkpoint), "metadata_path": str(sidecar),
-                "milestone_str": label, "global_step": step, "target_milestone": -1}
+        return sorted(entries, key=lambda e: (e["target_milestone"], e["global_step"]))
 
     def valid_checkpoints(self) -> List[Dict[str, Any]]:
         return [e for e in self.list_checkpoints() if e["status"] == "ok"]

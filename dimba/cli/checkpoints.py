@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
 from dimba.checkpointing.milestones import MilestoneError, format_param_count, parse_milestone
+from dimba.checkpointing.sidecars import SIDECAR_NAME, inspect_sidecar
 
-SIDECAR_NAME = re.compile(r"^checkpoint_(?P<label>.+)_step_(?P<step>\d+)\.json$")
 RUN_MARKERS = (".hydra", "train.log", "logs", "checkpoints")
 EXPORT_CONFIG = "config.json"
 
@@ -74,30 +74,20 @@ def read_row(sidecar: Path, root: Path) -> Row:
     except MilestoneError:
         value = -1
     row = Row(run_name, label, value, step, "-", "-", "ok", os.path.relpath(sidecar.with_suffix(".pt"), run))
-    try:
-        info = json.loads(sidecar.read_text(encoding="utf-8"))
-        if not isinstance(info, dict):
-            raise ValueError(f"holds a JSON {type(info).__name__}, not an object")
-        milestone = int(info["target_milestone"])
-        step = int(info["global_step"])
-        checkpoint = sidecar.with_name(str(info["checkpoint"]))
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-        row.status, row.error = "unreadable", f"sidecar unreadable: {one_line(exc)}"
+    info = inspect_sidecar(sidecar)
+    if "checkpoint" not in info:  # the sidecar itself could not be read
+        row.status, row.error = "unreadable", one_line(info["error"])
         row.file = os.path.relpath(sidecar, run)
         return row
     row.milestone = str(info.get("milestone_str") or label)
-    row.milestone_value, row.step = milestone, step
-    row.file = os.path.relpath(checkpoint, run)
+    row.milestone_value, row.step = info["target_milestone"], info["global_step"]
+    row.file = os.path.relpath(info["path"], run)
     params = info.get("current_params")
     row.params = str(info.get("current_params_str") or (format_param_count(int(params)) if params else "-"))
     loss = (info.get("metadata") or {}).get("train/loss") if isinstance(info.get("metadata"), dict) else None
     if isinstance(loss, (int, float)) and not isinstance(loss, bool):
         row.loss = f"{loss:.4f}"
-    if not checkpoint.is_file():
-        row.status, row.error = "missing", f"{checkpoint.name} is gone (only its sidecar is left)"
-    elif info.get("size_bytes") not in (None, checkpoint.stat().st_size):
-        row.status = "unreadable"
-        row.error = f"{checkpoint.stat().st_size} bytes on disk, {info['size_bytes']} written (truncated or replaced)"
+    row.status, row.error = info["status"], info.get("error", row.error)
     return row
 
 
