@@ -203,6 +203,8 @@ class Config:
     resume: Optional[str] = None
     """`auto`: continue the latest run with the same overrides, in its own directory, from its
     newest valid checkpoint (a fresh run if there is none). null: start fresh."""
+    compile: bool = False
+    """torch.compile the denoiser (a one-off compilation, and one more after each growth event)."""
     last_checkpoint_every_n_steps: int = 50
     """How often Lightning's `checkpoints/last.ckpt` is refreshed (it is also written at the
     end of training and when the process receives SIGTERM)."""

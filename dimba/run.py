@@ -49,6 +49,7 @@ def build_module(config: Config, save_dir: Path) -> DIMBALightningModule:
         total_steps=config.trainer.max_steps,
         growth_schedule=config.growth.schedule,
         seed=config.seed,
+        compile=config.compile,
         enable_progressive_checkpoints=progressive.enabled,
         progressive_milestones=progressive.milestones,
         progressive_save_dir=str(save_dir),

@@ -44,6 +44,8 @@ CATALOGUE = [
     (["model.head_dim=100"], "model.head_dim"),
     (["model.d_time=15"], "model.d_time"),
     (["model.norm_eps=0"], "model.norm_eps"),
+    (["model.dtype=fp16"], "model.dtype"),
+    (["model.scan=cuda"], "model.scan"),
     (["model.vocab_size=100"], "model.vocab_size"),
     (["model.chunk_size=0"], "model.chunk_size"),
     # data and paths

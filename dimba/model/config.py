@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, Mapping
 
 from dimba.errors import ConfigError
+from dimba.model.kernels import SCANS, fused_chunk_scan
+
+
+DTYPES = ("fp32", "bf16")
 
 
 @dataclass
@@ -39,6 +43,13 @@ class DIMBAConfig:
     """Scan each sequence in both directions (a denoiser sees the whole sequence)."""
     norm_eps: float = 1e-5
     """RMSNorm epsilon."""
+    dtype: str = field(default="fp32", compare=False)
+    """Compute precision of the denoiser: `fp32`, or `bf16` (autocast: matmuls and the scan's
+    products in bfloat16; weights, optimizer state, norms, decays and the loss stay float32).
+    A speed knob, not part of the architecture: checkpoints load under either."""
+    scan: str = field(default="auto", compare=False)
+    """SSD scan implementation: `auto` (mamba-ssm's fused kernel on CUDA when installed,
+    else PyTorch), `torch`, or `mamba_ssm`. Same recurrence, same weights."""
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "d_state", "expand", "head_dim",
@@ -55,6 +66,12 @@ class DIMBAConfig:
             )
         if not isinstance(self.bidirectional, bool):
             raise ConfigError("model.bidirectional", self.bidirectional, "true or false")
+        if self.dtype not in DTYPES:
+            raise ConfigError("model.dtype", self.dtype, " | ".join(DTYPES))
+        if self.scan not in SCANS:
+            raise ConfigError("model.scan", self.scan, " | ".join(SCANS))
+        if self.scan == "mamba_ssm" and fused_chunk_scan() is None:
+            raise ConfigError("model.scan", self.scan, "auto | torch (mamba-ssm is not installed here)")
         if isinstance(self.norm_eps, bool) or not isinstance(self.norm_eps, (int, float)) or not 0 < self.norm_eps < 1:
             raise ConfigError("model.norm_eps", self.norm_eps, "a number between 0 and 1")
 

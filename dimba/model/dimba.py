@@ -9,7 +9,7 @@ embeddings from collapsing under the MSE term.
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -36,12 +36,30 @@ class DIMBA(nn.Module):
         self.schedule = CosineSchedule(config.diffusion_steps)
 
     def denoise(self, x_t: Tensor, t: Tensor) -> Tensor:
-        """Predict x0 (batch, length, d_embed) from x_t and integer timesteps t (batch,)."""
-        cond = self.time_mlp(timestep_features(t, self.config.d_time).to(x_t.dtype))
-        h = self.in_proj(x_t)
-        for block in self.blocks:
-            h = block(h, cond)
-        return self.out_proj(self.norm_f(h))
+        """Predict x0 (batch, length, d_embed) from x_t and integer timesteps t (batch,).
+
+        Under `dtype="bf16"` the network runs in autocast; the prediction comes back in
+        x_t's dtype, so losses and sampling arithmetic stay in full precision.
+        """
+        compiled = self.__dict__.get("_compiled_denoise")
+        return compiled(x_t, t) if compiled is not None else self._denoise(x_t, t)
+
+    def compile_denoiser(self, **options: Any) -> None:
+        """Run the denoiser through `torch.compile` from now on (`compile=true`).
+
+        Growth changes the module's structure; Dynamo's guards notice and compile the grown
+        model on its first call, so each growth event costs one compilation.
+        """
+        self._compiled_denoise = torch.compile(self._denoise, **options)
+
+    def _denoise(self, x_t: Tensor, t: Tensor) -> Tensor:
+        with torch.autocast(x_t.device.type, dtype=torch.bfloat16, enabled=self.config.dtype == "bf16"):
+            cond = self.time_mlp(timestep_features(t, self.config.d_time).to(x_t.dtype))
+            h = self.in_proj(x_t)
+            for block in self.blocks:
+                h = block(h, cond)
+            out = self.out_proj(self.norm_f(h))
+        return out.to(x_t.dtype)
 
     def logits(self, x0_hat: Tensor) -> Tensor:
         return x0_hat @ self.embedding.weight.t()

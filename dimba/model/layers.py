@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dimba.model.config import DIMBAConfig
-from dimba.model.ssd import ssd_scan
+from dimba.model.kernels import select_scan
 
 
 class RMSNorm(nn.Module):
@@ -28,7 +28,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
-        grouped = x.reshape(*shape[:-1], -1, self.group_size)
+        grouped = x.reshape(*shape[:-1], -1, self.group_size).to(self.weight.dtype)  # no-op unless autocast
         normed = grouped * torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + self.eps)
         return normed.reshape(shape) * self.weight
 
@@ -52,7 +52,7 @@ class Mamba2Mixer(nn.Module):
     def __init__(self, cfg: DIMBAConfig) -> None:
         super().__init__()
         self.d_inner, self.n_heads, self.head_dim = cfg.d_inner, cfg.n_heads, cfg.head_dim
-        self.d_state, self.chunk_size = cfg.d_state, cfg.chunk_size
+        self.d_state, self.chunk_size, self.scan = cfg.d_state, cfg.chunk_size, cfg.scan
         directions = 2 if cfg.bidirectional else 1
         conv_dim = self.d_inner + 2 * cfg.d_state
         self.in_proj = nn.Linear(cfg.d_model, self.d_inner + conv_dim + self.n_heads, bias=False)
@@ -74,6 +74,7 @@ class Mamba2Mixer(nn.Module):
             self.in_proj(u), [self.d_inner, self.d_inner + 2 * self.d_state, self.n_heads], dim=-1
         )
         y = 0
+        scan = select_scan(self.scan, u)
         for direction, conv in enumerate(self.convs):
             reverse = direction == 1
             seq, dt_dir = (xbc.flip(1), dt.flip(1)) if reverse else (xbc, dt)
@@ -82,7 +83,7 @@ class Mamba2Mixer(nn.Module):
             x = x.reshape(batch, length, self.n_heads, self.head_dim)
             step = F.softplus(dt_dir + self.dt_bias[direction])
             A = -torch.exp(self.A_log[direction])
-            out = ssd_scan(x, step, A, B, C, self.chunk_size) + x * self.D[direction][:, None]
+            out = scan(x, step, A, B, C, self.chunk_size) + x * self.D[direction][:, None]
             y = y + (out.flip(1) if reverse else out)
         y = y.reshape(batch, length, self.d_inner)
         return self.out_proj(self.norm(y * F.silu(z)))

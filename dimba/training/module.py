@@ -48,6 +48,7 @@ class DIMBALightningModule(L.LightningModule):
         progressive_save_dir: str = "./progressive_checkpoints",
         growth_schedule: Optional[Sequence[Union[GrowthEvent, Mapping[str, Any]]]] = None,
         seed: int = 0,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         config = as_model_config(model_config, vocab_size)
@@ -71,9 +72,12 @@ class DIMBALightningModule(L.LightningModule):
                 "progressive_save_dir": str(progressive_save_dir),
                 "growth_schedule": [e.to_dict() for e in schedule],
                 "seed": int(seed),
+                "compile": bool(compile),
             }
         )
         self.model = DIMBA(config)
+        if compile:
+            self.model.compile_denoiser()
         self.structure_version = 0  # bumped whenever the parameter set changes (growth)
         self._count_cache: tuple[int, int] = (-1, 0)
         self.growth_history: List[Dict[str, Any]] = []
@@ -162,7 +166,8 @@ class DIMBALightningModule(L.LightningModule):
         """Take the checkpoint's (grown) shape before Lightning loads its weights."""
         record = checkpoint.get("dimba") or {}
         if "architecture" in record:
-            recorded = DIMBAConfig.from_dict(record["architecture"])
+            # The checkpoint decides the shape; this run decides the compute dtype.
+            recorded = replace(DIMBAConfig.from_dict(record["architecture"]), dtype=self.model.config.dtype)
             if recorded != self.model.config:
                 adopt_architecture(self.model, recorded)
                 self.structure_version += 1

@@ -49,6 +49,7 @@ class SimpleTrainer:
         device: Union[str, torch.device, None] = None,
         seed: int = 0,
         log_every_n_steps: int = 10,
+        compile: bool = False,
     ) -> None:
         config = as_model_config(model_config, vocab_size)
         self.schedule = as_events(growth_schedule)
@@ -58,6 +59,8 @@ class SimpleTrainer:
         self.gradient_clip_val, self.log_every_n_steps = gradient_clip_val, log_every_n_steps
         torch.manual_seed(seed)
         self.model = DIMBA(config).to(self.device)
+        if compile:
+            self.model.compile_denoiser()
         self.optimizer = build_optimizer(self.model, lr, betas, weight_decay)
         for group in self.optimizer.param_groups:  # as LambdaLR does: the base rate travels with the state
             group.setdefault("initial_lr", group["lr"])
