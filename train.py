@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from dimba.config import register_configs, validate
 from dimba.errors import ConfigError
-from dimba.preflight import check_writable_dir, resolve_save_dir
+from dimba.preflight import check_accelerator, check_writable_dir, resolve_save_dir
 
 log = logging.getLogger("dimba.train")
 register_configs()
@@ -23,6 +23,8 @@ def main(cfg: DictConfig) -> None:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         config = validate(cfg)
+        if not config.dry_run:
+            check_accelerator(config.trainer.accelerator)
         if config.progressive_checkpoints.enabled and not config.dry_run:
             save_dir = resolve_save_dir(config.progressive_checkpoints.save_dir, output_dir)
             check_writable_dir(save_dir, "progressive_checkpoints.save_dir")

@@ -18,6 +18,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dimba.checkpointing.milestones import ACCEPTED_FORMS, MilestoneError, parse_milestones
+from dimba.checkpointing.strategies import strategy_name
 from dimba.errors import ConfigError
 from dimba.growth.schedule import GrowthEvent, validate_schedule
 from dimba.model.config import DIMBAConfig
@@ -26,7 +27,8 @@ ModelConfig = DIMBAConfig  # the `model` group's schema is the architecture itse
 
 BYTE_VOCAB = 256
 PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true")
-SUPPORTED_STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "single_device")
+SUPPORTED_STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "single_device", "fsdp")
+GROWABLE_STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "single_device")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
 
 
@@ -165,6 +167,9 @@ class ProgressiveCheckpointsConfig:
     """Parameter counts; after validation a sorted list of unique ints."""
     save_dir: str = "progressive_checkpoints"
     """Where milestone checkpoints go; a relative path is inside the run's output directory."""
+    async_save: bool = False
+    """Write milestone checkpoints in a background thread: training waits only for a copy of
+    the state in memory. A milestone counts as saved once its write is durable."""
 
     def __post_init__(self) -> None:
         key = "progressive_checkpoints.milestones"
@@ -213,11 +218,7 @@ class Config:
         if not _int_at_least(self.seed, 0) or self.seed >= 2**32:
             raise ConfigError("seed", self.seed, "an integer in [0, 2**32)")
         validate_schedule(self.model, self.growth.schedule)
-        strategy = str(self.trainer.strategy)
-        if strategy not in SUPPORTED_STRATEGIES and (self.growth.schedule or self.progressive_checkpoints.enabled):
-            raise ConfigError("trainer.strategy", strategy,
-                              f"{' | '.join(SUPPORTED_STRATEGIES)} with growth or milestone checkpoints "
-                              "(sharded strategies are not supported yet; use growth=none progressive_checkpoints=disabled)")
+        self._validate_strategy()
         if self.resume not in (None, "auto"):
             raise ConfigError("resume", self.resume, "auto or null")
         if self.resume is not None and self.ckpt_path is not None:
@@ -227,6 +228,24 @@ class Config:
             raise ConfigError("model.vocab_size", self.model.vocab_size, f"at least {BYTE_VOCAB} for the byte-level tokenizer")
         if self.ckpt_path is not None and not Path(self.ckpt_path).is_file():
             raise ConfigError("ckpt_path", self.ckpt_path, "an existing checkpoint file, or null")
+
+
+    def _validate_strategy(self) -> None:
+        """Growth rebuilds parameters in place: DDP and single devices only. FSDP (sharded
+        milestones, written by every rank) takes milestones without growth."""
+        strategy = strategy_name(self.trainer.strategy)
+        progressive = self.progressive_checkpoints
+        if strategy not in SUPPORTED_STRATEGIES and (self.growth.schedule or progressive.enabled):
+            raise ConfigError("trainer.strategy", strategy,
+                              f"{' | '.join(SUPPORTED_STRATEGIES)} with growth or milestone checkpoints "
+                              "(or growth=none progressive_checkpoints=disabled)")
+        if strategy not in GROWABLE_STRATEGIES and self.growth.schedule:
+            raise ConfigError("trainer.strategy", strategy,
+                              "trainer=ddp (or a single device) while the model grows: growth rebuilds parameters that "
+                              f"{strategy} has sharded and flattened; or train without growth: growth=none")
+        if strategy == "fsdp" and progressive.enabled and progressive.async_save:
+            raise ConfigError("progressive_checkpoints.async_save", True,
+                              "false with trainer=fsdp (every rank writes its shards of a milestone synchronously)")
 
 
 def _int_at_least(value: Any, low: int) -> bool:

@@ -26,3 +26,14 @@ def check_writable_dir(path: Path, key: str) -> None:
         probe.unlink()
     except OSError as exc:
         raise ConfigError(key, str(path), f"{accepted} ({exc.strerror or exc})") from None
+
+
+def check_accelerator(accelerator: str) -> None:
+    """`trainer=gpu`/`fsdp` on a machine without a CUDA GPU fails here, in one line, instead
+    of deep inside Lightning."""
+    if accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("trainer.accelerator", accelerator,
+                              "cpu or auto on this machine: no CUDA GPU is visible (for several CPU processes: trainer=ddp_cpu)")

@@ -53,6 +53,7 @@ def build_module(config: Config, save_dir: Path) -> DIMBALightningModule:
         enable_progressive_checkpoints=progressive.enabled,
         progressive_milestones=progressive.milestones,
         progressive_save_dir=str(save_dir),
+        progressive_async_save=progressive.async_save,
     )
 
 

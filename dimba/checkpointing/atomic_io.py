@@ -82,15 +82,38 @@ def write_json_atomic(final: Path, payload: Any) -> None:
     write_atomic(final, write)
 
 
-def link_or_copy_atomic(source: Path, final: Path) -> None:
-    """Give an already durable file a second name without writing its bytes again."""
-    tmp = temporary_path(final)
-    tmp.unlink(missing_ok=True)
+def size_on_disk(path: Path) -> int:
+    """Bytes of a file, or of every file in a directory checkpoint (sharded formats)."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(child.stat().st_size for child in path.rglob("*") if child.is_file())
+    return path.stat().st_size
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
     try:
-        try:
-            os.link(source, tmp)
-        except OSError:
-            shutil.copyfile(source, tmp)
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def link_or_copy_atomic(source: Path, final: Path) -> None:
+    """Give an already durable file (or directory checkpoint) a second name without
+    writing its bytes again: hard links, file by file for a directory."""
+    tmp = temporary_path(final)
+    discard(tmp)
+    try:
+        if source.is_dir():
+            for child in sorted(source.rglob("*")):
+                target = tmp / child.relative_to(source)
+                if child.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                else:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    _link_or_copy(child, target)
+            tmp.mkdir(exist_ok=True)
+        else:
+            _link_or_copy(source, tmp)
         commit(tmp, final)
     except BaseException:
         discard(tmp)

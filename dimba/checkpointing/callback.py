@@ -5,6 +5,11 @@ with the next milestone. Crossed milestones are written through `trainer.save_ch
 so every strategy serializes as it should, into a temporary file that the manager then
 publishes atomically, with the seed document's keys added to Lightning's own checkpoint.
 A milestone checkpoint is therefore also a Lightning checkpoint: `ckpt_path=` resumes it.
+
+Under a sharded strategy (FSDP with `state_dict_type="sharded"`) every rank writes its
+shards into one Distributed Checkpoint directory; nothing is gathered on one rank. With
+`async_save=True` the training step waits only for a copy of the checkpoint
+(`async_writer`); the write and the publishing run in the background.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from dimba.checkpointing import atomic_io
+from dimba.checkpointing.async_writer import BackgroundWriter, snapshot
+from dimba.checkpointing.strategies import writes_sharded_checkpoints
 from dimba.checkpointing.checkpoint_io import CheckpointWriteError, describe_write_failure
 from dimba.checkpointing.manager import (
     ProgressiveCheckpointManager,
@@ -34,8 +41,13 @@ class ProgressiveCheckpointCallback(Callback):
         milestones: Sequence[Any],
         save_dir: str | Path = "./progressive_checkpoints",
         enabled: bool = True,
+        async_save: bool = False,
     ) -> None:
         self.manager = ProgressiveCheckpointManager(milestones, save_dir, enabled)
+        self.async_save = bool(async_save)
+        self._writer = BackgroundWriter()
+        self._in_flight: set[int] = set()  # milestones whose background write is not yet published
+        self._deferred_error: Optional[str] = None
         self._last_checked_step: Optional[int] = None
         self._saving: Optional[Dict[str, Any]] = None
 
@@ -63,15 +75,20 @@ class ProgressiveCheckpointCallback(Callback):
             self._reconcile_with_disk(trainer)
 
     def _reconcile_with_disk(self, trainer: L.Trainer) -> None:
-        """After a resume, a milestone counts as reached only if its checkpoint is on disk.
+        """After a resume, a milestone counts as reached exactly when its checkpoint is on disk.
 
         A crash between publishing a checkpoint and writing its sidecar (or between the
-        names of milestones saved together) leaves a milestone the restored state calls
-        reached but no file holds; it is saved again at the next check, never skipped.
+        names of milestones saved together, or before a background write was durable)
+        leaves a milestone the restored state calls reached but no file holds: it is saved
+        again at the next check, never skipped. And a background write that finished after
+        the restored state was taken left a file the state does not know: it counts, so the
+        milestone is never saved twice.
         """
-        missing = self.manager.forget_unsaved_milestones() if trainer.is_global_zero else None
-        missing = trainer.strategy.broadcast(missing, src=0)
-        self.manager.tracker.reached = [m for m in self.manager.tracker.reached if m not in missing]
+        reached = None
+        if trainer.is_global_zero:
+            self.manager.forget_unsaved_milestones()
+            reached = sorted(set(self.manager.tracker.reached) | set(self.manager.saved_milestones()) & set(self.manager.milestones))
+        self.manager.tracker.reached = list(trainer.strategy.broadcast(reached, src=0))
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -80,10 +97,22 @@ class ProgressiveCheckpointCallback(Callback):
         if not self.enabled or step == self._last_checked_step:
             return  # no optimizer step in this batch (gradient accumulation)
         self._last_checked_step = step
+        if self._in_flight and trainer.is_global_zero:
+            self._collect_finished_write(trainer)
         count = self.parameter_count(pl_module)
-        crossed = self.manager.tracker.crossed(count)
+        crossed = [m for m in self.manager.tracker.crossed(count) if m not in self._in_flight]
         if crossed:
             self.save_milestones(trainer, pl_module, crossed, count)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The run is over only when every milestone write is durable (or has failed loudly)."""
+        self._finish_background_write(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # Training failed, but the snapshot being written is good: let it finish.
+        error = self._writer.close()
+        if error is not None:
+            log.error("A milestone write in the background failed as well: %s", error)
 
     def save_milestones(
         self, trainer: L.Trainer, pl_module: L.LightningModule, milestones: List[int], count: int
@@ -99,29 +128,99 @@ class ProgressiveCheckpointCallback(Callback):
         final = self.manager.checkpoint_path(max(milestones), step)
         tmp = atomic_io.temporary_path(final, tag=".data")
         metadata = self._metadata(trainer, pl_module)
-        self._saving = {"milestones": milestones, "count": count, "metadata": metadata}
+        sharded = writes_sharded_checkpoints(trainer.strategy)
+        self._saving = {"milestones": milestones, "count": count, "metadata": metadata, "sharded": sharded}
         error: Optional[str] = None
         try:
             # What trainer.save_checkpoint does, minus its barrier (which would hang the
             # other ranks if rank zero's write fails).
             checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
-            trainer.strategy.save_checkpoint(checkpoint, tmp)
-            if trainer.is_global_zero:
-                self.manager.commit_milestones(tmp, milestones, step, count, metadata)
+            if self.async_save and not sharded:
+                error = self._start_background_write(trainer, checkpoint, tmp, milestones, step, count, metadata)
+            else:
+                trainer.strategy.save_checkpoint(checkpoint, tmp)
+                if sharded:
+                    trainer.strategy.barrier("dimba_milestone_shards")  # every rank's shards are on disk
+                if trainer.is_global_zero:
+                    self.manager.commit_milestones(tmp, milestones, step, count, metadata)
         except Exception as exc:  # any failure must still reach the broadcast below
             atomic_io.discard(tmp)
-            cause = exc.__cause__ if isinstance(exc, CheckpointWriteError) and exc.__cause__ else exc
-            error = f"Cannot write milestone checkpoint {final}: {describe_write_failure(cause, final.parent)}"
+            error = self._describe(exc, final)
         finally:
             self._saving = None
         error = trainer.strategy.broadcast(error, src=0)
         if error is not None:
             raise CheckpointWriteError(error)
-        if not trainer.is_global_zero:
+        if self.async_save and not sharded:
+            self._in_flight.update(milestones)  # every rank: not due again while it is written
+        elif not trainer.is_global_zero:
             self.manager.tracker.mark_reached(milestones)
+
+    # ----------------------------------------------------------------- async saves
+    def _start_background_write(self, trainer: L.Trainer, checkpoint: Dict[str, Any], tmp: Path,
+                                milestones: List[int], step: int, count: int, metadata: Dict[str, Any]) -> Optional[str]:
+        """Copy the checkpoint (the only part training waits for) and queue its write.
+
+        Returns the error of the previous background write, which must stop the run: the
+        caller broadcasts it, so every rank stops together.
+        """
+        if not trainer.is_global_zero:
+            return None
+        copy = snapshot(checkpoint)
+        io = trainer.strategy.checkpoint_io
+        final = self.manager.checkpoint_path(max(milestones), step)
+
+        def write() -> None:
+            try:
+                io.save_checkpoint(copy, tmp)
+                self.manager.commit_milestones(tmp, milestones, step, count, metadata)
+            except BaseException as exc:
+                atomic_io.discard(tmp)
+                raise CheckpointWriteError(self._describe(exc, final)) from exc
+            finally:
+                copy.clear()  # drop the snapshot's memory as soon as it is on disk
+
+        previous = self._writer.submit(write)
+        self._in_flight -= set(self.manager.tracker.reached)
+        return None if previous is None else str(previous)
+
+    def _collect_finished_write(self, trainer: L.Trainer) -> None:
+        """Rank zero, every step: forget published milestones; a failed write stops a
+        single-process run at once (with several processes, at the next collective point:
+        the next milestone or the end of training)."""
+        error = self._writer.poll()
+        self._in_flight -= set(self.manager.tracker.reached)
+        if error is not None:
+            if trainer.world_size == 1:
+                raise error
+            self._deferred_error = str(error)
+
+    def _finish_background_write(self, trainer: L.Trainer) -> None:
+        error, self._deferred_error = self._deferred_error, None
+        if trainer.is_global_zero:
+            finished = self._writer.close()
+            error = error or (None if finished is None else str(finished))
+            self._in_flight -= set(self.manager.tracker.reached)
+        error = trainer.strategy.broadcast(error, src=0)
+        if error is not None:
+            raise CheckpointWriteError(error)
+        if not trainer.is_global_zero:  # rank zero published them; keep every rank's view equal
+            self.manager.tracker.mark_reached(sorted(self._in_flight))
+        self._in_flight.clear()
+
+    @staticmethod
+    def _describe(exc: BaseException, final: Path) -> str:
+        if isinstance(exc, CheckpointWriteError) and str(exc).startswith("Cannot write milestone"):
+            return str(exc)
+        cause = exc.__cause__ if isinstance(exc, CheckpointWriteError) and exc.__cause__ else exc
+        return f"Cannot write milestone checkpoint {final}: {describe_write_failure(cause, final.parent)}"
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: Dict[str, Any]) -> None:
         if self._saving is None:
+            return
+        if self._saving["sharded"]:  # shards go to the DCP files; only plain data to meta.pt
+            checkpoint.update(self.manager.milestone_entries(
+                trainer.global_step, self._saving["milestones"], self._saving["count"], self._saving["metadata"]))
             return
         # The seed's keys alias Lightning's tensors: torch.save stores each storage once.
         state = checkpoint["state_dict"]
@@ -162,3 +261,4 @@ class ProgressiveCheckpointCallback(Callback):
         if callable(describe):
             metadata.update(describe())
         return metadata
+

@@ -30,6 +30,7 @@ from dimba.checkpointing.milestones import (
 log = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = "dimba.progressive_checkpoint/1"
+CHECKPOINT_FORMAT_FILE, CHECKPOINT_FORMAT_DCP = "torch_save", "torch_dcp"
 PathLike = Union[str, os.PathLike]
 
 
@@ -213,11 +214,14 @@ class ProgressiveCheckpointManager:
         reached = sorted(set(self.tracker.reached) | set(milestones))
         try:
             atomic_io.fsync_path(written)
-            size = written.stat().st_size
+            size = atomic_io.size_on_disk(written)
             for m in milestones:
                 sidecar = {
                     "format": SIDECAR_FORMAT,
                     "checkpoint": paths[m].name,
+                    # torch_save: one file; torch_dcp: a directory of shards written by every
+                    # rank (FSDP), readable with read_checkpoint / dimba.load_model too.
+                    "checkpoint_format": CHECKPOINT_FORMAT_DCP if written.is_dir() else CHECKPOINT_FORMAT_FILE,
                     "global_step": int(global_step),
                     "current_params": int(current_params),
                     "current_params_str": format_param_count(current_params),
@@ -410,8 +414,11 @@ _BULKY_KEYS = {"model_state_dict", "optimizer_state_dict", "state_dict", "optimi
 
 
 def read_checkpoint(filepath: PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
-    """`torch.load(weights_only=True)` with an error that names the file."""
+    """`torch.load(weights_only=True)` with an error that names the file; a sharded
+    (Distributed Checkpoint) directory is gathered into the same dictionary."""
     path = Path(filepath)
+    if path.is_dir() and (path / ".metadata").is_file():
+        return read_distributed_checkpoint(path)
     if not path.is_file():
         raise CheckpointLoadError(f"Checkpoint not found: {path}")
     try:
@@ -420,6 +427,36 @@ def read_checkpoint(filepath: PathLike, map_location: Any = "cpu") -> Dict[str, 
         raise CheckpointLoadError(f"Cannot load checkpoint {path}: {exc}") from exc
     if not isinstance(checkpoint, dict):
         raise CheckpointLoadError(f"{path} is not a checkpoint (it holds a {type(checkpoint).__name__})")
+    return checkpoint
+
+
+def read_distributed_checkpoint(path: Path) -> Dict[str, Any]:
+    """A checkpoint directory written by Lightning's FSDP strategy (state_dict_type
+    "sharded"), as one full dictionary on the CPU, in a single process (no process group).
+
+    Lightning keeps the module's state under "model" and optimizer states under
+    "optimizer_<i>" in the shards, and everything else in `meta.pt`; this puts them back
+    under the keys of a one-file checkpoint (`state_dict`, `optimizer_states`) and adds the
+    seed's `model_state_dict`. Both parts load with `weights_only=True`.
+    """
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    shards: Dict[str, Any] = {}
+    try:
+        _load_state_dict(shards, storage_reader=FileSystemReader(path), planner=_EmptyStateDictLoadPlanner(), no_dist=True)
+        meta = path / "meta.pt"
+        checkpoint = torch.load(meta, map_location="cpu", weights_only=True) if meta.is_file() else {}
+    except Exception as exc:
+        raise CheckpointLoadError(f"Cannot load checkpoint {path}: {exc}") from exc
+    checkpoint["state_dict"] = shards.pop("model", {})
+    optimizers = sorted(k for k in shards if k.startswith("optimizer_"))
+    if optimizers:
+        checkpoint["optimizer_states"] = [shards.pop(k) for k in optimizers]
+    prefix = "model."
+    state = checkpoint["state_dict"]
+    checkpoint.setdefault("model_state_dict", {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} or state)
     return checkpoint
 
 

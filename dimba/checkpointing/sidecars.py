@@ -2,8 +2,9 @@
 
 The one rule the manager's listing, `resume=auto` and `dimba checkpoints list` share: a
 milestone checkpoint is "ok" when its sidecar parses and names a file of the size it
-recorded; "unreadable" when the sidecar does not parse or the size differs; "missing"
-when only the sidecar is left.
+recorded (a file, or a directory of shards under FSDP: its files' total); "unreadable"
+when the sidecar does not parse or the size differs; "missing" when only the sidecar is
+left.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import re
 from pathlib import Path
 from typing import Any, Dict
+
+from dimba.checkpointing.atomic_io import size_on_disk
 
 SIDECAR_NAME = re.compile(r"^checkpoint_(?P<label>.+)_step_(?P<step>\d+)\.json$")
 
@@ -36,9 +39,10 @@ def inspect_sidecar(sidecar: Path) -> Dict[str, Any]:
         return {"status": "unreadable", "error": f"sidecar unreadable: {reason}", "path": str(checkpoint),
                 "metadata_path": str(sidecar), "milestone_str": label, "global_step": step, "target_milestone": -1}
     info.update(status="ok", path=str(checkpoint), metadata_path=str(sidecar))
-    if not checkpoint.is_file():
+    if not checkpoint.exists():
         info.update(status="missing", error=f"{checkpoint.name} is gone (only its sidecar is left)")
-    elif info.get("size_bytes") not in (None, checkpoint.stat().st_size):
-        info.update(status="unreadable",
-                    error=f"{checkpoint.stat().st_size} bytes on disk, {info['size_bytes']} written (truncated or replaced)")
+        return info
+    size = size_on_disk(checkpoint)
+    if info.get("size_bytes") not in (None, size):
+        info.update(status="unreadable", error=f"{size} bytes on disk, {info['size_bytes']} written (truncated or replaced)")
     return info

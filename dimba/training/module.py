@@ -11,10 +11,12 @@ import torch
 
 from dimba.checkpointing.callback import ProgressiveCheckpointCallback
 from dimba.checkpointing.manager import count_trainable_parameters
+from dimba.checkpointing.strategies import shards_parameters
 from dimba.checkpointing.milestones import format_param_count
 from dimba.growth.callback import GrowthCallback
 from dimba.growth.operators import adopt_architecture, apply_growth
 from dimba.growth.optim import GrowableAdamW
+from dimba.growth.plan import count_parameters
 from dimba.growth.schedule import GrowthEvent, as_events, validate_schedule
 from dimba.model import DIMBA, DIMBAConfig
 from dimba.training.lr_schedule import WarmupCosine
@@ -46,6 +48,7 @@ class DIMBALightningModule(L.LightningModule):
         enable_progressive_checkpoints: bool = False,
         progressive_milestones: Optional[Sequence[Any]] = None,
         progressive_save_dir: str = "./progressive_checkpoints",
+        progressive_async_save: bool = False,
         growth_schedule: Optional[Sequence[Union[GrowthEvent, Mapping[str, Any]]]] = None,
         seed: int = 0,
         compile: bool = False,
@@ -70,6 +73,7 @@ class DIMBALightningModule(L.LightningModule):
                 "enable_progressive_checkpoints": bool(enable_progressive_checkpoints),
                 "progressive_milestones": [str(m) for m in (progressive_milestones or [])],
                 "progressive_save_dir": str(progressive_save_dir),
+                "progressive_async_save": bool(progressive_async_save),
                 "growth_schedule": [e.to_dict() for e in schedule],
                 "seed": int(seed),
                 "compile": bool(compile),
@@ -83,7 +87,8 @@ class DIMBALightningModule(L.LightningModule):
         self.growth_history: List[Dict[str, Any]] = []
         self._growth = GrowthCallback(schedule) if schedule else None
         self._progressive = (
-            ProgressiveCheckpointCallback(progressive_milestones or [], progressive_save_dir)
+            ProgressiveCheckpointCallback(progressive_milestones or [], progressive_save_dir,
+                                          async_save=progressive_async_save)
             if enable_progressive_checkpoints
             else None
         )
@@ -97,9 +102,16 @@ class DIMBALightningModule(L.LightningModule):
         return [cb for cb in (self._growth, self._progressive) if cb is not None]
 
     def parameter_count(self) -> int:
-        """Trainable parameters, counted again only after `structure_version` changed."""
+        """Trainable parameters, counted again only after `structure_version` changed.
+
+        Under a parameter-sharding strategy (FSDP) a rank holds only its shards, so the
+        count comes from the architecture: full size, and the same number on every rank.
+        """
         if self._count_cache[0] != self.structure_version:
-            self._count_cache = (self.structure_version, count_trainable_parameters(self))
+            trainer = self._trainer
+            sharded = trainer is not None and shards_parameters(trainer.strategy)
+            count = count_parameters(self.model.config) if sharded else count_trainable_parameters(self)
+            self._count_cache = (self.structure_version, count)
         return self._count_cache[1]
 
     # ----------------------------------------------------------------- growth
