@@ -37,7 +37,13 @@ def _saved_overrides(run_dir: Path) -> Optional[List[str]]:
 
 
 def checkpoint_step(path: Path) -> Optional[int]:
-    """The global step a checkpoint holds, read without loading its tensors; None if unreadable."""
+    """The global step a checkpoint holds, read without loading its tensors; None if unreadable.
+    A sharded (FSDP) checkpoint is a directory whose `meta.pt` holds the step."""
+    if path.is_dir():
+        if not (path / ".metadata").is_file():
+            log.warning("Skipping incomplete sharded checkpoint %s (no .metadata)", path)
+            return None
+        path = path / "meta.pt"
     try:
         with zipfile.ZipFile(path) as archive:  # a truncated file has no central directory
             archive.infolist()

@@ -12,6 +12,7 @@ import pytest
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+import dimba.checkpointing.callback as callback_module
 from dimba.checkpointing.async_writer import BackgroundWriter, snapshot
 from dimba.checkpointing.checkpoint_io import CheckpointWriteError
 from dimba.checkpointing.manager import ProgressiveCheckpointManager
@@ -63,7 +64,7 @@ def milestone_files(save_dir):
     return sorted(p.name for p in save_dir.glob("checkpoint_*.pt"))
 
 
-def test_background_saves_equal_synchronous_ones_even_when_the_disk_is_slow(
+def test_background_saves_equal_synchronous_ones_even_when_copy_and_disk_are_slow(
         tmp_path, tiny_model_config, token_loader, quiet_trainer_kwargs, monkeypatch):
     sync_dir, async_dir = tmp_path / "sync", tmp_path / "async"
     L.Trainer(max_steps=4, **quiet_trainer_kwargs).fit(make_module(tiny_model_config, sync_dir, False), token_loader())
@@ -71,6 +72,13 @@ def test_background_saves_equal_synchronous_ones_even_when_the_disk_is_slow(
     release = threading.Event()
     held_steps = block_commits(monkeypatch, release)
     steps = StepLog()
+    slow_copy = callback_module.snapshot
+
+    def slow_snapshot(checkpoint):  # the copy is still running when step 2's optimizer step is due
+        time.sleep(0.5)
+        return slow_copy(checkpoint)
+
+    monkeypatch.setattr(callback_module, "snapshot", slow_snapshot)
 
     class Release(L.Callback):  # let the write finish only after training went on
         def on_train_batch_end(self, trainer, *args) -> None:

@@ -1,10 +1,12 @@
 """Background milestone writes: training waits only for a snapshot, never for the disk.
 
-`progressive_checkpoints.async_save=true`: at a milestone the training thread copies the
-checkpoint's tensors (`snapshot`, the only blocking part), hands the copy to one
-background thread, and trains on. The thread writes the bytes, fsyncs them and publishes
-the milestone (sidecar, final name); only then does the milestone count as saved. One
-write is in flight at a time: a second save first waits for the one before it.
+`progressive_checkpoints.async_save=true`: at a milestone the checkpoint (whose tensors
+are the live weights and optimizer moments) goes to one background thread, which first
+copies its tensors (`snapshot`) while the next forward and backward pass run; the next
+optimizer step waits for that copy, the only blocking part. The thread then writes the
+bytes, fsyncs them and publishes the milestone (sidecar, final name); only then does the
+milestone count as saved. One write is in flight at a time: a second save first waits for
+the one before it.
 """
 
 from __future__ import annotations
@@ -49,6 +51,13 @@ class BackgroundWriter:
         self._pending: Optional[Future] = None
         self._lock = threading.Lock()
 
+    def start(self) -> None:
+        """Start the worker thread now, so that no save pays for starting it."""
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dimba-milestone-writer")
+                self._executor.submit(lambda: None).result()
+
     @property
     def busy(self) -> bool:
         return self._pending is not None and not self._pending.done()
@@ -56,9 +65,9 @@ class BackgroundWriter:
     def submit(self, write: Callable[[], Any]) -> Optional[BaseException]:
         """Wait for the write in flight (returning its error, if any), then start `write`."""
         error = self.wait()
+        self.start()
         with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dimba-milestone-writer")
+            assert self._executor is not None
             self._pending = self._executor.submit(write)
         return error
 

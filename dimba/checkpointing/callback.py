@@ -8,13 +8,14 @@ A milestone checkpoint is therefore also a Lightning checkpoint: `ckpt_path=` re
 
 Under a sharded strategy (FSDP with `state_dict_type="sharded"`) every rank writes its
 shards into one Distributed Checkpoint directory; nothing is gathered on one rank. With
-`async_save=True` the training step waits only for a copy of the checkpoint
-(`async_writer`); the write and the publishing run in the background.
+`async_save=True` the copy of the checkpoint, the write and the publishing run in the
+background (`async_writer`); only the next optimizer step waits, for the copy alone.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -48,6 +49,7 @@ class ProgressiveCheckpointCallback(Callback):
         self._writer = BackgroundWriter()
         self._in_flight: set[int] = set()  # milestones whose background write is not yet published
         self._deferred_error: Optional[str] = None
+        self._staged: Optional[threading.Event] = None  # set once the in-flight write has its copy
         self._last_checked_step: Optional[int] = None
         self._saving: Optional[Dict[str, Any]] = None
 
@@ -68,6 +70,8 @@ class ProgressiveCheckpointCallback(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit" and self.enabled and trainer.is_global_zero:
             self.manager.prepare_save_dir()
+            if self.async_save:
+                self._writer.start()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_checked_step = trainer.global_step
@@ -159,19 +163,27 @@ class ProgressiveCheckpointCallback(Callback):
     # ----------------------------------------------------------------- async saves
     def _start_background_write(self, trainer: L.Trainer, checkpoint: Dict[str, Any], tmp: Path,
                                 milestones: List[int], step: int, count: int, metadata: Dict[str, Any]) -> Optional[str]:
-        """Copy the checkpoint (the only part training waits for) and queue its write.
+        """Queue the copy and the write of the checkpoint; return at once.
 
-        Returns the error of the previous background write, which must stop the run: the
-        caller broadcasts it, so every rank stops together.
+        The copy runs in the background too, overlapping the next forward and backward
+        pass (which only read the weights); the next optimizer step, the first thing that
+        changes them, waits for it (`on_before_optimizer_step`). Returns the error of the
+        previous background write, which must stop the run: the caller broadcasts it, so
+        every rank stops together.
         """
         if not trainer.is_global_zero:
             return None
-        copy = snapshot(checkpoint)
         io = trainer.strategy.checkpoint_io
         final = self.manager.checkpoint_path(max(milestones), step)
+        staged = self._staged = threading.Event()
+        copy: Dict[str, Any] = {}
 
         def write() -> None:
             try:
+                try:
+                    copy.update(snapshot(checkpoint))
+                finally:
+                    staged.set()
                 io.save_checkpoint(copy, tmp)
                 self.manager.commit_milestones(tmp, milestones, step, count, metadata)
             except BaseException as exc:
@@ -183,6 +195,15 @@ class ProgressiveCheckpointCallback(Callback):
         previous = self._writer.submit(write)
         self._in_flight -= set(self.manager.tracker.reached)
         return None if previous is None else str(previous)
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        """The optimizer is about to change the weights: the snapshot must be complete."""
+        self.wait_for_snapshot()
+
+    def wait_for_snapshot(self) -> None:
+        staged, self._staged = self._staged, None
+        if staged is not None:
+            staged.wait()
 
     def _collect_finished_write(self, trainer: L.Trainer) -> None:
         """Rank zero, every step: forget published milestones; a failed write stops a

@@ -1,0 +1,137 @@
+"""How long a milestone save blocks training, synchronous against asynchronous, and how
+close a synchronous save comes to the disk's own fsync'd write bandwidth.
+
+For a ~4M and a ~100M parameter DIMBA, a real two-step `Trainer.fit` crosses one
+milestone at its first step; the stall is the time the training thread spends in the
+milestone callback's save, plus, for asynchronous saves, the second optimizer step's wait
+for the copy of the state. Synchronous: dump + torch.save + fsync + publish.
+Asynchronous (`async_save=True`): dump; the copy overlaps the next forward/backward, the
+write and the publishing run in the background. `dd if=/dev/zero bs=1M conv=fsync` of the same size into the
+same directory, in the same run, gives the disk bandwidth. Prints one JSON object.
+Goals (issue 6): async stall <= 5% of the sync save; sync throughput >= 70% of dd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from dimba.checkpointing.callback import ProgressiveCheckpointCallback  # noqa: E402
+from dimba.checkpointing.checkpoint_io import AtomicCheckpointIO  # noqa: E402
+from dimba.model import DIMBAConfig  # noqa: E402
+from dimba.training import DIMBALightningModule  # noqa: E402
+
+log = logging.getLogger("bench.save_stall")
+
+MODELS = {
+    "4M": DIMBAConfig(d_model=256, n_layers=8),
+    "100M": DIMBAConfig(d_model=1024, n_layers=12),
+}
+
+
+class TimedSaves(ProgressiveCheckpointCallback):
+    """The real callback, with the training thread's time inside each save recorded, plus
+    (asynchronous saves) the next optimizer step's wait for the copy."""
+
+    stalls: List[float] = []
+
+    def save_milestones(self, *args: Any, **kwargs: Any) -> None:
+        start = time.perf_counter()
+        super().save_milestones(*args, **kwargs)
+        self.stalls.append(time.perf_counter() - start)
+
+    def on_before_optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        start = time.perf_counter()
+        super().on_before_optimizer_step(*args, **kwargs)
+        if self.stalls:
+            self.stalls[-1] += time.perf_counter() - start
+
+
+def timed_save(config: DIMBAConfig, save_dir: Path, async_save: bool) -> Dict[str, Any]:
+    torch.manual_seed(0)
+    module = DIMBALightningModule(model_config=config, enable_progressive_checkpoints=False, warmup_steps=0)
+    callback = TimedSaves([1], save_dir, async_save=async_save)
+    callback.stalls = []
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, plugins=[AtomicCheckpointIO()],
+                        callbacks=[callback], default_root_dir=str(save_dir))
+    tokens = torch.randint(0, 256, (4, 16))
+    start = time.perf_counter()
+    trainer.fit(module, DataLoader(tokens, batch_size=2))  # on_train_end waits for a background write
+    files = list(save_dir.glob("checkpoint_*.pt"))
+    assert len(files) == 1 and callback.manager.reached_milestones == [1], "the milestone was not saved"
+    return {"stall_s": callback.stalls[0], "fit_s": time.perf_counter() - start, "bytes": files[0].stat().st_size}
+
+
+def dd_bandwidth(directory: Path, size_bytes: int) -> float:
+    """Bytes/s of `dd if=/dev/zero bs=1M count=N conv=fsync` into `directory`."""
+    target = directory / "dd.bin"
+    count = max(1, size_bytes // (1 << 20))
+    result = subprocess.run(["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={count}", "conv=fsync"],
+                            capture_output=True, text=True, check=True)
+    target.unlink()
+    match = re.search(r"(\d+) bytes .* copied, ([\d.]+) s", result.stderr)
+    assert match, result.stderr
+    return int(match.group(1)) / float(match.group(2))
+
+
+def measure(name: str, config: DIMBAConfig, workdir: Path, repeats: int) -> Dict[str, Any]:
+    rows: Dict[str, List[Dict[str, Any]]] = {"sync": [], "async": []}
+    dd: List[float] = []
+    for i in range(repeats):
+        for mode in ("sync", "async"):
+            save_dir = workdir / f"{name}-{mode}-{i}"
+            rows[mode].append(timed_save(config, save_dir, async_save=mode == "async"))
+            log.info("%s %s: stall %.3f s", name, mode, rows[mode][-1]["stall_s"])
+            shutil.rmtree(save_dir)
+        dd.append(dd_bandwidth(workdir, rows["sync"][-1]["bytes"]))
+    median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
+    size = rows["sync"][0]["bytes"]
+    sync_s = median([r["stall_s"] for r in rows["sync"]])
+    async_s = median([r["stall_s"] for r in rows["async"]])
+    dd_bps = median(dd)
+    return {
+        "params": sum(p.numel() for p in DIMBALightningModule(model_config=config).parameters()),
+        "checkpoint_bytes": size,
+        "sync_stall_s": sync_s, "async_stall_s": async_s,
+        "async_stall_fraction_of_sync": async_s / sync_s,
+        "sync_stalls_s": [r["stall_s"] for r in rows["sync"]], "async_stalls_s": [r["stall_s"] for r in rows["async"]],
+        "sync_save_bytes_per_s": size / sync_s, "dd_fsync_bytes_per_s": dd_bps, "dd_runs_bytes_per_s": dd,
+        "sync_fraction_of_dd": size / sync_s / dd_bps,
+        "goals": {"async_stall_le_5pct_of_sync": async_s <= 0.05 * sync_s, "sync_ge_70pct_of_dd": size / sync_s >= 0.7 * dd_bps},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["4M", "100M"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=None, help="where to write (default: a temporary directory)")
+    args = parser.parse_args()
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+    for name in ("lightning", "lightning.pytorch", "dimba"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory(dir=args.dir) as workdir:
+        timed_save(DIMBAConfig(d_model=64, n_layers=1), Path(workdir) / "warmup", async_save=True)  # one-off imports
+        results = {name: measure(name, MODELS[name], Path(workdir), args.repeats) for name in args.models}
+    print(json.dumps({"torch_version": torch.__version__, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
