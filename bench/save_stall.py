@@ -2,9 +2,11 @@
 close a synchronous save comes to the disk's own fsync'd write bandwidth.
 
 For a ~4M and a ~100M parameter DIMBA, a real two-step `Trainer.fit` crosses one
-milestone at its first step; the stall is the time the training thread spends in the
-milestone callback's save, plus, for asynchronous saves, the second optimizer step's wait
-for the copy of the state. Synchronous: dump + torch.save + fsync + publish.
+milestone at its first step (batch 4 x 128 tokens); the stall is the time the training
+thread spends in the milestone callback's save, plus, for asynchronous saves, the second
+optimizer step's wait for the copy of the state (reported on its own as
+`async_background_copy_s`: the stall stays small while the next forward and backward pass
+take longer than that copy). Synchronous: dump + torch.save + fsync + publish.
 Asynchronous (`async_save=True`): dump; the copy overlaps the next forward/backward, the
 write and the publishing run in the background. `dd if=/dev/zero bs=1M conv=fsync` of the same size into the
 same directory, in the same run, gives the disk bandwidth. Prints one JSON object.
@@ -31,6 +33,8 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+import dimba.checkpointing.callback as callback_module  # noqa: E402
+from dimba.checkpointing.async_writer import snapshot  # noqa: E402
 from dimba.checkpointing.callback import ProgressiveCheckpointCallback  # noqa: E402
 from dimba.checkpointing.checkpoint_io import AtomicCheckpointIO  # noqa: E402
 from dimba.model import DIMBAConfig  # noqa: E402
@@ -38,6 +42,7 @@ from dimba.training import DIMBALightningModule  # noqa: E402
 
 log = logging.getLogger("bench.save_stall")
 
+BATCH, SEQ_LEN = 4, 128  # a real (small) training step: the background copy runs during it
 MODELS = {
     "4M": DIMBAConfig(d_model=256, n_layers=8),
     "100M": DIMBAConfig(d_model=1024, n_layers=12),
@@ -62,20 +67,36 @@ class TimedSaves(ProgressiveCheckpointCallback):
             self.stalls[-1] += time.perf_counter() - start
 
 
-def timed_save(config: DIMBAConfig, save_dir: Path, async_save: bool) -> Dict[str, Any]:
+def timed_save(config: DIMBAConfig, save_dir: Path, async_save: bool, accelerator: str = "cpu") -> Dict[str, Any]:
     torch.manual_seed(0)
     module = DIMBALightningModule(model_config=config, enable_progressive_checkpoints=False, warmup_steps=0)
     callback = TimedSaves([1], save_dir, async_save=async_save)
     callback.stalls = []
-    trainer = L.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(max_steps=2, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, plugins=[AtomicCheckpointIO()],
                         callbacks=[callback], default_root_dir=str(save_dir))
-    tokens = torch.randint(0, 256, (4, 16))
+    tokens = torch.randint(0, 256, (2 * BATCH, SEQ_LEN))
+    copies.clear()
     start = time.perf_counter()
-    trainer.fit(module, DataLoader(tokens, batch_size=2))  # on_train_end waits for a background write
+    trainer.fit(module, DataLoader(tokens, batch_size=BATCH))  # on_train_end waits for a background write
     files = list(save_dir.glob("checkpoint_*.pt"))
     assert len(files) == 1 and callback.manager.reached_milestones == [1], "the milestone was not saved"
-    return {"stall_s": callback.stalls[0], "fit_s": time.perf_counter() - start, "bytes": files[0].stat().st_size}
+    return {"stall_s": callback.stalls[0], "fit_s": time.perf_counter() - start, "bytes": files[0].stat().st_size,
+            "copy_s": copies[0] if copies else None}
+
+
+copies: List[float] = []
+
+
+def timed_snapshot(checkpoint: Any) -> Any:
+    """The background copy, timed: how much the next forward/backward has to hide."""
+    start = time.perf_counter()
+    copy = snapshot(checkpoint)
+    copies.append(time.perf_counter() - start)
+    return copy
+
+
+callback_module.snapshot = timed_snapshot
 
 
 def dd_bandwidth(directory: Path, size_bytes: int) -> float:
@@ -90,13 +111,13 @@ def dd_bandwidth(directory: Path, size_bytes: int) -> float:
     return int(match.group(1)) / float(match.group(2))
 
 
-def measure(name: str, config: DIMBAConfig, workdir: Path, repeats: int) -> Dict[str, Any]:
+def measure(name: str, config: DIMBAConfig, workdir: Path, repeats: int, accelerator: str) -> Dict[str, Any]:
     rows: Dict[str, List[Dict[str, Any]]] = {"sync": [], "async": []}
     dd: List[float] = []
     for i in range(repeats):
         for mode in ("sync", "async"):
             save_dir = workdir / f"{name}-{mode}-{i}"
-            rows[mode].append(timed_save(config, save_dir, async_save=mode == "async"))
+            rows[mode].append(timed_save(config, save_dir, async_save=mode == "async", accelerator=accelerator))
             log.info("%s %s: stall %.3f s", name, mode, rows[mode][-1]["stall_s"])
             shutil.rmtree(save_dir)
         dd.append(dd_bandwidth(workdir, rows["sync"][-1]["bytes"]))
@@ -109,6 +130,8 @@ def measure(name: str, config: DIMBAConfig, workdir: Path, repeats: int) -> Dict
         "params": sum(p.numel() for p in DIMBALightningModule(model_config=config).parameters()),
         "checkpoint_bytes": size,
         "sync_stall_s": sync_s, "async_stall_s": async_s,
+        "async_background_copy_s": median([r["copy_s"] for r in rows["async"]]),
+        "fit_two_steps_s": median([r["fit_s"] for r in rows["sync"]]),
         "async_stall_fraction_of_sync": async_s / sync_s,
         "sync_stalls_s": [r["stall_s"] for r in rows["sync"]], "async_stalls_s": [r["stall_s"] for r in rows["async"]],
         "sync_save_bytes_per_s": size / sync_s, "dd_fsync_bytes_per_s": dd_bps, "dd_runs_bytes_per_s": dd,
@@ -121,6 +144,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["4M", "100M"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--accelerator", default="cpu", help="cpu or gpu (the state is copied to host memory)")
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default: a temporary directory)")
     args = parser.parse_args()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
@@ -128,9 +152,9 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory(dir=args.dir) as workdir:
-        timed_save(DIMBAConfig(d_model=64, n_layers=1), Path(workdir) / "warmup", async_save=True)  # one-off imports
-        results = {name: measure(name, MODELS[name], Path(workdir), args.repeats) for name in args.models}
-    print(json.dumps({"torch_version": torch.__version__, "results": results}, indent=2))
+        timed_save(DIMBAConfig(d_model=64, n_layers=1), Path(workdir) / "warmup", True, args.accelerator)  # imports
+        results = {name: measure(name, MODELS[name], Path(workdir), args.repeats, args.accelerator) for name in args.models}
+    print(json.dumps({"torch_version": torch.__version__, "accelerator": args.accelerator, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

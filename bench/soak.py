@@ -58,7 +58,7 @@ def temporaries(run_dir: Path) -> List[Path]:
     return [p for p in run_dir.rglob(".*.tmp")]
 
 
-def soak(workdir: Path, kills: int, seed: int = 0) -> Dict[str, Any]:
+def soak(workdir: Path, kills: int, seed: int = 0, async_save: bool = False) -> Dict[str, Any]:
     import torch
 
     from dimba.utils.checkpointing import ProgressiveCheckpointManager
@@ -68,7 +68,8 @@ def soak(workdir: Path, kills: int, seed: int = 0) -> Dict[str, Any]:
     run_dir = workdir / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
     command = [sys.executable, str(ROOT / "train.py"), *overrides(max_steps), f"hydra.run.dir={run_dir}", "resume=auto",
-               "progressive_checkpoints.milestones=[" + ",".join(map(str, milestones)) + "]"]
+               "progressive_checkpoints.milestones=[" + ",".join(map(str, milestones)) + "]",
+               f"progressive_checkpoints.async_save={str(async_save).lower()}"]
     rng = random.Random(seed)
     killed, during_save, finished_early = 0, 0, 0
     started = time.monotonic()
@@ -125,9 +126,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kills", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--async-save", action="store_true", help="milestones written in the background")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
-        print(json.dumps(soak(Path(workdir), args.kills, args.seed), indent=2))
+        print(json.dumps({"async_save": args.async_save, **soak(Path(workdir), args.kills, args.seed, args.async_save)}, indent=2))
 
 
 if __name__ == "__main__":

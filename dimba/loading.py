@@ -29,10 +29,11 @@ def model_state_dict(checkpoint: Dict[str, Any]) -> Dict[str, torch.Tensor]:
 def load_model(path: Union[str, os.PathLike], map_location: Any = "cpu") -> DIMBA:
     """A DIMBA of the recorded (grown) size with the checkpoint's weights, in eval mode.
 
-    Works for milestone checkpoints, Lightning checkpoints (`last.ckpt`) and the
-    directories `dimba checkpoints export` writes.
+    Works for milestone checkpoints (one file, or the sharded directory FSDP writes, gathered
+    here in one process), Lightning checkpoints (`last.ckpt`) and the directories
+    `dimba checkpoints export` writes.
     """
-    if os.path.isdir(path):  # an export: model.safetensors + config.json
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, ".metadata")):  # an export (not DCP shards)
         from dimba.cli.export import load_exported
 
         return load_exported(path, map_location=map_location)

@@ -1,12 +1,13 @@
 """A 2-process CPU DDP run that grows mid-training (driven by test_growth_training.py).
 
-Each rank writes a digest of its final parameters to OUT/rank<k>.txt, so the test can
+DIMBA_TEST_ASYNC_SAVE=1 turns on async milestone saves. Each rank writes a digest of its final parameters to OUT/rank<k>.txt, so the test can
 check that every rank ends with the same weights.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -29,6 +30,7 @@ def main(out: Path, save_dir: Path | None = None) -> None:
         enable_progressive_checkpoints=True,
         progressive_milestones=["1K", "20K", "80K"],
         progressive_save_dir=str(save_dir or out / "milestones"),
+        progressive_async_save=os.environ.get("DIMBA_TEST_ASYNC_SAVE") == "1",
         growth_schedule=[{"step": 2, "op": "depth", "n_layers": 2}, {"step": 4, "op": "width", "d_model": 64}],
     )
     data = torch.randint(0, 256, (64, 32), generator=torch.Generator().manual_seed(0))

@@ -3,6 +3,7 @@ resume after growth, the seed's manual loading, and DDP."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -136,9 +137,11 @@ def test_growth_is_refused_before_training_under_unsupported_strategies():
 
 
 @pytest.mark.slow
-def test_ddp_growth_keeps_ranks_identical_and_writes_once(tmp_path):
+@pytest.mark.parametrize("async_save", [False, True], ids=["sync", "async"])
+def test_ddp_growth_keeps_ranks_identical_and_writes_once(tmp_path, async_save):
+    env = {**os.environ, "DIMBA_TEST_ASYNC_SAVE": "1" if async_save else "0"}
     result = subprocess.run([sys.executable, str(Path(__file__).with_name("ddp_growth_job.py")), str(tmp_path)],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     digests = [(tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1)]
     assert digests[0] == digests[1]

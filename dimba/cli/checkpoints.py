@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
+from dimba.checkpointing.atomic_io import size_on_disk
 from dimba.checkpointing.milestones import MilestoneError, format_param_count, parse_milestone
 from dimba.checkpointing.sidecars import SIDECAR_NAME, inspect_sidecar
 
@@ -149,6 +150,8 @@ def check_checkpoint_file(path: Path) -> None:
 
     if not path.exists():
         raise CheckpointLoadError(f"{path}: no such file or directory")
+    if is_sharded_checkpoint(path):
+        return
     if not path.is_file():
         raise CheckpointLoadError(f"{path} is not a file")
     try:
@@ -179,7 +182,7 @@ def describe_checkpoint(path: Path) -> Tuple[Dict[str, Any], str]:
     current_params, metadata{architecture, growth_history, ...}, ...)."""
     if not path.exists():
         raise CLIError(f"{path}: no such file or directory")
-    if path.is_dir():
+    if path.is_dir() and not is_sharded_checkpoint(path):
         config = path / EXPORT_CONFIG
         if config.is_file():
             return _export_record(path, config), f"export directory ({EXPORT_CONFIG})"
@@ -203,13 +206,19 @@ def describe_checkpoint(path: Path) -> Tuple[Dict[str, Any], str]:
 def _with_file_status(info: Dict[str, Any], checkpoint: Path) -> Dict[str, Any]:
     info = dict(info)
     info["path"] = str(checkpoint)
-    if not checkpoint.is_file():
+    size = size_on_disk(checkpoint) if checkpoint.exists() else None
+    if size is None:
         info["status"] = f"missing ({checkpoint.name} is gone)"
-    elif info.get("size_bytes") not in (None, checkpoint.stat().st_size):
-        info["status"] = f"unreadable ({checkpoint.stat().st_size} bytes on disk, {info['size_bytes']} written)"
+    elif info.get("size_bytes") not in (None, size):
+        info["status"] = f"unreadable ({size} bytes on disk, {info['size_bytes']} written)"
     else:
         info["status"] = "ok"
     return info
+
+
+def is_sharded_checkpoint(path: Path) -> bool:
+    """A Distributed Checkpoint directory (FSDP's sharded milestone)."""
+    return path.is_dir() and (path / ".metadata").is_file()
 
 
 def _export_record(path: Path, config: Path) -> Dict[str, Any]:
@@ -249,7 +258,7 @@ def _record_from_checkpoint(path: Path) -> Dict[str, Any]:
             info["current_params"] = count_parameters(DIMBAConfig.from_dict(metadata["architecture"]))
         except Exception:
             pass
-    info.update(path=str(path), status="ok", size_bytes=path.stat().st_size, metadata=_plain(metadata))
+    info.update(path=str(path), status="ok", size_bytes=size_on_disk(path), metadata=_plain(metadata))
     return info
 
 
@@ -305,6 +314,8 @@ def format_record(info: Dict[str, Any], source: str) -> str:
     lines.append(f"status       {info.get('status', 'ok')}")
     if isinstance(size, int):
         lines.append(f"size         {size / 1e6:.1f} MB")
+    if info.get("checkpoint_format"):
+        lines.append(f"format       {info['checkpoint_format']}")
     if info.get("milestone_str") or info.get("target_milestone") is not None:
         label = info.get("milestone_str") or _milestone_list([info.get("target_milestone")])
         lines.append(f"milestone    {label}")

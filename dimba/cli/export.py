@@ -41,7 +41,7 @@ def load_any(path: PathLike, map_location: Any = "cpu") -> DIMBA:
     """A DIMBA from a checkpoint file or an export directory, in eval mode. Every failure
     (missing, corrupt, weights that do not fit the recorded shape) is a CheckpointLoadError."""
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and not (path / ".metadata").is_file():  # an export, not FSDP's shards
         return load_exported(path, map_location=map_location)
     from dimba.loading import load_model
 
@@ -98,7 +98,7 @@ def export_checkpoint(checkpoint: PathLike, out_dir: PathLike) -> Path:
 def _source_record(checkpoint: Path) -> Dict[str, Any]:
     """global_step and growth history from the checkpoint's sidecar, when it has one."""
     sidecar = checkpoint.with_suffix(".json")
-    if checkpoint.is_dir() or not sidecar.is_file():
+    if not sidecar.is_file():
         return {}
     try:
         info = json.loads(sidecar.read_text(encoding="utf-8"))
