@@ -69,6 +69,9 @@ CATALOGUE = [
     (["trainer.val_check_interval=0.5"], "trainer.val_check_interval"),
     (["trainer.use_distributed_sampler=true"], "trainer.use_distributed_sampler"),
     (["trainer.strategy=fsdp"], "trainer.strategy"),
+    (["trainer=fsdp"], "trainer.strategy"),
+    (["trainer=fsdp", "growth=none", "progressive_checkpoints.async_save=true"], "progressive_checkpoints.async_save"),
+    (["trainer.strategy=deepspeed"], "trainer.strategy"),
     (["data.seq_len=1000000"], "data.seq_len"),
     (["seed=-5"], "seed"),
     (["seed=10000000000000"], "seed"),
@@ -120,3 +123,14 @@ def test_unusable_save_dirs_are_refused_before_training(tmp_path, save_dir):
 def test_a_usable_save_dir_is_created(tmp_path):
     check_writable_dir(tmp_path / "a" / "b", "progressive_checkpoints.save_dir")
     assert (tmp_path / "a" / "b").is_dir() and list((tmp_path / "a" / "b").iterdir()) == []
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
+@pytest.mark.parametrize("preset", ["gpu", "ddp", "fsdp"])
+def test_gpu_presets_without_a_gpu_are_refused_before_training(preset, monkeypatch):
+    from dimba.preflight import check_accelerator
+
+    monkeypatch.chdir(CONF.parent)
+    config = validate(compose_config([f"trainer={preset}", "growth=none"]))
+    with pytest.raises(ConfigError, match=r"^trainer.accelerator: 'gpu' is invalid; accepted: cpu or auto on this machine"):
+        check_accelerator(config.trainer.accelerator)
