@@ -21,6 +21,7 @@ from dimba.resume import newest_valid_checkpoint
 from dimba.checkpointing.milestones import format_param_count, milestone_label
 from dimba.config import Config
 from dimba.growth.plan import GrowthPlan, build_plan
+from dimba.launch import multirun_job
 from dimba.training import DIMBALightningModule
 from dimba.training.progress import DIMBAProgressBar
 
@@ -74,6 +75,7 @@ def plan(config: Config) -> GrowthPlan:
     return growth_plan
 
 
+@multirun_job()  # in a sweep: DDP children run this job only, in its directory
 def train(cfg: DictConfig, config: Config, output_dir: Path) -> L.Trainer:
     """Fit a DIMBA model as configured; everything the run writes goes under `output_dir`."""
     route_lightning_logs_to_root()
