@@ -9,7 +9,6 @@ from pathlib import Path
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 
 from dimba.checkpointing.atomic_io import remove_stale_temporaries
@@ -17,12 +16,13 @@ from dimba.checkpointing.checkpoint_io import AtomicCheckpointIO
 from dimba.checkpointing.manager import ProgressiveCheckpointManager
 from dimba.checkpointing.last_checkpoint import LastCheckpoint
 from dimba.preflight import resolve_save_dir
-from dimba.resume import newest_valid_checkpoint
+from dimba.resume import checkpoint_step, newest_valid_checkpoint
 from dimba.checkpointing.milestones import format_param_count, milestone_label
 from dimba.config import Config
 from dimba.growth.plan import GrowthPlan, build_plan
 from dimba.launch import multirun_job
 from dimba.training import DIMBALightningModule
+from dimba.training.metrics_log import ContinuingCSVLogger
 from dimba.training.progress import DIMBAProgressBar
 
 log = logging.getLogger(__name__)
@@ -85,10 +85,14 @@ def train(cfg: DictConfig, config: Config, output_dir: Path) -> L.Trainer:
     datamodule = instantiate(cfg.data, seed=config.seed)
     module = build_module(config, save_dir)
     checkpoints = output_dir / "checkpoints"
+    ckpt_path = config.ckpt_path
+    if config.resume == "auto":
+        ckpt_path = newest_valid_checkpoint(output_dir, save_dir)
+    resume_step = checkpoint_step(Path(ckpt_path)) if ckpt_path else None
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         default_root_dir=str(output_dir),
-        logger=CSVLogger(save_dir=str(output_dir), name="logs", version=""),
+        logger=ContinuingCSVLogger(save_dir=str(output_dir), name="logs", version="", resume_step=resume_step),
         plugins=[AtomicCheckpointIO()],
         callbacks=[
             ModelCheckpoint(dirpath=str(checkpoints), save_top_k=0, save_last=True, enable_version_counter=False,
@@ -99,9 +103,7 @@ def train(cfg: DictConfig, config: Config, output_dir: Path) -> L.Trainer:
     )
     if trainer.is_global_zero and checkpoints.is_dir():
         remove_stale_temporaries(checkpoints)  # a last.ckpt write cut short by a crash
-    ckpt_path = config.ckpt_path
     if config.resume == "auto":
-        ckpt_path = newest_valid_checkpoint(output_dir, save_dir)
         log.info("resume=auto: %s", f"continuing from {ckpt_path}" if ckpt_path else "no checkpoint yet, starting fresh")
     progressive = config.progressive_checkpoints
     log.info("Output directory: %s", output_dir)

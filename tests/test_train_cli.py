@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import csv
 import os
 import subprocess
 import sys
@@ -149,6 +150,10 @@ def test_resume_auto_continues_the_latest_matching_run_in_its_own_directory(tmp_
     assert sorted((tmp_path / "outputs").glob("*/*")) == runs  # no new run directory
     assert f"resume=auto: continuing from {runs[0] / 'checkpoints' / 'last.ckpt'}" in resumed.stderr
     assert torch.load(runs[0] / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+    # metrics.csv keeps the first attempt's rows and continues (Lightning's logger would delete them).
+    with open(runs[0] / "logs" / "metrics.csv") as handle:
+        steps = [int(row["step"]) for row in csv.DictReader(handle) if row.get("val/loss")]
+    assert steps[:2] == [1, 3] and len(steps) == 3 and steps[2] >= 5, steps  # first run's two, the resumed one
 
 
 def test_sigterm_writes_last_checkpoint_before_exiting(tmp_path):

@@ -1,0 +1,50 @@
+"""metrics.csv that survives a resume.
+
+Lightning's CSVLogger deletes `metrics.csv` when its directory already has files, so a run
+continued in its own directory (`resume=auto`, a requeued SLURM job) would lose every row
+before the resume. This logger keeps the rows of the steps before the checkpoint it
+resumes from (the steps after it are trained, and logged, again) and appends.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+
+def rows_before(path: Path, step: int) -> Tuple[List[str], List[Dict[str, Any]]]:
+    """The header and the rows of `path` logged before `step` (none if it is unreadable)."""
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            rows = [row for row in reader if row.get("step") not in (None, "") and float(row["step"]) < step]
+            return list(reader.fieldnames or []), rows
+    except (OSError, ValueError, csv.Error):
+        return [], []
+
+
+class ContinuingCSVLogger(CSVLogger):
+    def __init__(self, *args: Any, resume_step: Optional[int] = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._resume_step = resume_step
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is not None:
+            return self._experiment
+        path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        header, rows = rows_before(path, self._resume_step) if self._resume_step is not None else ([], [])
+        experiment = super().experiment  # Lightning's writer, which deletes the old file
+        if header and rows:
+            experiment.metrics_keys = sorted(header)
+            with open(path, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=experiment.metrics_keys)
+                writer.writeheader()
+                writer.writerows(rows)
+        return experiment
