@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Mapping, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -22,6 +22,7 @@ from dimba.checkpointing.strategies import strategy_name
 from dimba.errors import ConfigError
 from dimba.growth.schedule import GrowthEvent, validate_schedule
 from dimba.model.config import DIMBAConfig
+from dimba.model.kernels import fused_chunk_scan
 
 ModelConfig = DIMBAConfig  # the `model` group's schema is the architecture itself
 
@@ -224,10 +225,16 @@ class Config:
         if self.resume is not None and self.ckpt_path is not None:
             raise ConfigError("ckpt_path", self.ckpt_path, "null when resume=auto (use one or the other)")
         _positive_int("last_checkpoint_every_n_steps", self.last_checkpoint_every_n_steps)
+        if self.model.scan == "mamba_ssm" and fused_chunk_scan() is None:
+            raise ConfigError("model.scan", self.model.scan, "auto | torch (mamba-ssm is not installed here)")
+        if self.compile and strategy_name(self.trainer.strategy) == "ddp_spawn":
+            raise ConfigError("compile", True, "false with trainer.strategy=ddp_spawn (a compiled model cannot be "
+                                               "pickled to the spawned processes; use trainer.strategy=ddp)")
         if self.model.vocab_size < BYTE_VOCAB:
             raise ConfigError("model.vocab_size", self.model.vocab_size, f"at least {BYTE_VOCAB} for the byte-level tokenizer")
-        if self.ckpt_path is not None and not Path(self.ckpt_path).is_file():
-            raise ConfigError("ckpt_path", self.ckpt_path, "an existing checkpoint file, or null")
+        if self.ckpt_path is not None and not (Path(self.ckpt_path).is_file() or (Path(self.ckpt_path) / ".metadata").is_file()):
+            raise ConfigError("ckpt_path", self.ckpt_path,
+                              "an existing checkpoint file (or a sharded checkpoint directory written under FSDP), or null")
 
 
     def _validate_strategy(self) -> None:
@@ -243,6 +250,11 @@ class Config:
             raise ConfigError("trainer.strategy", strategy,
                               "trainer=ddp (or a single device) while the model grows: growth rebuilds parameters that "
                               f"{strategy} has sharded and flattened; or train without growth: growth=none")
+        raw = self.trainer.strategy
+        if strategy == "fsdp" and progressive.enabled and not (isinstance(raw, Mapping) and raw.get("state_dict_type") == "sharded"):
+            raise ConfigError("trainer.strategy", raw if isinstance(raw, str) else dict(raw),
+                              "trainer=fsdp (FSDPStrategy with state_dict_type: sharded) for milestone checkpoints: "
+                              "each rank writes its shards, nothing is gathered on one rank")
         if strategy == "fsdp" and progressive.enabled and progressive.async_save:
             raise ConfigError("progressive_checkpoints.async_save", True,
                               "false with trainer=fsdp (every rank writes its shards of a milestone synchronously)")

@@ -15,7 +15,8 @@ def recorded_architecture(checkpoint: Dict[str, Any]) -> Optional[DIMBAConfig]:
     """The architecture a checkpoint was saved with (after growth), if it says."""
     for record in (checkpoint.get("dimba"), checkpoint.get("metadata")):
         if isinstance(record, dict) and isinstance(record.get("architecture"), dict):
-            return DIMBAConfig.from_dict(record["architecture"])
+            # The shape as recorded, computed the way this machine can (scan=auto).
+            return DIMBAConfig.from_dict(record["architecture"]).with_runtime_of(DIMBAConfig())
     return None
 
 

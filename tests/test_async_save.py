@@ -185,3 +185,20 @@ def test_the_snapshot_is_a_copy_and_keeps_aliases_shared():
     weight.add_(1)  # the optimizer steps on
     assert torch.equal(copy["state_dict"]["model.w"], torch.ones(3)) and copy["global_step"] == 7
     assert copy["state_dict"]["model.w"] is copy["model_state_dict"]["w"]  # stored once in the file
+
+
+def test_under_ddp_a_failed_background_write_stops_the_next_save_on_every_rank(tmp_path):
+    """Rank zero finds the failure between saves; it is raised (broadcast) at the next save."""
+    from types import SimpleNamespace
+
+    from dimba.checkpointing.callback import ProgressiveCheckpointCallback
+
+    callback = ProgressiveCheckpointCallback([1000], tmp_path, async_save=True)
+    callback._writer.submit(lambda: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+    callback._writer._pending.exception(timeout=10)  # the write has failed
+    trainer = SimpleNamespace(is_global_zero=True, world_size=2)
+    callback._in_flight = {1000}
+    callback._collect_finished_write(trainer)  # every step: parked, not raised (other ranks would hang)
+    assert callback._deferred_error is not None and callback._in_flight == {1000}
+    error = callback._start_background_write(trainer, {}, tmp_path / ".x.tmp", [2000], 5, 3000, {})
+    assert error is not None and "No space left on device" in error  # the caller broadcasts it and raises

@@ -72,6 +72,8 @@ CATALOGUE = [
     (["trainer=fsdp"], "trainer.strategy"),
     (["trainer=fsdp", "growth=none", "progressive_checkpoints.async_save=true"], "progressive_checkpoints.async_save"),
     (["trainer.strategy=deepspeed"], "trainer.strategy"),
+    (["trainer.strategy=fsdp", "growth=none"], "trainer.strategy"),  # a full state dict gathered on one rank
+    (["compile=true", "trainer.strategy=ddp_spawn", "trainer.devices=2"], "compile"),
     (["data.seq_len=1000000"], "data.seq_len"),
     (["seed=-5"], "seed"),
     (["seed=10000000000000"], "seed"),

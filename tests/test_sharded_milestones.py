@@ -21,6 +21,7 @@ from lightning.pytorch.strategies import FSDPStrategy, SingleDeviceStrategy
 
 import dimba
 from dimba.checkpointing.manager import ProgressiveCheckpointManager, read_checkpoint
+from dimba.checkpointing.sharded_io import AtomicShardedSaves
 from dimba.growth.plan import count_parameters
 from dimba.resume import checkpoint_step, newest_valid_checkpoint
 from dimba.training import DIMBALightningModule
@@ -40,6 +41,10 @@ class ShardedSaveStrategy(SingleDeviceStrategy):
         torch.save(checkpoint, path / "meta.pt")
 
 
+class AtomicShardedSaveStrategy(AtomicShardedSaves, ShardedSaveStrategy):
+    """The stand-in with dimba's whole-directory swap, as dimba.training.fsdp.FSDPStrategy has it."""
+
+
 def fit_sharded(tmp_path, tiny_model_config, token_loader, quiet_trainer_kwargs):
     save_dir = tmp_path / "milestones"
     torch.manual_seed(0)
@@ -47,7 +52,7 @@ def fit_sharded(tmp_path, tiny_model_config, token_loader, quiet_trainer_kwargs)
                                   enable_progressive_checkpoints=True, progressive_milestones=[1000, 10**12],
                                   progressive_save_dir=str(save_dir))
     kwargs = {k: v for k, v in quiet_trainer_kwargs.items() if k not in ("accelerator", "devices")}
-    L.Trainer(max_steps=2, strategy=ShardedSaveStrategy(torch.device("cpu")), **kwargs).fit(module, token_loader())
+    L.Trainer(max_steps=2, strategy=AtomicShardedSaveStrategy(torch.device("cpu")), **kwargs).fit(module, token_loader())
     return module, save_dir
 
 
@@ -142,3 +147,38 @@ def test_the_checkpoints_cli_lists_shows_and_exports_a_sharded_milestone(tmp_pat
     exported = dimba.load_model(export)
     for name, tensor in dimba.load_model(path).state_dict().items():
         assert torch.equal(exported.state_dict()[name], tensor), name
+
+
+def test_a_sharded_last_checkpoint_is_replaced_whole_and_survives_a_crash_mid_write(
+        tmp_path, tiny_model_config, token_loader, quiet_trainer_kwargs, monkeypatch):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    kwargs = {k: v for k, v in quiet_trainer_kwargs.items() if k not in ("accelerator", "devices", "enable_checkpointing")}
+
+    def fit(max_steps: int, ckpt_path=None) -> None:
+        torch.manual_seed(0)
+        module = DIMBALightningModule(vocab_size=256, model_config=tiny_model_config.to_dict(), warmup_steps=0)
+        every_step = ModelCheckpoint(dirpath=str(last.parent), save_top_k=0, save_last=True, every_n_train_steps=1)
+        L.Trainer(max_steps=max_steps, strategy=AtomicShardedSaveStrategy(torch.device("cpu")), callbacks=[every_step],
+                  **kwargs).fit(module, token_loader(), ckpt_path=ckpt_path)
+
+    fit(3)
+    assert last.is_dir() and checkpoint_step(last) == 3 and not list(last.parent.glob(".*"))
+
+    original = ShardedSaveStrategy.save_checkpoint
+
+    def dies_after_the_shards(self, checkpoint, filepath, storage_options=None):
+        checkpoint = dict(checkpoint)
+        path = Path(filepath)
+        path.mkdir(parents=True, exist_ok=True)
+        _distributed_checkpoint_save({"model": checkpoint.pop("state_dict")}, path)
+        raise RuntimeError("killed while writing meta.pt")
+
+    monkeypatch.setattr(ShardedSaveStrategy, "save_checkpoint", dies_after_the_shards)
+    with pytest.raises(RuntimeError, match="killed while writing"):
+        fit(5)  # a new attempt; its first save of last.ckpt dies half-way
+    monkeypatch.setattr(ShardedSaveStrategy, "save_checkpoint", original)
+    assert checkpoint_step(last) == 3  # the old directory, whole: the torn write went to a temporary
+    state = read_checkpoint(last)
+    assert state["global_step"] == 3 and state["optimizer_states"]

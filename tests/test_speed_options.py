@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -55,6 +56,38 @@ def test_cpu_tensors_take_the_pytorch_scan():
 
 
 @pytest.mark.skipif(fused_chunk_scan() is not None, reason="mamba-ssm is installed here")
-def test_asking_for_mamba_ssm_without_it_is_a_config_error(tiny_model_config):
-    with pytest.raises(ConfigError, match="model.scan: 'mamba_ssm' is invalid; accepted: auto | torch"):
-        DIMBAConfig(**{**tiny_model_config.to_dict(), "scan": "mamba_ssm"})
+def test_asking_for_mamba_ssm_without_it_is_refused_before_training_but_checkpoints_still_load(
+        tiny_model_config, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    import dimba
+    from dimba.config import register_configs, validate
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["model.scan=mamba_ssm"])
+    with pytest.raises(ConfigError, match=r"model.scan: 'mamba_ssm' is invalid; accepted: auto \| torch"):
+        validate(cfg)
+    # A checkpoint written on a GPU machine with the fused kernel loads here, on the PyTorch scan.
+    recorded = DIMBAConfig(**{**tiny_model_config.to_dict(), "scan": "mamba_ssm"})
+    model = DIMBA(tiny_model_config)
+    torch.save({"model_state_dict": model.state_dict(), "metadata": {"architecture": recorded.to_dict()}},
+               tmp_path / "gpu.pt")
+    loaded = dimba.load_model(tmp_path / "gpu.pt")
+    assert loaded.config.scan == "auto"
+    loaded.denoise(torch.randn(1, 8, tiny_model_config.d_embed), torch.tensor([3]))
+
+
+def test_fp32_leaves_an_outer_autocast_alone_and_bf16_turns_it_on(tiny_model_config):
+    """trainer.precision=bf16-mixed is an outer autocast: model.dtype=fp32 must not switch it off."""
+    torch.manual_seed(0)
+    x_t, t = torch.randn(1, 8, tiny_model_config.d_embed), torch.tensor([5])
+    seen = []
+    model = DIMBA(tiny_model_config)
+    model.blocks[0].mixer.in_proj.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.denoise(x_t, t)
+    model.denoise(x_t, t)
+    model.config = replace(tiny_model_config, dtype="bf16")
+    model.denoise(x_t, t)
+    assert seen == [torch.bfloat16, torch.float32, torch.bfloat16]

@@ -120,6 +120,24 @@ def link_or_copy_atomic(source: Path, final: Path) -> None:
         raise
 
 
+def is_temporary(path: Path) -> bool:
+    return path.name.startswith(".") and path.name.endswith(TMP_SUFFIX)
+
+
+def replace_directory(written: Path, final: Path) -> None:
+    """Put a fully written directory in place of `final` (which may exist): fsync its files,
+    move the old one aside, move the new one in, fsync the parent, delete the old one.
+    Readers see the old directory or the new one, never a mix of both."""
+    fsync_path(written)
+    old = temporary_path(final, tag=".old")
+    discard(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(written, final)
+    fsync_dir(final.parent)
+    discard(old)
+
+
 def stale_temporaries(directory: Path) -> Iterator[Path]:
     return (p for p in Path(directory).glob(f".*{TMP_SUFFIX}"))
 

@@ -114,7 +114,7 @@ class ProgressiveCheckpointCallback(Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         # Training failed, but the snapshot being written is good: let it finish.
-        error = self._writer.close()
+        error = self._writer.close() or self._deferred_error
         if error is not None:
             log.error("A milestone write in the background failed as well: %s", error)
 
@@ -134,24 +134,30 @@ class ProgressiveCheckpointCallback(Callback):
         metadata = self._metadata(trainer, pl_module)
         sharded = writes_sharded_checkpoints(trainer.strategy)
         self._saving = {"milestones": milestones, "count": count, "metadata": metadata, "sharded": sharded}
+        background = self.async_save and not sharded
         error: Optional[str] = None
         try:
             # What trainer.save_checkpoint does, minus its barrier (which would hang the
             # other ranks if rank zero's write fails).
             checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
-            if self.async_save and not sharded:
+            if background:
                 error = self._start_background_write(trainer, checkpoint, tmp, milestones, step, count, metadata)
             else:
                 trainer.strategy.save_checkpoint(checkpoint, tmp)
-                if sharded:
-                    trainer.strategy.barrier("dimba_milestone_shards")  # every rank's shards are on disk
-                if trainer.is_global_zero:
-                    self.manager.commit_milestones(tmp, milestones, step, count, metadata)
-        except Exception as exc:  # any failure must still reach the broadcast below
-            atomic_io.discard(tmp)
+        except Exception as exc:  # any failure must still reach the collectives below
             error = self._describe(exc, final)
         finally:
             self._saving = None
+        if sharded:  # every rank, failed or not: were all shards written?
+            if trainer.strategy.reduce_boolean_decision(error is not None, all=False) and error is None:
+                error = f"Cannot write milestone checkpoint {final}: another rank could not write its shards"
+        if error is None and not background and trainer.is_global_zero:
+            try:
+                self.manager.commit_milestones(tmp, milestones, step, count, metadata)
+            except Exception as exc:
+                error = self._describe(exc, final)
+        if error is not None and not background and trainer.is_global_zero:
+            atomic_io.discard(tmp)
         error = trainer.strategy.broadcast(error, src=0)
         if error is not None:
             raise CheckpointWriteError(error)
@@ -173,6 +179,9 @@ class ProgressiveCheckpointCallback(Callback):
         """
         if not trainer.is_global_zero:
             return None
+        if self._deferred_error is not None:  # an earlier background write failed: stop here
+            error, self._deferred_error = self._deferred_error, None
+            return error
         io = trainer.strategy.checkpoint_io
         final = self.manager.checkpoint_path(max(milestones), step)
         staged = self._staged = threading.Event()

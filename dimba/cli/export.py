@@ -126,7 +126,7 @@ def load_exported(path: PathLike, map_location: Any = "cpu") -> DIMBA:
         raise CheckpointLoadError(f"{path} has export format version {info['format_version']}; "
                                   f"this dimba reads up to {EXPORT_VERSION}")
     try:
-        config = DIMBAConfig.from_dict(info["architecture"])
+        config = DIMBAConfig.from_dict(info["architecture"]).with_runtime_of(DIMBAConfig())
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointLoadError(f"{config_path}: bad architecture: {_one_line(exc)}") from None
     weights = path / str(info.get("weights", WEIGHTS))

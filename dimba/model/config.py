@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Dict, Mapping
 
 from dimba.errors import ConfigError
-from dimba.model.kernels import SCANS, fused_chunk_scan
+from dimba.model.kernels import SCANS
 
 
 DTYPES = ("fp32", "bf16")
@@ -70,8 +70,6 @@ class DIMBAConfig:
             raise ConfigError("model.dtype", self.dtype, " | ".join(DTYPES))
         if self.scan not in SCANS:
             raise ConfigError("model.scan", self.scan, " | ".join(SCANS))
-        if self.scan == "mamba_ssm" and fused_chunk_scan() is None:
-            raise ConfigError("model.scan", self.scan, "auto | torch (mamba-ssm is not installed here)")
         if isinstance(self.norm_eps, bool) or not isinstance(self.norm_eps, (int, float)) or not 0 < self.norm_eps < 1:
             raise ConfigError("model.norm_eps", self.norm_eps, "a number between 0 and 1")
 
@@ -85,6 +83,11 @@ class DIMBAConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+    def with_runtime_of(self, other: "DIMBAConfig") -> "DIMBAConfig":
+        """This architecture with `other`'s compute options (dtype, scan): a checkpoint decides
+        the shape, the run that loads it decides how to compute."""
+        return replace(self, dtype=other.dtype, scan=other.scan)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "DIMBAConfig":

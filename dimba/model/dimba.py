@@ -9,6 +9,7 @@ embeddings from collapsing under the MSE term.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Dict, Optional
 
 import torch
@@ -53,7 +54,9 @@ class DIMBA(nn.Module):
         self._compiled_denoise = torch.compile(self._denoise, **options)
 
     def _denoise(self, x_t: Tensor, t: Tensor) -> Tensor:
-        with torch.autocast(x_t.device.type, dtype=torch.bfloat16, enabled=self.config.dtype == "bf16"):
+        # enabled=False would also switch off an outer autocast (Lightning's bf16-mixed).
+        bf16 = torch.autocast(x_t.device.type, dtype=torch.bfloat16) if self.config.dtype == "bf16" else nullcontext()
+        with bf16:
             cond = self.time_mlp(timestep_features(t, self.config.d_time).to(x_t.dtype))
             h = self.in_proj(x_t)
             for block in self.blocks:

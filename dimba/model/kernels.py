@@ -36,13 +36,14 @@ def mamba_ssm_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk
     kernel = fused_chunk_scan()
     assert kernel is not None, "mamba-ssm is not installed"
     dtype = x.dtype
-    return kernel(x, dt.to(dtype), A.float(), B.unsqueeze(2).to(dtype), C.unsqueeze(2).to(dtype),
-                  chunk_size=chunk_size).to(dtype)
+    return kernel(x, dt.float(), A.float(), B.unsqueeze(2).to(dtype), C.unsqueeze(2).to(dtype),
+                  chunk_size=chunk_size).to(dtype)  # the step sizes (hence the decays) stay float32
 
 
 def select_scan(choice: str, x: Tensor) -> Scan:
     if choice == "torch":
         return ssd_scan
-    if choice == "mamba_ssm" or (x.is_cuda and fused_chunk_scan() is not None):
-        return mamba_ssm_scan
-    return ssd_scan
+    fused = x.is_cuda and fused_chunk_scan() is not None
+    if choice == "mamba_ssm" and not fused:
+        raise RuntimeError("model.scan=mamba_ssm needs the mamba-ssm package and CUDA tensors; use model.scan=auto")
+    return mamba_ssm_scan if fused else ssd_scan

@@ -179,7 +179,7 @@ class DIMBALightningModule(L.LightningModule):
         record = checkpoint.get("dimba") or {}
         if "architecture" in record:
             # The checkpoint decides the shape; this run decides the compute dtype.
-            recorded = replace(DIMBAConfig.from_dict(record["architecture"]), dtype=self.model.config.dtype)
+            recorded = DIMBAConfig.from_dict(record["architecture"]).with_runtime_of(self.model.config)
             if recorded != self.model.config:
                 adopt_architecture(self.model, recorded)
                 self.structure_version += 1
