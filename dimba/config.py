@@ -21,6 +21,7 @@ from dimba.checkpointing.milestones import ACCEPTED_FORMS, MilestoneError, parse
 from dimba.errors import ConfigError
 from dimba.growth.schedule import GrowthEvent, validate_schedule
 from dimba.model.config import DIMBAConfig
+from dimba.objective import ObjectiveConfig
 
 ModelConfig = DIMBAConfig  # the `model` group's schema is the architecture itself
 
@@ -194,6 +195,7 @@ class Config:
     optim: OptimConfig = MISSING
     growth: GrowthConfig = MISSING
     progressive_checkpoints: ProgressiveCheckpointsConfig = MISSING
+    objective: ObjectiveConfig = MISSING
     seed: int = 0
     """Seed for weights, data order, noise and the initialisation of grown weights."""
     ckpt_path: Optional[str] = None
@@ -211,6 +213,7 @@ class Config:
         if not _int_at_least(self.seed, 0) or self.seed >= 2**32:
             raise ConfigError("seed", self.seed, "an integer in [0, 2**32)")
         validate_schedule(self.model, self.growth.schedule)
+        self.objective.check_diffusion_steps(self.model.diffusion_steps)
         strategy = str(self.trainer.strategy)
         if strategy not in SUPPORTED_STRATEGIES and (self.growth.schedule or self.progressive_checkpoints.enabled):
             raise ConfigError("trainer.strategy", strategy,
@@ -257,6 +260,7 @@ def register_configs() -> None:
     store.store(group="optim", name="base_optim", node=OptimConfig)
     store.store(group="growth", name="base_growth", node=GrowthConfig)
     store.store(group="progressive_checkpoints", name="base_progressive_checkpoints", node=ProgressiveCheckpointsConfig)
+    store.store(group="objective", name="base_objective", node=ObjectiveConfig)
 
 
 def validate(cfg: DictConfig) -> Config:

@@ -52,6 +52,7 @@ def build_module(config: Config, save_dir: Path) -> DIMBALightningModule:
         enable_progressive_checkpoints=progressive.enabled,
         progressive_milestones=progressive.milestones,
         progressive_save_dir=str(save_dir),
+        **config.objective.to_dict(),
     )
 
 
