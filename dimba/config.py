@@ -23,6 +23,7 @@ from dimba.errors import ConfigError
 from dimba.growth.schedule import GrowthEvent, validate_schedule
 from dimba.model.config import DIMBAConfig
 from dimba.model.kernels import fused_chunk_scan
+from dimba.objective import ObjectiveConfig
 
 ModelConfig = DIMBAConfig  # the `model` group's schema is the architecture itself
 
@@ -200,6 +201,7 @@ class Config:
     optim: OptimConfig = MISSING
     growth: GrowthConfig = MISSING
     progressive_checkpoints: ProgressiveCheckpointsConfig = MISSING
+    objective: ObjectiveConfig = MISSING
     seed: int = 0
     """Seed for weights, data order, noise and the initialisation of grown weights."""
     ckpt_path: Optional[str] = None
@@ -219,6 +221,7 @@ class Config:
         if not _int_at_least(self.seed, 0) or self.seed >= 2**32:
             raise ConfigError("seed", self.seed, "an integer in [0, 2**32)")
         validate_schedule(self.model, self.growth.schedule)
+        self.objective.check_diffusion_steps(self.model.diffusion_steps)
         self._validate_strategy()
         if self.resume not in (None, "auto"):
             raise ConfigError("resume", self.resume, "auto or null")
@@ -290,6 +293,7 @@ def register_configs() -> None:
     store.store(group="optim", name="base_optim", node=OptimConfig)
     store.store(group="growth", name="base_growth", node=GrowthConfig)
     store.store(group="progressive_checkpoints", name="base_progressive_checkpoints", node=ProgressiveCheckpointsConfig)
+    store.store(group="objective", name="base_objective", node=ObjectiveConfig)
 
 
 def validate(cfg: DictConfig) -> Config:

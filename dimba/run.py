@@ -55,6 +55,7 @@ def build_module(config: Config, save_dir: Path) -> DIMBALightningModule:
         progressive_milestones=progressive.milestones,
         progressive_save_dir=str(save_dir),
         progressive_async_save=progressive.async_save,
+        **config.objective.to_dict(),
     )
 
 

@@ -32,7 +32,7 @@ def test_default_composition_is_valid_and_typed():
     assert [e.step for e in config.growth.schedule] == [60, 120, 180]
 
 
-@pytest.mark.parametrize("group", ["model", "data", "trainer", "optim", "growth", "progressive_checkpoints"])
+@pytest.mark.parametrize("group", ["model", "data", "trainer", "optim", "growth", "progressive_checkpoints", "objective"])
 def test_every_group_has_a_registered_schema(group):
     cfg = compose_config()
     assert OmegaConf.get_type(cfg, group) is not dict  # a structured (dataclass) node
@@ -89,6 +89,20 @@ def test_own_text_files(tmp_path):
 def test_trainer_arguments_are_overridable():
     cfg = compose_config("trainer.max_steps=7", "+trainer.fast_dev_run=false")
     assert cfg.trainer.max_steps == 7 and cfg.trainer.fast_dev_run is False
+
+
+def test_the_objective_is_plain_diffusion_unless_cdlm_is_chosen(tmp_path):
+    assert validate(compose_config()).objective.use_consistency_training is False
+    config = validate(compose_config("objective=cdlm", "objective.consistency_loss_weight=0.5"))
+    objective = config.objective
+    assert objective.use_consistency_training is True and objective.consistency_loss_weight == 0.5
+    assert 1 <= objective.consistency_delta_min <= objective.consistency_delta_max < config.model.diffusion_steps
+
+    from dimba.run import build_module
+
+    module = build_module(config, tmp_path)  # what train.py builds: the options reach the module
+    assert module.objective == objective
+    assert module.hparams.consistency_loss_weight == 0.5 and module.hparams.use_consistency_training is True
 
 
 def test_growth_presets_compose():

@@ -89,6 +89,16 @@ CATALOGUE = [
     (["resume=yes"], "resume"),
     (["resume=auto", "ckpt_path=README.md"], "ckpt_path"),
     (["last_checkpoint_every_n_steps=0"], "last_checkpoint_every_n_steps"),
+    # objective (CDLM consistency training)
+    (["objective=cdlm", "objective.consistency_loss_weight=-0.5"], "objective.consistency_loss_weight"),
+    (["objective=cdlm", "objective.consistency_loss_weight=nan"], "objective.consistency_loss_weight"),
+    (["objective=cdlm", "objective.consistency_loss_weight=inf"], "objective.consistency_loss_weight"),
+    (["objective=cdlm", "objective.consistency_delta_min=0"], "objective.consistency_delta_min"),
+    (["objective=cdlm", "objective.consistency_delta_min=2.5"], "objective.consistency_delta_min"),
+    (["objective=cdlm", "objective.consistency_delta_max=abc"], "objective.consistency_delta_max"),
+    (["objective=cdlm", "objective.consistency_delta_min=100", "objective.consistency_delta_max=50"], "objective.consistency_delta_max"),
+    (["objective=cdlm", "objective.consistency_delta_max=1000"], "objective.consistency_delta_max"),
+    (["objective=cdlm", "model.diffusion_steps=200"], "objective.consistency_delta_max"),
 ]
 
 

@@ -17,6 +17,10 @@ from dimba.utils.checkpointing import ProgressiveCheckpointManager
 
 SCHEDULE = [{"step": 3, "op": "depth", "n_layers": 2}, {"step": 7, "op": "width", "d_model": 64}]
 MILESTONES = [10_000, 20_000, 50_000]  # crossed at steps 1, 3 and 7
+# CDLM consistency training on (the tiny model has 100 diffusion steps); its gaps δ are drawn
+# from (seed, step, rank) like the noise, so resuming is exact with it too.
+CDLM = dict(use_consistency_training=True, consistency_loss_weight=0.5, consistency_delta_min=5, consistency_delta_max=40)
+OBJECTIVES = pytest.mark.parametrize("objective", [{}, CDLM], ids=["diffusion", "cdlm"])
 
 
 @pytest.fixture
@@ -34,12 +38,12 @@ class RecordLoss(L.Callback):
         self.losses[trainer.global_step] = float(outputs["loss"])
 
 
-def fit(tiny_model_config, corpus, run_dir: Path, max_steps: int, ckpt_path=None):
+def fit(tiny_model_config, corpus, run_dir: Path, max_steps: int, ckpt_path=None, objective=None):
     L.seed_everything(0, verbose=False)  # the same initial weights, as train.py's seed does
     module = DIMBALightningModule(
         model_config=tiny_model_config, warmup_steps=2, total_steps=12, growth_schedule=SCHEDULE,
         enable_progressive_checkpoints=True, progressive_milestones=MILESTONES,
-        progressive_save_dir=str(run_dir / "milestones"),
+        progressive_save_dir=str(run_dir / "milestones"), **(objective or {}),
     )
     record = RecordLoss()
     trainer = L.Trainer(
@@ -56,14 +60,16 @@ def saved(run_dir: Path):
     return [(e["target_milestone"], e["global_step"]) for e in ProgressiveCheckpointManager([1], run_dir / "milestones").list_checkpoints()]
 
 
-def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, tiny_model_config, corpus):
-    straight, _, straight_losses = fit(tiny_model_config, corpus, tmp_path / "straight", 12)
+@OBJECTIVES
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, tiny_model_config, corpus, objective):
+    straight, _, straight_losses = fit(tiny_model_config, corpus, tmp_path / "straight", 12, objective=objective)
 
     interrupted = tmp_path / "interrupted"
-    fit(tiny_model_config, corpus, interrupted, 5)  # "killed" after step 5
+    fit(tiny_model_config, corpus, interrupted, 5, objective=objective)  # "killed" after step 5
     resumed, trainer, resumed_losses = fit(tiny_model_config, corpus, interrupted, 12,
-                                           ckpt_path=str(interrupted / "checkpoints" / "last.ckpt"))
+                                           ckpt_path=str(interrupted / "checkpoints" / "last.ckpt"), objective=objective)
     assert trainer.global_step == 12 and sorted(resumed_losses) == list(range(6, 13))
+    assert ("train/consistency_loss" in trainer.callback_metrics) == bool(objective)
     for step in range(6, 13):  # same data, noise, optimizer state and LR: the same losses
         assert resumed_losses[step] == pytest.approx(straight_losses[step], rel=1e-5, abs=1e-6)
     torch.testing.assert_close(resumed.model.state_dict(), straight.model.state_dict(), rtol=1e-5, atol=1e-6)
@@ -101,14 +107,16 @@ def test_seed_manual_resume_then_next_milestone(tmp_path, tiny_model_config, cor
     assert info["global_step"] == 3 and manager.get_next_milestone() == 50_000
 
 
-def test_simple_trainer_resumes_exactly_without_saving_again(tmp_path, tiny_model_config, corpus):
+@OBJECTIVES
+def test_simple_trainer_resumes_exactly_without_saving_again(tmp_path, tiny_model_config, corpus, objective):
     def trainer(save_dir, max_steps=10):
         torch.manual_seed(0)
         data = TextDataModule(files=[str(corpus)], seq_len=32, batch_size=4, seed=0)
         data.setup()
         return SimpleTrainer(train_loader=data.train_dataloader(), model_config=tiny_model_config, max_steps=max_steps,
                              warmup_steps=2, growth_schedule=SCHEDULE, enable_progressive_checkpoints=True,
-                             progressive_milestones=MILESTONES, progressive_save_dir=str(save_dir), device="cpu")
+                             progressive_milestones=MILESTONES, progressive_save_dir=str(save_dir), device="cpu",
+                             **objective)
 
     straight = trainer(tmp_path / "straight")
     straight_losses = straight.train()
@@ -120,6 +128,7 @@ def test_simple_trainer_resumes_exactly_without_saving_again(tmp_path, tiny_mode
     assert info["global_step"] == 3 and resumed.model.config.n_layers == 2
     losses = resumed.train()
     assert losses == pytest.approx(straight_losses[3:], rel=1e-5, abs=1e-6)
+    assert resumed.consistency_losses == pytest.approx(straight.consistency_losses[3:], rel=1e-5, abs=1e-6)
     assert saved_simple(tmp_path / "run") == saved_simple(tmp_path / "straight") == [(10_000, 1), (20_000, 3), (50_000, 7)]
 
 

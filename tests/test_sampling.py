@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dimba.diffusion.sampling import ddim_timesteps, sample
+from dimba.diffusion.sampling import ddim_timesteps, denoise, sample
 from dimba.model import DIMBA
 
 
@@ -79,3 +79,41 @@ def test_invalid_prompts_raise_value_error(model):
         sample(model, PROMPT[None], length=10, steps=2, seed=0)
     with pytest.raises(ValueError, match=r"\[0, 256\)"):
         sample(model, torch.tensor([300]), length=10, steps=2, seed=0)
+
+
+def test_denoise_from_a_given_x_t_is_the_sampler_on_a_batch(model):
+    """`sample` with a prompt is `denoise` from the same x_T with the prompt as known positions."""
+    d = model.config.d_embed
+    noise = torch.randn(1, 12, d, generator=torch.Generator().manual_seed(4), dtype=torch.float64).float()
+    known = torch.zeros(1, 12, d)
+    known[:, :5] = model.embedding(PROMPT).detach()
+    mask = torch.zeros(1, 12, dtype=torch.bool)
+    mask[:, :5] = True
+    ab = model.schedule.alpha_bar[100].item()
+    x_t = torch.where(mask[..., None], ab**0.5 * known + (1 - ab) ** 0.5 * noise, noise)
+    tokens, logits = denoise(model, x_t, t_start=100, steps=4, known=known, known_mask=mask)
+    expected = sample(model, PROMPT, length=12, steps=4, seed=4)
+    assert torch.equal(tokens[0, 5:], expected[5:]) and logits.shape == (1, 12, 256)
+
+
+def test_denoise_treats_each_sequence_of_a_batch_on_its_own_from_any_start(model):
+    x_t = torch.randn(3, 16, model.config.d_embed, generator=torch.Generator().manual_seed(0))
+    tokens, logits = denoise(model, x_t, t_start=40, steps=3, clamp=False)
+    alone_tokens, alone_logits = denoise(model, x_t[1:2], t_start=40, steps=3, clamp=False)
+    torch.testing.assert_close(logits[1:2], alone_logits, rtol=1e-4, atol=1e-4)
+    assert tokens.shape == (3, 16) and model.training
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(t_start=0), "t_start must be an integer between 1 and the model's diffusion_steps (100), got 0"),
+        (dict(t_start=20, steps=21), "steps must be an integer between 1 and t_start (20), got 21"),
+        (dict(known=torch.zeros(1, 4, 16)), "known and known_mask go together"),
+    ],
+)
+def test_denoise_refuses_unusable_arguments(model, kwargs, message):
+    args = dict(x_t=torch.zeros(1, 4, 16), t_start=50, steps=2) | kwargs
+    with pytest.raises(ValueError) as info:
+        denoise(model, **args)
+    assert message in str(info.value)

@@ -86,6 +86,18 @@ def test_milestones_in_scientific_notation_and_an_explicit_run_dir(tmp_path):
     assert sidecar["milestones"] == [1000, 2000] and sidecar["target_milestone"] == 2000
 
 
+def test_objective_cdlm_trains_and_logs_the_consistency_loss(tmp_path):
+    run = tmp_path / "run"
+    result = train(*FAST, "objective=cdlm", "objective.consistency_loss_weight=0.5", "trainer.log_every_n_steps=1",
+                   "progressive_checkpoints=disabled", f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr
+    header, *rows = (run / "logs" / "metrics.csv").read_text().splitlines()
+    column = header.split(",").index("train/consistency_loss")
+    assert [float(r.split(",")[column]) > 0 for r in rows if r.split(",")[column]] == [True] * 4
+    hparams = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
+    assert hparams["use_consistency_training"] is True and hparams["consistency_loss_weight"] == 0.5
+
+
 def test_billions_preset_warns_about_unreachable_milestones_and_saves_nothing(tmp_path):
     run = tmp_path / "run"
     result = train(*FAST, "progressive_checkpoints=billions", f"hydra.run.dir={run}")

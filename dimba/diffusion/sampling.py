@@ -14,11 +14,14 @@ Why this sampler:
   embedding, and x_T starts as that embedding noised to level T. DDIM then keeps those
   positions exactly on the forward-noised prompt sqrt(ab_t) e + sqrt(1 - ab_t) z at every
   t, so the denoiser sees a consistently noised prompt as context for the rest.
+
+`sample` generates from a prompt; `denoise` runs the same DDIM loop on a whole batch from
+a given x_t (any starting timestep, optional known positions), for evaluation.
 """
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -62,6 +65,33 @@ def sample(model, prompt_ids: Tensor, length: int, steps: int, seed: int, clamp:
         model.train(was_training)
 
 
+def denoise(
+    model, x_t: Tensor, t_start: int, steps: int, clamp: bool = True,
+    known: Optional[Tensor] = None, known_mask: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
+    """DDIM from a batch x_t (B, L, d_embed) at timestep `t_start` down to 0 in `steps` steps.
+
+    Where `known_mask` (B, L) is true, the prediction is replaced by `known` (B, L, d_embed)
+    at every step (inpainting, as `sample` does for a prompt). Returns the last step's token
+    ids (B, L) and logits (B, L, vocab), so a caller can score the model's final belief.
+    Runs in eval mode without gradients; the model's mode is restored.
+    """
+    if isinstance(t_start, bool) or not isinstance(t_start, int) or not 1 <= t_start <= model.config.diffusion_steps:
+        raise ValueError(f"t_start must be an integer between 1 and the model's diffusion_steps "
+                         f"({model.config.diffusion_steps}), got {t_start!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= t_start:
+        raise ValueError(f"steps must be an integer between 1 and t_start ({t_start}), got {steps!r}")
+    if (known is None) != (known_mask is None):
+        raise ValueError("known and known_mask go together: pass both or neither")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return _ddim_loop(model, x_t, ddim_timesteps(t_start, steps), clamp, known, known_mask)
+    finally:
+        model.train(was_training)
+
+
 def _ddim(model, prompt_ids: Tensor, length: int, timesteps: List[int], seed: int, clamp: bool) -> Tensor:
     weight = model.embedding.weight
     device, dtype = weight.device, weight.dtype
@@ -71,25 +101,36 @@ def _ddim(model, prompt_ids: Tensor, length: int, timesteps: List[int], seed: in
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     noise = torch.randn(1, length, model.config.d_embed, generator=generator, dtype=torch.float64)
     noise = noise.to(device=device, dtype=dtype)
-    prompt = model.embedding(prompt_ids.to(device))[None]  # (1, P, d_embed)
+    known = torch.zeros_like(noise)
+    known[:, :n_prompt] = model.embedding(prompt_ids.to(device))[None]  # (1, P, d_embed)
+    known_mask = torch.zeros(1, length, dtype=torch.bool, device=device)
+    known_mask[:, :n_prompt] = True
 
     x_t = noise.clone()
     if n_prompt:  # the prompt noised to level T, with the same noise as its x_T draw
         ab = alpha_bar[timesteps[0]].item()
-        x_t[:, :n_prompt] = ab**0.5 * prompt + (1 - ab) ** 0.5 * noise[:, :n_prompt]
+        x_t[:, :n_prompt] = ab**0.5 * known[:, :n_prompt] + (1 - ab) ** 0.5 * noise[:, :n_prompt]
 
-    tokens = None
-    for t, t_prev in zip(timesteps[:-1], timesteps[1:]):
-        x0_hat = model.denoise(x_t, torch.full((1,), t, device=device, dtype=torch.long))
-        tokens = model.logits(x0_hat).argmax(-1)  # (1, length)
-        x0 = model.embedding(tokens) if clamp else x0_hat
-        if n_prompt:
-            x0 = x0.clone()
-            x0[:, :n_prompt] = prompt
-        ab_t, ab_prev = alpha_bar[t].item(), alpha_bar[t_prev].item()
-        eps_hat = (x_t - ab_t**0.5 * x0) / (1 - ab_t) ** 0.5
-        x_t = ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * eps_hat
-
+    tokens, _ = _ddim_loop(model, x_t, timesteps, clamp, known if n_prompt else None, known_mask if n_prompt else None)
     result = tokens[0].cpu().clone()
     result[:n_prompt] = prompt_ids
     return result
+
+
+def _ddim_loop(model, x_t: Tensor, timesteps: List[int], clamp: bool,
+               known: Optional[Tensor], known_mask: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """The DDIM (eta 0) updates along `timesteps`; the one copy of the sampler's math."""
+    device = x_t.device
+    alpha_bar = model.schedule.alpha_bar.to(device=device, dtype=torch.float64)
+    tokens = logits = None
+    for t, t_prev in zip(timesteps[:-1], timesteps[1:]):
+        x0_hat = model.denoise(x_t, torch.full((x_t.shape[0],), t, device=device, dtype=torch.long))
+        logits = model.logits(x0_hat)
+        tokens = logits.argmax(-1)  # (B, L)
+        x0 = model.embedding(tokens) if clamp else x0_hat
+        if known is not None:
+            x0 = torch.where(known_mask[..., None], known, x0)
+        ab_t, ab_prev = alpha_bar[t].item(), alpha_bar[t_prev].item()
+        eps_hat = (x_t - ab_t**0.5 * x0) / (1 - ab_t) ** 0.5
+        x_t = ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * eps_hat
+    return tokens, logits

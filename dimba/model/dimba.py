@@ -77,10 +77,13 @@ class DIMBA(nn.Module):
         noise: Optional[Tensor] = None,
         mse_weight: float = 1.0,
         ce_weight: float = 1.0,
+        return_prediction: bool = False,
     ) -> Dict[str, Tensor]:
         """Diffusion loss on a batch of token ids: x0 MSE plus token cross-entropy.
 
-        Pass `t` and `noise` to make the loss deterministic (tests, evaluation).
+        Pass `t` and `noise` to make the loss deterministic (tests, evaluation). With
+        `return_prediction` the dict also holds "x0_hat", so a further term (the CDLM
+        consistency loss) can reuse this forward instead of running another.
         """
         x0 = self.embedding(tokens)
         if t is None:
@@ -90,4 +93,7 @@ class DIMBA(nn.Module):
         x0_hat = self.denoise(self.schedule.add_noise(x0, t, noise), t)
         mse = F.mse_loss(x0_hat, x0)
         ce = F.cross_entropy(self.logits(x0_hat).flatten(0, 1).float(), tokens.flatten())
-        return {"loss": mse_weight * mse + ce_weight * ce, "mse": mse, "ce": ce}
+        out = {"loss": mse_weight * mse + ce_weight * ce, "mse": mse, "ce": ce}
+        if return_prediction:
+            out["x0_hat"] = x0_hat
+        return out

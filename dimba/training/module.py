@@ -13,12 +13,14 @@ from dimba.checkpointing.callback import ProgressiveCheckpointCallback
 from dimba.checkpointing.manager import count_trainable_parameters
 from dimba.checkpointing.strategies import shards_parameters
 from dimba.checkpointing.milestones import format_param_count
+from dimba.diffusion.consistency import objective_loss, sample_deltas
 from dimba.growth.callback import GrowthCallback
 from dimba.growth.operators import adopt_architecture, apply_growth
 from dimba.growth.optim import GrowableAdamW
 from dimba.growth.plan import count_parameters
 from dimba.growth.schedule import GrowthEvent, as_events, validate_schedule
 from dimba.model import DIMBA, DIMBAConfig
+from dimba.objective import ObjectiveConfig, objective_from_options
 from dimba.training.lr_schedule import WarmupCosine
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,8 @@ def as_model_config(model_config: Union[DIMBAConfig, Mapping[str, Any], None], v
 
 class DIMBALightningModule(L.LightningModule):
     """As in the seed document; with `enable_progressive_checkpoints=True` the module
-    brings its own milestone callback (`configure_callbacks`), so a plain Trainer works."""
+    brings its own milestone callback (`configure_callbacks`), so a plain Trainer works.
+    `use_consistency_training=True` adds the CDLM consistency term (`dimba.objective`)."""
 
     def __init__(
         self,
@@ -52,11 +55,17 @@ class DIMBALightningModule(L.LightningModule):
         growth_schedule: Optional[Sequence[Union[GrowthEvent, Mapping[str, Any]]]] = None,
         seed: int = 0,
         compile: bool = False,
+        use_consistency_training: bool = False,
+        consistency_loss_weight: float = 1.0,
+        consistency_delta_min: int = 16,
+        consistency_delta_max: int = 250,
     ) -> None:
         super().__init__()
         config = as_model_config(model_config, vocab_size)
         schedule = as_events(growth_schedule)
         validate_schedule(config, schedule)
+        self.objective = objective_from_options(use_consistency_training, consistency_loss_weight,
+                                                consistency_delta_min, consistency_delta_max, config.diffusion_steps)
         # Plain data only: the checkpoint must load with torch.load(weights_only=True).
         self.save_hyperparameters(
             {
@@ -77,6 +86,7 @@ class DIMBALightningModule(L.LightningModule):
                 "growth_schedule": [e.to_dict() for e in schedule],
                 "seed": int(seed),
                 "compile": bool(compile),
+                **self.objective.to_dict(),
             }
         )
         self.model = DIMBA(config)
@@ -135,10 +145,12 @@ class DIMBALightningModule(L.LightningModule):
             loader.mark_trained(batch_idx)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        t, noise = step_noise(self.model, batch, self.hparams.seed, self.global_step, self.global_rank)
-        out = self.model.loss(batch, t=t, noise=noise, mse_weight=self.hparams.mse_weight, ce_weight=self.hparams.ce_weight)
+        out = training_loss(self.model, batch, self.objective, self.hparams.seed, self.global_step, self.global_rank,
+                            mse_weight=self.hparams.mse_weight, ce_weight=self.hparams.ce_weight)
         self.log("train/loss", out["loss"], prog_bar=True)
         self.log_dict({"train/mse": out["mse"], "train/ce": out["ce"]})
+        if "consistency" in out:
+            self.log("train/consistency_loss", out["consistency"])
         self.log("model/params", float(self.parameter_count()))
         return out["loss"]
 
@@ -192,12 +204,33 @@ def step_noise(model: DIMBA, batch: torch.Tensor, seed: int, step: int, rank: in
     A resumed run draws exactly what the uninterrupted one would have, with no RNG state
     to carry, and the Lightning path and SimpleTrainer draw the same numbers.
     """
-    generator = torch.Generator(device=batch.device)
-    generator.manual_seed((seed * 1_000_003 + step) * 1009 + rank)
+    generator = step_generator(batch.device, seed, step, rank)
     t = model.schedule.sample_timesteps(batch.shape[0], batch.device, generator)
     noise = torch.randn(*batch.shape, model.config.d_embed, generator=generator, device=batch.device,
                         dtype=model.embedding.weight.dtype)
     return t, noise
+
+
+def step_generator(device: torch.device, seed: int, step: int, rank: int = 0, stream: int = 0) -> torch.Generator:
+    """A generator seeded from (seed, step, rank); `stream` 1 is the consistency gaps δ, apart
+    from stream 0 (t and noise), so turning CDLM on leaves the diffusion noise unchanged."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed((seed * 1_000_003 + step) * 1009 + rank + stream * 2**62)
+    return generator
+
+
+def step_deltas(t: torch.Tensor, objective: ObjectiveConfig, seed: int, step: int, rank: int = 0) -> torch.Tensor:
+    """The consistency gaps δ of one training step, drawn from (seed, step, rank) alone."""
+    generator = step_generator(t.device, seed, step, rank, stream=1)
+    return sample_deltas(t, objective.consistency_delta_min, objective.consistency_delta_max, generator)
+
+
+def training_loss(model: DIMBA, batch: torch.Tensor, objective: ObjectiveConfig, seed: int, step: int, rank: int = 0,
+                  mse_weight: float = 1.0, ce_weight: float = 1.0) -> Dict[str, torch.Tensor]:
+    """One training step's loss dict under `objective`: what both trainers optimize and log."""
+    t, noise = step_noise(model, batch, seed, step, rank)
+    delta = step_deltas(t, objective, seed, step, rank) if objective.use_consistency_training else None
+    return objective_loss(model, batch, t, noise, mse_weight, ce_weight, delta, objective.consistency_loss_weight)
 
 
 def param_group_for(param: torch.nn.Parameter) -> int:

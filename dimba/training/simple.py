@@ -4,6 +4,7 @@ For users who want no Lightning: one device, the same loss, optimizer, LR schedu
 growth schedule and milestone checkpoints (written by `ProgressiveCheckpointManager`,
 so they load with `dimba.load_model` and `manager.load_checkpoint` like the Lightning
 ones). `resume(path)` continues from a milestone checkpoint without saving it again.
+`use_consistency_training=True` adds the CDLM consistency term, as in the Lightning module.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from dimba.checkpointing.manager import ProgressiveCheckpointManager
 from dimba.growth.operators import apply_growth
 from dimba.growth.schedule import GrowthEvent, as_events, validate_schedule
 from dimba.model import DIMBA, DIMBAConfig
+from dimba.objective import objective_from_options
 from dimba.training.lr_schedule import WarmupCosine
-from dimba.training.module import as_model_config, build_optimizer, param_group_for, step_noise
+from dimba.training.module import as_model_config, build_optimizer, param_group_for, training_loss
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,14 @@ class SimpleTrainer:
         seed: int = 0,
         log_every_n_steps: int = 10,
         compile: bool = False,
+        use_consistency_training: bool = False,
+        consistency_loss_weight: float = 1.0,
+        consistency_delta_min: int = 16,
+        consistency_delta_max: int = 250,
     ) -> None:
         config = as_model_config(model_config, vocab_size)
+        self.objective = objective_from_options(use_consistency_training, consistency_loss_weight,
+                                                consistency_delta_min, consistency_delta_max, config.diffusion_steps)
         self.schedule = as_events(growth_schedule)
         validate_schedule(config, self.schedule)
         self.device = torch.device(device) if device is not None else default_device()
@@ -71,6 +79,7 @@ class SimpleTrainer:
         self.global_step = 0
         self.growth_history: List[Dict[str, Any]] = []
         self.losses: List[float] = []
+        self.consistency_losses: List[float] = []  # train/consistency_loss per step, with CDLM on
 
     def _default_loader(self) -> DataLoader:
         from dimba.data import TextDataModule
@@ -108,8 +117,8 @@ class SimpleTrainer:
     def step(self, batch: torch.Tensor) -> float:
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * self.lr_schedule(self.global_step)
-        t, noise = step_noise(self.model, batch, self.seed, self.global_step)
-        loss = self.model.loss(batch, t=t, noise=noise)["loss"]
+        out = training_loss(self.model, batch, self.objective, self.seed, self.global_step)
+        loss = out["loss"]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.gradient_clip_val:
@@ -118,12 +127,16 @@ class SimpleTrainer:
         self.global_step += 1
         value = float(loss.detach())
         self.losses.append(value)
+        consistency = float(out["consistency"].detach()) if "consistency" in out else None
+        if consistency is not None:
+            self.consistency_losses.append(consistency)
         if self.log_every_n_steps and self.global_step % self.log_every_n_steps == 0:
-            log.info("step %d loss %.4f", self.global_step, value)
-        self._after_optimizer_step(value)
+            extra = "" if consistency is None else f" train/consistency_loss {consistency:.4f}"
+            log.info("step %d loss %.4f%s", self.global_step, value, extra)
+        self._after_optimizer_step(value, consistency)
         return value
 
-    def _after_optimizer_step(self, loss: float) -> None:
+    def _after_optimizer_step(self, loss: float, consistency: Optional[float] = None) -> None:
         """Grow, then check milestones: the order the Lightning callbacks use."""
         done = {entry["step"] for entry in self.growth_history}
         for event in self.schedule:
@@ -133,7 +146,9 @@ class SimpleTrainer:
                 log.info("Grew the model after step %d: %s", self.global_step, event.describe())
         if self.manager.enabled and self.manager.should_save_checkpoint(self.model)[0]:
             metadata = {"train/loss": loss, "architecture": self.model.config.to_dict(),
-                        "growth_history": [dict(e) for e in self.growth_history]}
+                        "growth_history": [dict(e) for e in self.growth_history], "objective": self.objective.to_dict()}
+            if consistency is not None:
+                metadata["train/consistency_loss"] = consistency
             self.manager.save_checkpoint(self.model, self.optimizer, self.global_step, metadata=metadata)
 
     # ----------------------------------------------------------------- resume

@@ -1,0 +1,83 @@
+"""The training objective as data: plain diffusion, or diffusion plus CDLM consistency.
+
+Kept free of torch, like `dimba.model.config`, so the Hydra schema (`objective` group), the
+Lightning module and SimpleTrainer validate the same options with the same messages.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from dimba.errors import ConfigError
+
+
+@dataclass
+class ObjectiveConfig:
+    """`objective=diffusion` (consistency off) or `objective=cdlm` (on).
+
+    With consistency training on, each step adds `consistency_loss_weight` times the MSE
+    between the model's x0 prediction at t and a stop-gradient prediction at t - δ, on the
+    same noise trajectory, with δ an integer drawn per sample from
+    [consistency_delta_min, consistency_delta_max] (see `dimba.diffusion.consistency`).
+    """
+
+    use_consistency_training: bool = False
+    """Add the consistency term to the diffusion loss (one extra no-grad forward per step)."""
+    consistency_loss_weight: float = 1.0
+    """Weight of the consistency term; 0 computes and logs it without training on it."""
+    # Typed Any, like milestones: OmegaConf would refuse `2.5` for an int field while Hydra
+    # composes, with a multi-line error; here it reaches __post_init__ and its one-line message.
+    consistency_delta_min: Any = 16
+    """Smallest timestep gap δ: an integer >= 1."""
+    consistency_delta_max: Any = 250
+    """Largest timestep gap δ: an integer in [consistency_delta_min, model.diffusion_steps)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.use_consistency_training, bool):
+            raise ConfigError("objective.use_consistency_training", self.use_consistency_training, "true or false")
+        weight = self.consistency_loss_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise ConfigError("objective.consistency_loss_weight", weight, "a finite number >= 0")
+        for name in ("consistency_delta_min", "consistency_delta_max"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"objective.{name}", value, "an integer >= 1")
+        if self.consistency_delta_max < self.consistency_delta_min:
+            raise ConfigError("objective.consistency_delta_max", self.consistency_delta_max,
+                              f"an integer >= objective.consistency_delta_min ({self.consistency_delta_min})")
+
+    def check_diffusion_steps(self, diffusion_steps: int) -> None:
+        """δ must leave t - δ a real timestep for some t: delta_max < model.diffusion_steps.
+
+        Checked only while consistency training is on, so `objective=diffusion` never
+        refuses a model with few diffusion steps over an unused default.
+        """
+        if self.use_consistency_training and self.consistency_delta_max >= diffusion_steps:
+            raise ConfigError("objective.consistency_delta_max", self.consistency_delta_max,
+                              f"an integer below model.diffusion_steps ({diffusion_steps})")
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain data for hyperparameters (checkpoints load with weights_only=True)."""
+        return {
+            "use_consistency_training": bool(self.use_consistency_training),
+            "consistency_loss_weight": float(self.consistency_loss_weight),
+            "consistency_delta_min": int(self.consistency_delta_min),
+            "consistency_delta_max": int(self.consistency_delta_max),
+        }
+
+
+def objective_from_options(
+    use_consistency_training: bool,
+    consistency_loss_weight: float,
+    consistency_delta_min: int,
+    consistency_delta_max: int,
+    diffusion_steps: Optional[int] = None,
+) -> ObjectiveConfig:
+    """The keyword arguments of DIMBALightningModule / SimpleTrainer, validated once."""
+    objective = ObjectiveConfig(use_consistency_training, consistency_loss_weight,
+                                consistency_delta_min, consistency_delta_max)
+    if diffusion_steps is not None:
+        objective.check_diffusion_steps(diffusion_steps)
+    return objective
