@@ -36,8 +36,18 @@ def describe_write_failure(exc: BaseException, directory: Path) -> str:
 
 
 def save_atomically(checkpoint: Dict[str, Any], path: Path) -> None:
+    """Write `path` atomically; a path that is itself a temporary (the milestone callback
+    publishes its own) is only written and fsynced: no second rename is needed."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if atomic_io.is_temporary(path):
+            try:
+                torch.save(checkpoint, path)
+                atomic_io.fsync_path(path)
+            except BaseException:
+                atomic_io.discard(path)
+                raise
+            return
         atomic_io.write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
     except Exception as exc:
         raise CheckpointWriteError(f"Cannot write checkpoint {path}: {describe_write_failure(exc, path.parent)}") from exc
