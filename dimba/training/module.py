@@ -163,6 +163,18 @@ class DIMBALightningModule(L.LightningModule):
         self.log_dict({"val/loss": out["loss"], "val/mse": out["mse"], "val/ce": out["ce"]}, prog_bar=False, sync_dist=True)
 
     # ----------------------------------------------------------------- optimizer
+    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: Optional[Union[int, float]] = None,
+                                    gradient_clip_algorithm: Optional[str] = None) -> None:
+        """Under FSDP each rank holds shards of the gradients: the norm must be the global one,
+        which only the FSDP module can compute (Lightning's default refuses FSDP)."""
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        wrapped = self._trainer.strategy.model if self._trainer is not None else None
+        if gradient_clip_val and isinstance(wrapped, FullyShardedDataParallel) and gradient_clip_algorithm in (None, "norm"):
+            wrapped.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self) -> Dict[str, Any]:
         optimizer = build_optimizer(self.model, self.hparams.lr, self.hparams.betas, self.hparams.weight_decay)
         total = self.hparams.total_steps or self._trainer_total_steps()
