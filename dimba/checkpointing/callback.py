@@ -161,7 +161,7 @@ class ProgressiveCheckpointCallback(Callback):
         error = trainer.strategy.broadcast(error, src=0)
         if error is not None:
             raise CheckpointWriteError(error)
-        if self.async_save and not sharded:
+        if background:
             self._in_flight.update(milestones)  # every rank: not due again while it is written
         elif not trainer.is_global_zero:
             self.manager.tracker.mark_reached(milestones)
