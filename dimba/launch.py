@@ -80,7 +80,7 @@ def multirun_job() -> Iterator[None]:
     finally:
         sys.modules["__main__"] = saved_main
         sys.argv = saved_argv
-        _end_process_group()
+        end_process_group()
         for name, value in saved_env.items():  # else the next job takes itself for a DDP child
             if value is None:
                 os.environ.pop(name, None)
@@ -88,7 +88,9 @@ def multirun_job() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _end_process_group() -> None:
+def end_process_group() -> None:
+    """Shut the process group down before the interpreter does: a gloo group still alive at
+    exit can abort a finished run ("terminate called without an active exception")."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

@@ -20,7 +20,7 @@ from dimba.resume import checkpoint_step, newest_valid_checkpoint
 from dimba.checkpointing.milestones import format_param_count, milestone_label
 from dimba.config import Config
 from dimba.growth.plan import GrowthPlan, build_plan
-from dimba.launch import multirun_job
+from dimba.launch import end_process_group, in_multirun, multirun_job
 from dimba.training import DIMBALightningModule
 from dimba.training.metrics_log import ContinuingCSVLogger
 from dimba.training.progress import DIMBAProgressBar
@@ -120,6 +120,8 @@ def train(cfg: DictConfig, config: Config, output_dir: Path) -> L.Trainer:
             log.info("Training plot: %s", plot_run(output_dir))
         except Exception as exc:  # a plot must never fail a finished run
             log.warning("No training plot: %s", exc)
+    if not in_multirun():  # a sweep job ends its group in multirun_job
+        end_process_group()
     return trainer
 
 

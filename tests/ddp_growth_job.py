@@ -45,6 +45,7 @@ def main(out: Path, save_dir: Path | None = None) -> None:
         digest.update(tensor.detach().double().numpy().tobytes())
     shapes = f"{module.model.config.d_model} {module.model.config.n_layers}"
     (out / f"rank{trainer.global_rank}.txt").write_text(f"{digest.hexdigest()} {shapes} {trainer.global_step}\n")
+    torch.distributed.destroy_process_group()  # a gloo group alive at exit can abort the process
 
 
 if __name__ == "__main__":
