@@ -49,6 +49,7 @@ def test_the_loss_matches_a_hand_computation(model, batch):
     with torch.no_grad():
         student = model.denoise(noised(t), t)
         teacher = model.denoise(noised(t - delta), t - delta)
+        teacher[2] = model.embedding(tokens[2])  # t - δ = 0: the clean embedding is the target
         by_hand = ((student - teacher) ** 2).mean()
         plain = model.loss(tokens, t=t, noise=noise, mse_weight=1.0, ce_weight=1.0)["loss"]
         out = objective_loss(model, tokens, t, noise, delta=delta, consistency_weight=0.5)
@@ -72,6 +73,7 @@ def test_the_target_is_a_stop_gradient(model, batch):
     model.zero_grad()
     with torch.no_grad():
         constant = model.denoise(model.schedule.add_noise(model.embedding(tokens), t - delta, noise), t - delta)
+        constant[2] = model.embedding(tokens[2])  # t - δ = 0
     x0_hat = model.loss(tokens, t=t, noise=noise, return_prediction=True)["x0_hat"]
     torch.nn.functional.mse_loss(x0_hat, constant).backward()
     reference = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}

@@ -72,7 +72,9 @@ def denoise(
     """DDIM from a batch x_t (B, L, d_embed) at timestep `t_start` down to 0 in `steps` steps.
 
     Where `known_mask` (B, L) is true, the prediction is replaced by `known` (B, L, d_embed)
-    at every step (inpainting, as `sample` does for a prompt). Returns the last step's token
+    at every step (inpainting, as `sample` does for a prompt). The caller puts those
+    positions of `x_t` on their forward-noised trajectory (`schedule.add_noise(known, t_start,
+    z)`); DDIM then keeps them there. Returns the last step's token
     ids (B, L) and logits (B, L, vocab), so a caller can score the model's final belief.
     Runs in eval mode without gradients; the model's mode is restored.
     """

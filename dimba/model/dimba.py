@@ -49,8 +49,13 @@ class DIMBA(nn.Module):
         """Run the denoiser through `torch.compile` from now on (`compile=true`).
 
         Growth changes the module's structure; Dynamo's guards notice and compile the grown
-        model on its first call, so each growth event costs one compilation.
+        model on its first call. Every stage needs a graph with and one without gradients
+        (validation, CDLM's no-grad target), so the recompile limit is raised: at Dynamo's
+        default of 8 a run with a few growth events would quietly fall back to eager.
         """
+        import torch._dynamo
+
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         self._compiled_denoise = torch.compile(self._denoise, **options)
 
     def _denoise(self, x_t: Tensor, t: Tensor) -> Tensor:
