@@ -55,7 +55,9 @@ class DIMBA(nn.Module):
         """
         import torch._dynamo
 
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        config = torch._dynamo.config
+        name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.6
+        setattr(config, name, max(getattr(config, name), 64))
         self._compiled_denoise = torch.compile(self._denoise, **options)
 
     def _denoise(self, x_t: Tensor, t: Tensor) -> Tensor:
