@@ -17,6 +17,7 @@ from typing import Any, List, Mapping, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dimba.checkpointing.atomic_io import is_sharded_checkpoint
 from dimba.checkpointing.milestones import ACCEPTED_FORMS, MilestoneError, parse_milestones
 from dimba.checkpointing.strategies import strategy_name
 from dimba.errors import ConfigError
@@ -235,7 +236,7 @@ class Config:
                                                "pickled to the spawned processes; use trainer.strategy=ddp)")
         if self.model.vocab_size < BYTE_VOCAB:
             raise ConfigError("model.vocab_size", self.model.vocab_size, f"at least {BYTE_VOCAB} for the byte-level tokenizer")
-        if self.ckpt_path is not None and not (Path(self.ckpt_path).is_file() or (Path(self.ckpt_path) / ".metadata").is_file()):
+        if self.ckpt_path is not None and not (Path(self.ckpt_path).is_file() or is_sharded_checkpoint(self.ckpt_path)):
             raise ConfigError("ckpt_path", self.ckpt_path,
                               "an existing checkpoint file (or a sharded checkpoint directory written under FSDP), or null")
 

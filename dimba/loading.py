@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional, Union
 
 import torch
 
+from dimba.checkpointing.atomic_io import is_sharded_checkpoint
 from dimba.checkpointing.manager import CheckpointLoadError, read_checkpoint
 from dimba.model import DIMBA, DIMBAConfig
 
@@ -34,7 +35,7 @@ def load_model(path: Union[str, os.PathLike], map_location: Any = "cpu") -> DIMB
     here in one process), Lightning checkpoints (`last.ckpt`) and the directories
     `dimba checkpoints export` writes.
     """
-    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, ".metadata")):  # an export (not DCP shards)
+    if os.path.isdir(path) and not is_sharded_checkpoint(path):  # an export (not DCP shards)
         from dimba.cli.export import load_exported
 
         return load_exported(path, map_location=map_location)

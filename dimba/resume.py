@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 from typing import Iterable, List, Optional, Tuple
 
+from dimba.checkpointing.atomic_io import is_sharded_checkpoint
 from dimba.checkpointing.sidecars import inspect_sidecar
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def checkpoint_step(path: Path) -> Optional[int]:
     """The global step a checkpoint holds, read without loading its tensors; None if unreadable.
     A sharded (FSDP) checkpoint is a directory whose `meta.pt` holds the step."""
     if path.is_dir():
-        if not (path / ".metadata").is_file():
+        if not is_sharded_checkpoint(path):
             log.warning("Skipping incomplete sharded checkpoint %s (no .metadata)", path)
             return None
         path = path / "meta.pt"

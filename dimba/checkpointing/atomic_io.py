@@ -82,6 +82,12 @@ def write_json_atomic(final: Path, payload: Any) -> None:
     write_atomic(final, write)
 
 
+def is_sharded_checkpoint(path: Any) -> bool:
+    """A Distributed Checkpoint directory (FSDP's sharded format): DCP writes `.metadata` last."""
+    path = Path(path)
+    return path.is_dir() and (path / ".metadata").is_file()
+
+
 def size_on_disk(path: Path) -> int:
     """Bytes of a file, or of every file in a directory checkpoint (sharded formats)."""
     path = Path(path)

@@ -417,7 +417,7 @@ def read_checkpoint(filepath: PathLike, map_location: Any = "cpu") -> Dict[str, 
     """`torch.load(weights_only=True)` with an error that names the file; a sharded
     (Distributed Checkpoint) directory is gathered into the same dictionary."""
     path = Path(filepath)
-    if path.is_dir() and (path / ".metadata").is_file():
+    if atomic_io.is_sharded_checkpoint(path):
         return read_distributed_checkpoint(path)
     if not path.is_file():
         raise CheckpointLoadError(f"Checkpoint not found: {path}")

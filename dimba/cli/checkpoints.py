@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
-from dimba.checkpointing.atomic_io import size_on_disk
+from dimba.checkpointing.atomic_io import is_sharded_checkpoint, size_on_disk
 from dimba.checkpointing.milestones import MilestoneError, format_param_count, parse_milestone
 from dimba.checkpointing.sidecars import SIDECAR_NAME, inspect_sidecar
 
@@ -215,10 +215,6 @@ def _with_file_status(info: Dict[str, Any], checkpoint: Path) -> Dict[str, Any]:
         info["status"] = "ok"
     return info
 
-
-def is_sharded_checkpoint(path: Path) -> bool:
-    """A Distributed Checkpoint directory (FSDP's sharded milestone)."""
-    return path.is_dir() and (path / ".metadata").is_file()
 
 
 def _export_record(path: Path, config: Path) -> Dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any, Dict, Union
 import torch
 
 from dimba.checkpointing.manager import CheckpointLoadError
+from dimba.checkpointing.atomic_io import is_sharded_checkpoint
 from dimba.cli.checkpoints import check_checkpoint_file, one_line as _one_line
 from dimba.model import DIMBA, DIMBAConfig
 
@@ -41,7 +42,7 @@ def load_any(path: PathLike, map_location: Any = "cpu") -> DIMBA:
     """A DIMBA from a checkpoint file or an export directory, in eval mode. Every failure
     (missing, corrupt, weights that do not fit the recorded shape) is a CheckpointLoadError."""
     path = Path(path)
-    if path.is_dir() and not (path / ".metadata").is_file():  # an export, not FSDP's shards
+    if path.is_dir() and not is_sharded_checkpoint(path):  # an export, not FSDP's shards
         return load_exported(path, map_location=map_location)
     from dimba.loading import load_model
 
