@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from dimba.config import register_configs, validate
-from dimba.errors import ConfigError
+from dimba.errors import CheckpointWriteError, ConfigError
 from dimba.preflight import check_accelerator, check_writable_dir, resolve_save_dir
 
 log = logging.getLogger("dimba.train")
@@ -19,7 +20,8 @@ register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> Optional[float]:
+    """Returns the final validation loss, the value Hydra's optimizing sweepers minimize."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         config = validate(cfg)
@@ -33,13 +35,11 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     from dimba.run import plan, train  # torch and Lightning load only for a valid config
 
-    from dimba.checkpointing.checkpoint_io import CheckpointWriteError
-
     plan(config)
     if config.dry_run:
-        return
+        return None
     try:
-        train(cfg, config, output_dir)
+        return train(config, output_dir).val_loss
     except CheckpointWriteError as exc:  # a full disk, say: every earlier checkpoint is intact
         log.error("%s", exc)
         sys.exit(1)

@@ -81,7 +81,7 @@ from dimba.diffusion.sampling import denoise  # noqa: E402
 from dimba.model import DIMBA, DIMBAConfig  # noqa: E402
 from dimba.objective import ObjectiveConfig  # noqa: E402
 from dimba.training import SimpleTrainer  # noqa: E402
-from dimba.training.module import training_loss  # noqa: E402
+from dimba.training.steps import training_loss  # noqa: E402
 
 log = logging.getLogger("bench.cdlm_eval")
 

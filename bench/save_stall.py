@@ -33,10 +33,10 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-import dimba.checkpointing.callback as callback_module  # noqa: E402
-from dimba.checkpointing.async_writer import snapshot  # noqa: E402
-from dimba.checkpointing.callback import ProgressiveCheckpointCallback  # noqa: E402
-from dimba.checkpointing.checkpoint_io import AtomicCheckpointIO  # noqa: E402
+import dimba.training.async_writer as async_module  # noqa: E402
+from dimba.training.async_writer import snapshot  # noqa: E402
+from dimba.training.milestone_callback import ProgressiveCheckpointCallback  # noqa: E402
+from dimba.training.checkpoint_io import AtomicCheckpointIO  # noqa: E402
 from dimba.model import DIMBAConfig  # noqa: E402
 from dimba.training import DIMBALightningModule  # noqa: E402
 
@@ -55,9 +55,9 @@ class TimedSaves(ProgressiveCheckpointCallback):
 
     stalls: List[float] = []
 
-    def save_milestones(self, *args: Any, **kwargs: Any) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         start = time.perf_counter()
-        super().save_milestones(*args, **kwargs)
+        super().save(*args, **kwargs)
         self.stalls.append(time.perf_counter() - start)
 
     def on_before_optimizer_step(self, *args: Any, **kwargs: Any) -> None:
@@ -96,7 +96,7 @@ def timed_snapshot(checkpoint: Any) -> Any:
     return copy
 
 
-callback_module.snapshot = timed_snapshot
+async_module.snapshot = timed_snapshot
 
 
 def dd_bandwidth(directory: Path, size_bytes: int) -> float:

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from dimba.checkpointing.manager import count_trainable_parameters  # noqa: E402
+from dimba.model.params import count_parameters  # noqa: E402
 from dimba.model import DIMBA, DIMBAConfig  # noqa: E402
 from dimba.training import DIMBALightningModule  # noqa: E402
 
@@ -108,7 +108,7 @@ def time_training_steps(args: argparse.Namespace) -> Dict[str, Any]:
         DIMBA(config).to(args.device).loss(tokens)["loss"].backward()
     median = statistics.median(times)
     return {
-        "params": count_trainable_parameters(model), "seq_len": seq_len, "batch": batch,
+        "params": count_parameters(model), "seq_len": seq_len, "batch": batch,
         "steps": args.steps, "warmup": args.warmup, "first_step_s": first_call_s,
         "median_step_s": median, "mean_step_s": statistics.mean(times),
         "tokens_per_s": batch * seq_len / median, "flops_per_step": counter.get_total_flops(),
@@ -137,7 +137,7 @@ def time_milestone_hook(calls: int) -> Dict[str, float]:
 
         hook_s = per_call_seconds(hook, calls)
         assert not callback.manager.tracker.reached and not any(Path(save_dir).iterdir())
-        uncached_s = per_call_seconds(lambda: count_trainable_parameters(module), max(calls // 100, 100))
+        uncached_s = per_call_seconds(lambda: count_parameters(module), max(calls // 100, 100))
     return {"per_call_s": hook_s, "uncached_count_per_call_s": uncached_s}
 
 

@@ -29,6 +29,8 @@ from hydra.types import RunMode
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from omegaconf import DictConfig, OmegaConf, read_write
 
+from dimba import internals
+
 log = logging.getLogger(__name__)
 
 # What Lightning's subprocess launcher writes into os.environ when it starts DDP children.
@@ -101,12 +103,6 @@ def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def _quote(value: str) -> str:
-    from hydra._internal.grammar.utils import escape_special_characters
-
-    return escape_special_characters(value)
-
-
 def pin_sweep_dir(config: DictConfig) -> Path:
     """Resolve `hydra.sweep.dir` once, here, to an absolute path, and make every job (also a
     requeued one, which composes its config again on the compute node) use exactly it."""
@@ -114,7 +110,7 @@ def pin_sweep_dir(config: DictConfig) -> Path:
     with read_write(config.hydra):
         config.hydra.sweep.dir = str(sweep_dir)
         hydra_overrides = [o for o in config.hydra.overrides.hydra if _override_key(o) != "hydra.sweep.dir"]
-        config.hydra.overrides.hydra = [*hydra_overrides, f"hydra.sweep.dir={_quote(str(sweep_dir))}"]
+        config.hydra.overrides.hydra = [*hydra_overrides, f"hydra.sweep.dir={internals.quote_override_value(str(sweep_dir))}"]
     return sweep_dir
 
 

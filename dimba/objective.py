@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 from dimba.errors import ConfigError
 
@@ -23,6 +23,10 @@ class ObjectiveConfig:
     [consistency_delta_min, consistency_delta_max] (see `dimba.diffusion.consistency`).
     """
 
+    mse_weight: float = 1.0
+    """Weight of the x0 mean-squared error in the diffusion loss."""
+    ce_weight: float = 1.0
+    """Weight of the token cross-entropy of the rounding logits in the diffusion loss."""
     use_consistency_training: bool = False
     """Add the consistency term to the diffusion loss (one extra no-grad forward per step)."""
     consistency_loss_weight: float = 1.0
@@ -35,6 +39,10 @@ class ObjectiveConfig:
     """Largest timestep gap δ: an integer in [consistency_delta_min, model.diffusion_steps)."""
 
     def __post_init__(self) -> None:
+        for name in ("mse_weight", "ce_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"objective.{name}", value, "a finite number >= 0")
         if not isinstance(self.use_consistency_training, bool):
             raise ConfigError("objective.use_consistency_training", self.use_consistency_training, "true or false")
         weight = self.consistency_loss_weight
@@ -61,23 +69,10 @@ class ObjectiveConfig:
     def to_dict(self) -> Dict[str, Any]:
         """Plain data for hyperparameters (checkpoints load with weights_only=True)."""
         return {
+            "mse_weight": float(self.mse_weight),
+            "ce_weight": float(self.ce_weight),
             "use_consistency_training": bool(self.use_consistency_training),
             "consistency_loss_weight": float(self.consistency_loss_weight),
             "consistency_delta_min": int(self.consistency_delta_min),
             "consistency_delta_max": int(self.consistency_delta_max),
         }
-
-
-def objective_from_options(
-    use_consistency_training: bool,
-    consistency_loss_weight: float,
-    consistency_delta_min: int,
-    consistency_delta_max: int,
-    diffusion_steps: Optional[int] = None,
-) -> ObjectiveConfig:
-    """The keyword arguments of DIMBALightningModule / SimpleTrainer, validated once."""
-    objective = ObjectiveConfig(use_consistency_training, consistency_loss_weight,
-                                consistency_delta_min, consistency_delta_max)
-    if diffusion_steps is not None:
-        objective.check_diffusion_steps(diffusion_steps)
-    return objective

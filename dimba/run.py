@@ -1,31 +1,44 @@
-"""Build the run's objects from a validated config, train, and report the milestones."""
+"""Build the run's objects from the validated config, train, and report.
+
+Everything comes from the typed `Config` (one source of truth): the recipe and module, the
+data module and the Trainer (both through Hydra's `instantiate`), and every callback.
+"""
 
 from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, List, Optional
 
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig
 
 from dimba.checkpointing.atomic_io import remove_stale_temporaries
-from dimba.checkpointing.checkpoint_io import AtomicCheckpointIO
-from dimba.checkpointing.manager import ProgressiveCheckpointManager
-from dimba.checkpointing.last_checkpoint import LastCheckpoint
-from dimba.preflight import resolve_save_dir
-from dimba.resume import checkpoint_step, newest_valid_checkpoint
 from dimba.checkpointing.milestones import format_param_count, milestone_label
-from dimba.config import Config
+from dimba.config import Config, Recipe
 from dimba.growth.plan import GrowthPlan, build_plan
 from dimba.launch import end_process_group, in_multirun, multirun_job
-from dimba.training import DIMBALightningModule
+from dimba.preflight import resolve_save_dir
+from dimba.resume import checkpoint_step, newest_valid_checkpoint
+from dimba.summary import log_summary
+from dimba.training.callbacks import training_callbacks
+from dimba.training.checkpoint_io import AtomicCheckpointIO
+from dimba.training.last_checkpoint import LastCheckpoint
 from dimba.training.metrics_log import ContinuingCSVLogger
+from dimba.training.module import DIMBALightningModule
 from dimba.training.progress import DIMBAProgressBar
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    trainer: L.Trainer
+    val_loss: Optional[float]
+    """The validation loss after the last step (what `train.py` returns to a Hydra sweeper)."""
 
 
 def route_lightning_logs_to_root() -> None:
@@ -39,24 +52,7 @@ def route_lightning_logs_to_root() -> None:
 
 
 def build_module(config: Config, save_dir: Path) -> DIMBALightningModule:
-    optim, progressive = config.optim, config.progressive_checkpoints
-    return DIMBALightningModule(
-        model_config=config.model,
-        lr=optim.lr,
-        weight_decay=optim.weight_decay,
-        betas=optim.betas,
-        warmup_steps=optim.warmup_steps,
-        min_lr_ratio=optim.min_lr_ratio,
-        total_steps=config.trainer.max_steps,
-        growth_schedule=config.growth.schedule,
-        seed=config.seed,
-        compile=config.compile,
-        enable_progressive_checkpoints=progressive.enabled,
-        progressive_milestones=progressive.milestones,
-        progressive_save_dir=str(save_dir),
-        progressive_async_save=progressive.async_save,
-        **config.objective.to_dict(),
-    )
+    return DIMBALightningModule.from_recipe(Recipe.from_config(config, save_dir=str(save_dir)))
 
 
 def plan(config: Config) -> GrowthPlan:
@@ -76,61 +72,68 @@ def plan(config: Config) -> GrowthPlan:
     return growth_plan
 
 
+def build_trainer(config: Config, recipe: Recipe, output_dir: Path, resume_step: Optional[int]) -> L.Trainer:
+    checkpoints = output_dir / "checkpoints"
+    callbacks: List[L.Callback] = [
+        *training_callbacks(recipe),  # grow, then check milestones
+        ModelCheckpoint(dirpath=str(checkpoints), save_top_k=0, save_last=True, enable_version_counter=False,
+                        every_n_train_steps=config.last_checkpoint_every_n_steps),
+        LastCheckpoint(checkpoints / "last.ckpt"),
+        *([DIMBAProgressBar()] if config.trainer.enable_progress_bar else []),
+    ]
+    logger = ContinuingCSVLogger(save_dir=str(output_dir), name="logs", version="", resume_step=resume_step)
+    trainer: L.Trainer = instantiate(config.trainer.arguments(), default_root_dir=str(output_dir), logger=logger,
+                                     plugins=[AtomicCheckpointIO()], callbacks=callbacks, _convert_="all")
+    if trainer.is_global_zero and checkpoints.is_dir():
+        remove_stale_temporaries(checkpoints)  # a last.ckpt write cut short by a crash
+    return trainer
+
+
 @multirun_job()  # in a sweep: DDP children run this job only, in its directory
-def train(cfg: DictConfig, config: Config, output_dir: Path) -> L.Trainer:
+def train(config: Config, output_dir: Path) -> RunResult:
     """Fit a DIMBA model as configured; everything the run writes goes under `output_dir`."""
     route_lightning_logs_to_root()
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
     save_dir = resolve_save_dir(config.progressive_checkpoints.save_dir, output_dir)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data, seed=config.seed)
-    module = build_module(config, save_dir)
-    checkpoints = output_dir / "checkpoints"
-    ckpt_path = config.ckpt_path
-    if config.resume == "auto":
-        ckpt_path = newest_valid_checkpoint(output_dir, save_dir)
-    resume_step = checkpoint_step(Path(ckpt_path)) if ckpt_path else None
-    trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        default_root_dir=str(output_dir),
-        logger=ContinuingCSVLogger(save_dir=str(output_dir), name="logs", version="", resume_step=resume_step),
-        plugins=[AtomicCheckpointIO()],
-        callbacks=[
-            ModelCheckpoint(dirpath=str(checkpoints), save_top_k=0, save_last=True, enable_version_counter=False,
-                            every_n_train_steps=config.last_checkpoint_every_n_steps),
-            LastCheckpoint(checkpoints / "last.ckpt"),
-            *([DIMBAProgressBar()] if config.trainer.enable_progress_bar else []),
-        ],
-    )
-    if trainer.is_global_zero and checkpoints.is_dir():
-        remove_stale_temporaries(checkpoints)  # a last.ckpt write cut short by a crash
+    recipe = Recipe.from_config(config, save_dir=str(save_dir))
+    datamodule = instantiate(dict(vars(config.data)), seed=config.seed, _convert_="all")
+    module = DIMBALightningModule.from_recipe(recipe)
+    ckpt_path = newest_valid_checkpoint(output_dir, save_dir) if config.resume == "auto" else config.ckpt_path
+    trainer = build_trainer(config, recipe, output_dir, checkpoint_step(Path(ckpt_path)) if ckpt_path else None)
     if config.resume == "auto":
         log.info("resume=auto: %s", f"continuing from {ckpt_path}" if ckpt_path else "no checkpoint yet, starting fresh")
-    progressive = config.progressive_checkpoints
     log.info("Output directory: %s", output_dir)
-    if progressive.enabled:
-        log.info("Milestones: %s -> %s", ", ".join(milestone_label(m) for m in progressive.milestones), save_dir)
+    if config.progressive_checkpoints.enabled:
+        log.info("Milestones: %s -> %s", ", ".join(milestone_label(m) for m in config.progressive_checkpoints.milestones),
+                 save_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    val_loss = final_validation_loss(trainer, module, datamodule)
     if trainer.is_global_zero:
-        if config.progressive_checkpoints.enabled:
-            log_summary(save_dir)
-        try:
-            from dimba.plotting import plot_run
-
-            log.info("Training plot: %s", plot_run(output_dir))
-        except Exception as exc:  # a plot must never fail a finished run
-            log.warning("No training plot: %s", exc)
+        finish(config, output_dir, save_dir)
     if not in_multirun():  # a sweep job ends its group in multirun_job
         end_process_group()
-    return trainer
+    return RunResult(trainer, val_loss)
 
 
-def log_summary(save_dir: Path) -> None:
-    manager = ProgressiveCheckpointManager([], save_dir, enabled=False)
-    entries = manager.valid_checkpoints()
-    if not entries:
-        log.info("No milestone was reached in this run.")
-        return
-    rows = [f"  {'milestone':<10} {'step':>7} {'params':>12}  path"]
-    rows += [f"  {e['milestone_str']:<10} {e['global_step']:>7} {e['current_params']:>12,}  {e['path']}" for e in entries]
-    log.info("Milestones reached:\n%s", "\n".join(rows))
+def final_validation_loss(trainer: L.Trainer, module: DIMBALightningModule, datamodule: Any) -> Optional[float]:
+    """The validation loss at the last step: the last validation's, or a validation now if the
+    last one came before the final step (a sweeper must compare runs at their end)."""
+    if not trainer.limit_val_batches:
+        return None
+    if module.last_validation_step != trainer.global_step:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    value = trainer.callback_metrics.get("val/loss")
+    return None if value is None else float(value)
+
+
+def finish(config: Config, output_dir: Path, save_dir: Path) -> None:
+    """Rank zero, after training: the milestone table and the plot (which must never fail a run)."""
+    if config.progressive_checkpoints.enabled:
+        log_summary(save_dir)
+    try:
+        from dimba.plotting import plot_run
+
+        log.info("Training plot: %s", plot_run(output_dir))
+    except Exception as exc:
+        log.warning("No training plot: %s", exc)

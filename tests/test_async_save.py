@@ -10,13 +10,12 @@ import time
 import lightning as L
 import pytest
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-
-import dimba.checkpointing.callback as callback_module
-from dimba.checkpointing.async_writer import BackgroundWriter, snapshot
-from dimba.checkpointing.checkpoint_io import CheckpointWriteError
-from dimba.checkpointing.manager import ProgressiveCheckpointManager
+import dimba.io.writer as writer_module
+import dimba.training.async_writer as async_module
+from dimba.checkpointing.policy import PendingSave
+from dimba.errors import CheckpointWriteError
 from dimba.training import DIMBALightningModule
+from dimba.training.async_writer import snapshot
 
 MILESTONES = [1000, 2000, 10**12]
 
@@ -40,23 +39,22 @@ def block_commits(monkeypatch, release: threading.Event, fail: bool = False) -> 
     """Hold every background milestone write, before its first byte, until `release` is
     set (a slow disk); with `fail`, the held write then dies before it is published (the
     process was killed before the write was durable)."""
-    original_save = TorchCheckpointIO.save_checkpoint
-    original_commit = ProgressiveCheckpointManager.commit_milestones
+    original_save, original_publish = writer_module.save_file, writer_module.publish
     seen_steps: list[int] = []
 
-    def held_save(self, checkpoint, path, *args, **kwargs):
+    def held_save(checkpoint, tmp, final):
         if threading.current_thread().name.startswith("dimba-milestone-writer"):
             seen_steps.append(checkpoint["global_step"])
             assert release.wait(timeout=60), "the test never released the write"
-        return original_save(self, checkpoint, path, *args, **kwargs)
+        return original_save(checkpoint, tmp, final)
 
-    def commit(self, written, *args, **kwargs):
+    def publish(written, *args, **kwargs):
         if fail:
             raise OSError(errno.EIO, "simulated: the process died before this write was durable")
-        return original_commit(self, written, *args, **kwargs)
+        return original_publish(written, *args, **kwargs)
 
-    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", held_save)
-    monkeypatch.setattr(ProgressiveCheckpointManager, "commit_milestones", commit)
+    monkeypatch.setattr(writer_module, "save_file", held_save)
+    monkeypatch.setattr(writer_module, "publish", publish)
     return seen_steps
 
 
@@ -72,13 +70,13 @@ def test_background_saves_equal_synchronous_ones_even_when_copy_and_disk_are_slo
     release = threading.Event()
     held_steps = block_commits(monkeypatch, release)
     steps = StepLog()
-    slow_copy = callback_module.snapshot
+    slow_copy = async_module.snapshot
 
     def slow_snapshot(checkpoint):  # the copy is still running when step 2's optimizer step is due
         time.sleep(0.5)
         return slow_copy(checkpoint)
 
-    monkeypatch.setattr(callback_module, "snapshot", slow_snapshot)
+    monkeypatch.setattr(async_module, "snapshot", slow_snapshot)
 
     class Release(L.Callback):  # let the write finish only after training went on
         def on_train_batch_end(self, trainer, *args) -> None:
@@ -149,10 +147,10 @@ def test_a_write_that_finished_after_the_resume_point_is_not_repeated(
 
 def test_a_failed_background_write_stops_the_run_with_the_file_named(
         tmp_path, tiny_model_config, token_loader, quiet_trainer_kwargs, monkeypatch):
-    def full_disk(self, written, *args, **kwargs):
+    def full_disk(written, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ProgressiveCheckpointManager, "commit_milestones", full_disk)
+    monkeypatch.setattr(writer_module, "publish", full_disk)
     save_dir = tmp_path / "milestones"
     with pytest.raises(CheckpointWriteError, match=r"Cannot write milestone checkpoint .*checkpoint_2\.0K_step_1\.pt: "
                                                    r"No space left on device"):
@@ -160,22 +158,26 @@ def test_a_failed_background_write_stops_the_run_with_the_file_named(
     assert milestone_files(save_dir) == [] and not list(save_dir.glob(".*"))
 
 
-def test_a_second_write_waits_for_the_first():
-    writer, order, gate = BackgroundWriter(), [], threading.Event()
+def test_a_second_write_waits_for_the_first(tmp_path):
+    """One write in flight at a time: the callback settles the first before queueing the next."""
+    from dimba.training.milestone_callback import ProgressiveCheckpointCallback
 
-    def first() -> None:
+    callback = ProgressiveCheckpointCallback([1000, 2000], tmp_path, async_save=True)
+    order, gate = [], threading.Event()
+
+    def first(copy) -> None:
         gate.wait(timeout=10)
         order.append("first")
 
-    writer.submit(first)
-    assert writer.busy
-    submitted = threading.Thread(target=lambda: writer.submit(lambda: order.append("second")))
-    submitted.start()
+    callback._background = callback.writer.submit(PendingSave((1000,), 1, 1500), {}, first)
+    second = threading.Thread(target=lambda: callback._start_background({}, PendingSave((2000,), 2, 2500)))
+    second.start()
     time.sleep(0.2)
-    assert order == [] and submitted.is_alive()  # the second submit is waiting for the first write
+    assert order == [] and second.is_alive()  # the second save is waiting for the first write
     gate.set()
-    submitted.join(timeout=10)
-    assert writer.close() is None and order == ["first", "second"]
+    second.join(timeout=10)
+    assert order == ["first"] and callback.manager.reached_milestones == [1000]  # applied on this thread
+    callback.writer.close()
 
 
 def test_the_snapshot_is_a_copy_and_keeps_aliases_shared():
@@ -191,14 +193,20 @@ def test_under_ddp_a_failed_background_write_stops_the_next_save_on_every_rank(t
     """Rank zero finds the failure between saves; it is raised (broadcast) at the next save."""
     from types import SimpleNamespace
 
-    from dimba.checkpointing.callback import ProgressiveCheckpointCallback
+    from dimba.training.milestone_callback import ProgressiveCheckpointCallback
 
-    callback = ProgressiveCheckpointCallback([1000], tmp_path, async_save=True)
-    callback._writer.submit(lambda: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
-    callback._writer._pending.exception(timeout=10)  # the write has failed
+    callback = ProgressiveCheckpointCallback([1000, 2000], tmp_path, async_save=True)
+    pending = PendingSave((1000,), 1, 1500)
+
+    def fails(copy) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    callback._background = callback.writer.submit(pending, {}, fails)
+    callback.policy.started(pending, background=True)
+    callback._background.future.exception(timeout=10)  # the write has failed
     trainer = SimpleNamespace(is_global_zero=True, world_size=2)
-    callback._in_flight = {1000}
-    callback._collect_finished_write(trainer)  # every step: parked, not raised (other ranks would hang)
-    assert callback._deferred_error is not None and callback._in_flight == {1000}
-    error = callback._start_background_write(trainer, {}, tmp_path / ".x.tmp", [2000], 5, 3000, {})
+    callback._collect(trainer)  # every step: parked, not raised (other ranks would hang)
+    assert callback._failed is not None and callback.manager.reached_milestones == []
+    error = callback._start_background({}, PendingSave((2000,), 5, 3000))
     assert error is not None and "No space left on device" in error  # the caller broadcasts it and raises
+    callback.writer.close()

@@ -95,8 +95,8 @@ def test_a_milestone_crossed_later_is_saved_at_that_step(tmp_path, tiny_model_co
 
 def test_parameter_count_is_cached_until_the_structure_changes(tmp_path, tiny_model_config, token_loader, quiet_trainer_kwargs, monkeypatch):
     calls = []
-    real = module_module.count_trainable_parameters
-    monkeypatch.setattr(module_module, "count_trainable_parameters", lambda m: (calls.append(1), real(m))[1])
+    real = module_module.count_parameters
+    monkeypatch.setattr(module_module, "count_parameters", lambda m: (calls.append(1), real(m))[1])
     module = make_module(tiny_model_config, tmp_path, [10**12])
     L.Trainer(max_steps=6, **quiet_trainer_kwargs).fit(module, token_loader())
     assert len(calls) == 1

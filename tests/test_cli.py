@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from conftest import ROOT, TINY_MODEL
-from dimba.cli.export import load_exported
+from dimba.io.load import load_exported
 from dimba.cli.main import main
 from dimba.training import DIMBALightningModule
 

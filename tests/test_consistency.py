@@ -15,7 +15,7 @@ from dimba.errors import ConfigError
 from dimba.model import DIMBA
 from dimba.objective import ObjectiveConfig
 from dimba.training import DIMBALightningModule, SimpleTrainer
-from dimba.training.module import step_deltas, step_noise
+from dimba.training.steps import step_deltas, step_noise
 from dimba.utils.checkpointing import ProgressiveCheckpointManager
 
 # The tiny model has 100 diffusion steps: δ must stay below that.

@@ -12,7 +12,8 @@ import lightning as L
 import pytest
 import torch
 
-from dimba.checkpointing.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
+from dimba.errors import CheckpointWriteError
+from dimba.training.checkpoint_io import AtomicCheckpointIO
 from dimba.training import DIMBALightningModule
 from dimba.utils.checkpointing import ProgressiveCheckpointManager
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import dimba
-from dimba.growth.plan import count_parameters
+from dimba.model.params import architecture_parameters as count_parameters
 from dimba.model import DIMBAConfig
 
 ROOT = Path(__file__).resolve().parents[1]

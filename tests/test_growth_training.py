@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import dimba
-from dimba.checkpointing.manager import CheckpointLoadError
+from dimba.errors import CheckpointLoadError
 from dimba.growth.plan import build_plan
 from dimba.growth.schedule import as_events
 from dimba.model import DIMBA, DIMBAConfig
@@ -79,7 +79,9 @@ def test_growth_does_not_change_what_the_model_computes_at_the_step_it_happens(t
 
     module = growing_module(tiny_model_config, tmp_path, ["1T"])
     # The probe runs before the module's own callbacks (growth) and again after, via a second probe.
-    module.configure_callbacks = lambda: [Probe(), module._growth, Probe()]
+    from dimba.training.growth_callback import GrowthCallback
+
+    module.configure_callbacks = lambda: [Probe(), GrowthCallback(module.recipe.schedule), Probe()]
     L.Trainer(max_steps=4, **quiet_trainer_kwargs).fit(module, token_loader())
     before = seen[(4, 32, 2)]
     after = seen[(4, 64, 2)]
@@ -124,7 +126,7 @@ def test_loading_into_a_larger_model_says_how_to_load_it(grown_run, tiny_model_c
 
 
 def test_growth_is_refused_before_training_under_unsupported_strategies():
-    from dimba.growth.callback import GrowthCallback
+    from dimba.training.growth_callback import GrowthCallback
 
     class FSDPLike:  # what Trainer(strategy="fsdp") would hold; FSDP itself needs a GPU
         pass

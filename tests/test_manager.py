@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dimba.checkpointing.manager import CheckpointLoadError
+from dimba.errors import CheckpointLoadError
 from dimba.model import DIMBA
 from dimba.utils.checkpointing import ProgressiveCheckpointManager, parse_milestone_input
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from dimba.checkpointing.checkpoint_io import AtomicCheckpointIO
+from dimba.training.checkpoint_io import AtomicCheckpointIO
 from dimba.data import TextDataModule
 from dimba.training import DIMBALightningModule, SimpleTrainer
 from dimba.utils.checkpointing import ProgressiveCheckpointManager

@@ -20,9 +20,10 @@ from lightning.fabric.strategies.fsdp import _distributed_checkpoint_save
 from lightning.pytorch.strategies import FSDPStrategy, SingleDeviceStrategy
 
 import dimba
-from dimba.checkpointing.manager import ProgressiveCheckpointManager, read_checkpoint
-from dimba.checkpointing.sharded_io import AtomicShardedSaves
-from dimba.growth.plan import count_parameters
+from dimba.io.manager import ProgressiveCheckpointManager
+from dimba.io.read import read_checkpoint
+from dimba.training.sharded_saves import WholeDirectorySaves
+from dimba.model.params import architecture_parameters as count_parameters
 from dimba.resume import checkpoint_step, newest_valid_checkpoint
 from dimba.training import DIMBALightningModule
 
@@ -41,7 +42,7 @@ class ShardedSaveStrategy(SingleDeviceStrategy):
         torch.save(checkpoint, path / "meta.pt")
 
 
-class AtomicShardedSaveStrategy(AtomicShardedSaves, ShardedSaveStrategy):
+class AtomicShardedSaveStrategy(WholeDirectorySaves, ShardedSaveStrategy):
     """The stand-in with dimba's whole-directory swap, as dimba.training.fsdp.FSDPStrategy has it."""
 
 

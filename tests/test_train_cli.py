@@ -190,3 +190,24 @@ def test_sigterm_writes_last_checkpoint_before_exiting(tmp_path):
     step = torch.load(last, weights_only=True)["global_step"]
     assert 0 < step < 100000
     assert f"SIGTERM: saved {last} at step {step}" in stderr
+
+
+def test_an_optuna_sweep_minimizes_the_final_validation_loss(tmp_path):
+    """`main` returns the final val/loss, so Hydra's optimizing sweepers have something to minimize."""
+    import yaml
+
+    sweep = tmp_path / "sweep"
+    result = train("-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.seed=1",
+                   "optim.lr=interval(1e-4,1e-2)", *FAST, "progressive_checkpoints=disabled", f"hydra.sweep.dir={sweep}",
+                   cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    finals = []
+    for job in ("0", "1"):
+        with open(sweep / job / "logs" / "metrics.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        validations = [r for r in rows if r.get("val/loss")]
+        assert validations[-1]["step"] == rows[-1]["step"]  # the last thing logged: validated at the end
+        finals.append(float(validations[-1]["val/loss"]))
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(min(finals), rel=1e-6)
+    assert 1e-4 <= best["best_params"]["optim.lr"] <= 1e-2

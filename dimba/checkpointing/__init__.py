@@ -1,4 +1,7 @@
-"""Milestone checkpoints: pure milestone logic, crash-safe IO, the manager, the callback."""
+"""The core of progressive checkpointing, free of torch: milestones, the save policy, the
+checkpoint format and crash-safe file writes. The manager that writes checkpoints with
+torch is `dimba.io.manager` (the seed's path: `dimba.utils.checkpointing`); the Lightning
+callback is `dimba.training.milestone_callback`."""
 
 from dimba.checkpointing.milestones import (
     MilestoneTracker,
@@ -8,24 +11,4 @@ from dimba.checkpointing.milestones import (
     parse_milestones,
 )
 
-__all__ = [
-    "MilestoneTracker",
-    "ProgressiveCheckpointCallback",
-    "ProgressiveCheckpointManager",
-    "format_param_count",
-    "milestone_label",
-    "parse_milestone_input",
-    "parse_milestones",
-]
-
-
-def __getattr__(name: str):  # torch and Lightning load only when these are asked for
-    if name == "ProgressiveCheckpointManager":
-        from dimba.checkpointing.manager import ProgressiveCheckpointManager
-
-        return ProgressiveCheckpointManager
-    if name == "ProgressiveCheckpointCallback":
-        from dimba.checkpointing.callback import ProgressiveCheckpointCallback
-
-        return ProgressiveCheckpointCallback
-    raise AttributeError(name)
+__all__ = ["MilestoneTracker", "format_param_count", "milestone_label", "parse_milestone_input", "parse_milestones"]

@@ -20,7 +20,8 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
-from dimba.cli.checkpoints import CLIError, cmd_list, cmd_show, one_line
+from dimba.cli.checkpoints import CLIError, cmd_list, one_line
+from dimba.errors import CheckpointLoadError
 
 USER_ERROR = 2
 INTERNAL_ERROR = 1
@@ -35,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dimba", description="DIMBA: inspect, plot and export milestone checkpoints; generate text.")
-    from dimba import __version__
+    from dimba.version import __version__
 
     parser.add_argument("--version", action="version", version=f"dimba {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -85,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         return cmd_list(args.path, out)
     if args.action == "show":
+        from dimba.cli.show import cmd_show
+
         return cmd_show(args.checkpoint, out)
     if args.action == "plot":
         from dimba.plotting import plot_run
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         print(plot_run(args.run_dir, args.out), file=out)
         return 0
     if args.action == "export":
-        from dimba.cli.export import export_checkpoint
+        from dimba.io.export import export_checkpoint
 
         target = export_checkpoint(args.checkpoint, args.out)
         print(f"{target / 'model.safetensors'}\n{target / 'config.json'}", file=out)
@@ -111,11 +114,11 @@ def cmd_generate(args: argparse.Namespace, out) -> int:
     if args.steps < 1:
         raise CLIError(f"--steps must be at least 1, got {args.steps}")
 
-    from dimba.cli.export import load_any
     from dimba.data.tokenizer import ByteTokenizer
     from dimba.diffusion.sampling import sample
+    from dimba.io.load import load_model
 
-    model = load_any(args.checkpoint)
+    model = load_model(args.checkpoint)
     tokenizer = ByteTokenizer()
     try:
         ids = sample(model, tokenizer.encode(args.prompt), length, args.steps, args.seed, clamp=args.clamp)
@@ -127,11 +130,10 @@ def cmd_generate(args: argparse.Namespace, out) -> int:
 
 def _user_error_types() -> tuple:
     """Error types that mean 'bad input', known without importing torch."""
-    types: List[type] = [CLIError]
-    for module, name in (("dimba.checkpointing.manager", "CheckpointLoadError"), ("dimba.plotting", "PlotError")):
-        loaded = sys.modules.get(module)
-        if loaded is not None:
-            types.append(getattr(loaded, name))
+    types: List[type] = [CLIError, CheckpointLoadError]
+    plotting = sys.modules.get("dimba.plotting")
+    if plotting is not None:
+        types.append(plotting.PlotError)
     return tuple(types)
 
 

@@ -11,6 +11,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dimba.data.corpus import builtin_corpus
+from dimba.data.schema import DataConfig
 
 
 class SequenceDataset(Dataset):
@@ -107,10 +108,10 @@ class TextDataModule(L.LightningDataModule):
     def __init__(
         self,
         files: Optional[List[str]] = None,
-        seq_len: int = 128,
-        batch_size: int = 8,
-        val_fraction: float = 0.05,
-        num_workers: int = 0,
+        seq_len: int = DataConfig.seq_len,
+        batch_size: int = DataConfig.batch_size,
+        val_fraction: float = DataConfig.val_fraction,
+        num_workers: int = DataConfig.num_workers,
         seed: int = 0,
     ) -> None:
         super().__init__()

@@ -18,15 +18,12 @@ import copy
 import math
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from dimba.model import DIMBA, DIMBAConfig
-
-if TYPE_CHECKING:
-    from dimba.growth.schedule import GrowthEvent
 
 
 class DepthMode(str, Enum):
@@ -256,23 +253,3 @@ def grow_to(model: DIMBA, target: DIMBAConfig, seed: int = 0) -> Dict[nn.Paramet
     if target.n_layers > current.n_layers:
         grow_depth(model, target.n_layers, DepthMode.IDENTITY, seed=seed + 1)  # keeps every parameter
     return remaps
-
-
-def apply_growth(
-    model: DIMBA,
-    event: "GrowthEvent",
-    seed: int,
-    optimizer: Optional[torch.optim.Optimizer] = None,
-    group_for=lambda p: 0,
-) -> Dict[str, object]:
-    """One growth event on `model` (and its optimizer): the record a checkpoint keeps of it."""
-    from dimba.growth.optim import transfer_optimizer_state
-    from dimba.growth.schedule import GrowthOp
-
-    if GrowthOp(event.op) is GrowthOp.DEPTH:
-        remaps = grow_depth(model, event.n_layers, event.mode, seed=seed)
-    else:
-        remaps = grow_width(model, event.d_model, seed=seed)
-    if optimizer is not None:
-        transfer_optimizer_state(optimizer, remaps, model, group_for)
-    return {**event.to_dict(), "params": sum(p.numel() for p in model.parameters()), "architecture": model.config.to_dict()}

@@ -9,17 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-import torch
-
 from dimba.checkpointing.milestones import milestone_label
 from dimba.growth.schedule import GrowthEvent, validate_schedule
-from dimba.model import DIMBA, DIMBAConfig
-
-
-def count_parameters(config: DIMBAConfig) -> int:
-    with torch.device("meta"):
-        model = DIMBA(config)
-    return sum(p.numel() for p in model.parameters())
+from dimba.model import DIMBAConfig
+from dimba.model.params import architecture_parameters as count_parameters
 
 
 @dataclass

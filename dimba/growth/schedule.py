@@ -39,12 +39,21 @@ class GrowthEvent:
         return replace(config, d_model=self.d_model)
 
     def describe(self) -> str:
-        if GrowthOp(self.op) is GrowthOp.DEPTH:
-            return f"depth -> {self.n_layers} layers ({self.mode})"
-        return f"width -> d_model {self.d_model}"
+        return describe_event(self.to_dict())
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+
+def describe_event(event: Mapping[str, Any], short: bool = False) -> str:
+    """A growth event, or a growth-history entry of a checkpoint, in words: "depth -> 8 layers
+    (identity)", "width -> d_model 256"; `short`: "depth→8", "width→256" (for plots)."""
+    op = event.get("op")
+    if op == GrowthOp.DEPTH.value:
+        return f"depth→{event.get('n_layers')}" if short else f"depth -> {event.get('n_layers')} layers ({event.get('mode', 'identity')})"
+    if op == GrowthOp.WIDTH.value:
+        return f"width→{event.get('d_model')}" if short else f"width -> d_model {event.get('d_model')}"
+    return str(op if op is not None else "growth")
 
 
 def as_events(schedule: Sequence[GrowthEvent | Mapping[str, Any]] | None) -> List[GrowthEvent]:

@@ -6,10 +6,15 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Dict, Mapping
 
 from dimba.errors import ConfigError
-from dimba.model.kernels import SCANS
-
-
 DTYPES = ("fp32", "bf16")
+SCANS = ("auto", "torch", "mamba_ssm")  # see dimba.model.kernels
+
+
+def mamba_ssm_installed() -> bool:
+    """Whether the mamba-ssm package is importable here (checked without importing it or torch)."""
+    import importlib.util
+
+    return importlib.util.find_spec("mamba_ssm") is not None
 
 
 @dataclass

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dimba import internals
 from dimba.diffusion.schedule import CosineSchedule
 from dimba.model.config import DIMBAConfig
 from dimba.model.layers import DIMBABlock, RMSNorm, timestep_features
@@ -53,11 +54,7 @@ class DIMBA(nn.Module):
         (validation, CDLM's no-grad target), so the recompile limit is raised: at Dynamo's
         default of 8 a run with a few growth events would quietly fall back to eager.
         """
-        import torch._dynamo
-
-        config = torch._dynamo.config
-        name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.6
-        setattr(config, name, max(getattr(config, name), 64))
+        internals.raise_recompile_limit(64)
         self._compiled_denoise = torch.compile(self._denoise, **options)
 
     def _denoise(self, x_t: Tensor, t: Tensor) -> Tensor:

@@ -17,7 +17,6 @@ from torch import Tensor
 
 from dimba.model.ssd import ssd_scan
 
-SCANS = ("auto", "torch", "mamba_ssm")
 Scan = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, int], Tensor]
 
 

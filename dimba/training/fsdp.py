@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Set, Type
 
-import torch
-from lightning.fabric.strategies.fsdp import _setup_activation_checkpointing
 from lightning.pytorch.strategies import FSDPStrategy as LightningFSDPStrategy
 from torch import nn
 
-from dimba.checkpointing.sharded_io import AtomicShardedSaves
+from dimba import internals
 from dimba.model.layers import DIMBABlock
+from dimba.training.sharded_saves import WholeDirectorySaves
 
 
 def block_wrap_policy() -> Set[Type[nn.Module]]:
@@ -18,24 +17,11 @@ def block_wrap_policy() -> Set[Type[nn.Module]]:
     return {DIMBABlock}
 
 
-class FSDPStrategy(AtomicShardedSaves, LightningFSDPStrategy):
+class FSDPStrategy(WholeDirectorySaves, LightningFSDPStrategy):
     """Lightning's FSDPStrategy whose sharded checkpoints (`last.ckpt/`) are crash-safe,
-    and which also runs on CPU processes (gloo): `trainer=fsdp trainer.accelerator=cpu`.
-
-    Lightning passes FSDP `device_id=root_device.index`, which is None on a CPU, and torch's
-    FSDP then looks for an accelerator; naming the CPU device explicitly is all it needs.
-    """
+    and which also runs on CPU processes (gloo): `trainer=fsdp trainer.accelerator=cpu`."""
 
     def _setup_model(self, model: nn.Module) -> nn.Module:
         if self.root_device.type != "cpu":
             return super()._setup_model(model)
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
-        if not any(isinstance(module, FullyShardedDataParallel) for module in model.modules()):
-            model = FullyShardedDataParallel(module=model, cpu_offload=self.cpu_offload,
-                                             mixed_precision=self.mixed_precision_config,
-                                             sharding_strategy=self.sharding_strategy,
-                                             device_id=torch.device("cpu"), **self.kwargs)
-        if self._activation_checkpointing_kwargs:
-            _setup_activation_checkpointing(model, self._activation_checkpointing_kwargs)
-        return model
+        return internals.fsdp1_wrap_on_cpu(self, model)

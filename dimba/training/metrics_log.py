@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+from dimba import internals
 
 
 def rows_before(path: Path, step: int) -> Tuple[List[str], List[Dict[str, Any]]]:
@@ -35,16 +36,15 @@ class ContinuingCSVLogger(CSVLogger):
 
     @property
     @rank_zero_experiment
-    def experiment(self) -> ExperimentWriter:
-        if self._experiment is not None:
-            return self._experiment
-        path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
-        header, rows = rows_before(path, self._resume_step) if self._resume_step is not None else ([], [])
-        experiment = super().experiment  # Lightning's writer, which deletes the old file
-        if header and rows:
-            experiment.metrics_keys = sorted(header)
-            with open(path, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=experiment.metrics_keys)
-                writer.writeheader()
-                writer.writerows(rows)
-        return experiment
+    def experiment(self) -> Any:
+        existing = internals.csv_experiment(self)
+        if existing is not None:
+            return existing
+        if self._resume_step is None:
+            return super().experiment
+        path = Path(self.log_dir) / internals.csv_metrics_name()
+        _, rows = rows_before(path, self._resume_step)
+        writer = internals.continuing_csv_writer(self.log_dir, rows)
+        internals.set_csv_experiment(self, writer)
+        writer.save()  # the kept rows, at once: a crash before the next save loses nothing
+        return writer

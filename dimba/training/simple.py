@@ -1,28 +1,29 @@
 """SimpleTrainer: the same training as the Lightning path, in a plain PyTorch loop.
 
-For users who want no Lightning: one device, the same loss, optimizer, LR schedule,
-growth schedule and milestone checkpoints (written by `ProgressiveCheckpointManager`,
-so they load with `dimba.load_model` and `manager.load_checkpoint` like the Lightning
-ones). `resume(path)` continues from a milestone checkpoint without saving it again.
-`use_consistency_training=True` adds the CDLM consistency term, as in the Lightning module.
+For users who want no Lightning: one device, the same recipe (`dimba.config.Recipe`, from
+the same keyword arguments as `DIMBALightningModule`), the same step arithmetic
+(`dimba.training.steps`) and the same milestone checkpoints (written by the one writer, so
+they load with `dimba.load_model` and `manager.load_checkpoint` like the Lightning ones).
+`resume(path)` continues from a milestone checkpoint without saving it again.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 from torch.utils.data import DataLoader
 
-from dimba.checkpointing.manager import ProgressiveCheckpointManager
-from dimba.growth.operators import apply_growth
-from dimba.growth.schedule import GrowthEvent, as_events, validate_schedule
+from dimba.checkpointing.record import CheckpointRecord
+from dimba.config.recipe import Recipe
+from dimba.growth.apply import apply_growth
+from dimba.growth.schedule import GrowthEvent
+from dimba.io.manager import ProgressiveCheckpointManager
+from dimba.io.writer import model_record
 from dimba.model import DIMBA, DIMBAConfig
-from dimba.objective import objective_from_options
-from dimba.training.lr_schedule import WarmupCosine
-from dimba.training.module import as_model_config, build_optimizer, param_group_for, training_loss
+from dimba.training import steps
 
 log = logging.getLogger(__name__)
 
@@ -32,50 +33,31 @@ def default_device() -> torch.device:
 
 
 class SimpleTrainer:
-    def __init__(
-        self,
-        train_loader: Optional[DataLoader] = None,
-        vocab_size: Optional[int] = None,
-        model_config: Union[DIMBAConfig, Mapping[str, Any], None] = None,
-        max_steps: int = 240,
-        lr: float = 2e-3,
-        weight_decay: float = 0.01,
-        betas: Sequence[float] = (0.9, 0.99),
-        warmup_steps: int = 20,
-        min_lr_ratio: float = 0.1,
-        gradient_clip_val: Optional[float] = 1.0,
-        growth_schedule: Optional[Sequence[Union[GrowthEvent, Mapping[str, Any]]]] = None,
-        enable_progressive_checkpoints: bool = False,
-        progressive_milestones: Optional[Sequence[Any]] = None,
-        progressive_save_dir: str = "./progressive_checkpoints",
-        device: Union[str, torch.device, None] = None,
-        seed: int = 0,
-        log_every_n_steps: int = 10,
-        compile: bool = False,
-        use_consistency_training: bool = False,
-        consistency_loss_weight: float = 1.0,
-        consistency_delta_min: int = 16,
-        consistency_delta_max: int = 250,
-    ) -> None:
-        config = as_model_config(model_config, vocab_size)
-        self.objective = objective_from_options(use_consistency_training, consistency_loss_weight,
-                                                consistency_delta_min, consistency_delta_max, config.diffusion_steps)
-        self.schedule = as_events(growth_schedule)
-        validate_schedule(config, self.schedule)
+    def __init__(self, train_loader: Optional[DataLoader] = None, vocab_size: Optional[int] = None,
+                 model_config: Union[DIMBAConfig, Mapping[str, Any], None] = None, max_steps: int = 240,
+                 gradient_clip_val: Optional[float] = 1.0, device: Union[str, torch.device, None] = None,
+                 log_every_n_steps: int = 10, recipe: Optional[Recipe] = None, **options: Any) -> None:
+        """`options`: the recipe's keyword arguments (lr, growth_schedule, seed, ...), as for
+        DIMBALightningModule; the LR schedule spans `max_steps` unless `total_steps` is given."""
+        options.setdefault("total_steps", max_steps)
+        self.recipe = recipe if recipe is not None else Recipe.from_options(vocab_size, model_config, **options)
+        self.objective = self.recipe.objective
+        self.schedule = list(self.recipe.schedule)
         self.device = torch.device(device) if device is not None else default_device()
-        self.seed, self.max_steps = seed, max_steps
+        self.seed, self.max_steps = self.recipe.seed, max_steps
         self.gradient_clip_val, self.log_every_n_steps = gradient_clip_val, log_every_n_steps
-        torch.manual_seed(seed)
-        self.model = DIMBA(config).to(self.device)
-        if compile:
+        torch.manual_seed(self.seed)
+        self.model = DIMBA(self.recipe.model).to(self.device)
+        if self.recipe.compile:
             self.model.compile_denoiser()
-        self.optimizer = build_optimizer(self.model, lr, betas, weight_decay)
+        self.optimizer = steps.build_optimizer(self.model, self.recipe.optim)
         for group in self.optimizer.param_groups:  # as LambdaLR does: the base rate travels with the state
             group.setdefault("initial_lr", group["lr"])
-        self.lr_schedule = WarmupCosine(warmup_steps, max_steps, min_lr_ratio)
+        self.lr_schedule = steps.lr_multiplier(self.recipe.optim, self.recipe.total_steps or max_steps, self.schedule)
         self.train_loader = train_loader if train_loader is not None else self._default_loader()
-        self.manager = ProgressiveCheckpointManager(progressive_milestones or [], progressive_save_dir,
-                                                    enabled=enable_progressive_checkpoints)
+        progressive = self.recipe.progressive_checkpoints
+        self.manager = ProgressiveCheckpointManager(progressive.milestones, progressive.save_dir,
+                                                    enabled=progressive.enabled)
         self.global_step = 0
         self.growth_history: List[Dict[str, Any]] = []
         self.losses: List[float] = []
@@ -117,7 +99,7 @@ class SimpleTrainer:
     def step(self, batch: torch.Tensor) -> float:
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * self.lr_schedule(self.global_step)
-        out = training_loss(self.model, batch, self.objective, self.seed, self.global_step)
+        out = steps.training_loss(self.model, batch, self.objective, self.seed, self.global_step)
         loss = out["loss"]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -133,23 +115,24 @@ class SimpleTrainer:
         if self.log_every_n_steps and self.global_step % self.log_every_n_steps == 0:
             extra = "" if consistency is None else f" train/consistency_loss {consistency:.4f}"
             log.info("step %d loss %.4f%s", self.global_step, value, extra)
-        self._after_optimizer_step(value, consistency)
+        steps.after_optimizer_step(self.global_step, self.schedule, self.growth_history, self._grow,
+                                   lambda: self._check_milestones(value, consistency))
         return value
 
-    def _after_optimizer_step(self, loss: float, consistency: Optional[float] = None) -> None:
-        """Grow, then check milestones: the order the Lightning callbacks use."""
-        done = {entry["step"] for entry in self.growth_history}
-        for event in self.schedule:
-            if event.step <= self.global_step and event.step not in done:
-                record = apply_growth(self.model, event, self.seed * 1_000_003 + event.step, self.optimizer, param_group_for)
-                self.growth_history.append({**record, "applied_at_step": self.global_step})
-                log.info("Grew the model after step %d: %s", self.global_step, event.describe())
-        if self.manager.enabled and self.manager.should_save_checkpoint(self.model)[0]:
-            metadata = {"train/loss": loss, "architecture": self.model.config.to_dict(),
-                        "growth_history": [dict(e) for e in self.growth_history], "objective": self.objective.to_dict()}
-            if consistency is not None:
-                metadata["train/consistency_loss"] = consistency
-            self.manager.save_checkpoint(self.model, self.optimizer, self.global_step, metadata=metadata)
+    def _grow(self, event: GrowthEvent) -> None:
+        record = apply_growth(self.model, event, steps.growth_seed(self.seed, event), self.optimizer,
+                              steps.param_group_for)
+        self.growth_history.append({**record, "applied_at_step": self.global_step})
+        log.info("Grew the model after step %d: %s", self.global_step, event.describe())
+
+    def _check_milestones(self, loss: float, consistency: Optional[float]) -> None:
+        if not (self.manager.enabled and self.manager.should_save_checkpoint(self.model)[0]):
+            return
+        metadata = {"train/loss": loss, **model_record(self.model, self.growth_history),
+                    "objective": self.objective.to_dict()}
+        if consistency is not None:
+            metadata["train/consistency_loss"] = consistency
+        self.manager.save_checkpoint(self.model, self.optimizer, self.global_step, metadata=metadata)
 
     # ----------------------------------------------------------------- resume
     def resume(self, path: str) -> Dict[str, Any]:
@@ -157,5 +140,5 @@ class SimpleTrainer:
         step, growth history and reached milestones."""
         info = self.manager.load_checkpoint(path, self.model, self.optimizer, map_location=self.device)
         self.global_step = int(info["global_step"])
-        self.growth_history = [dict(e) for e in info.get("metadata", {}).get("growth_history", [])]
+        self.growth_history = CheckpointRecord(info).growth_history
         return info

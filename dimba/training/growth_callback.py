@@ -1,8 +1,8 @@
 """Grow the model inside `Trainer.fit`, at the steps the schedule names.
 
-Runs after the optimizer step and before the milestone check (the module lists this
-callback first), so a milestone crossed by growth is saved at the step of the growth,
-with the grown weights and the carried-over optimizer state.
+Runs after the optimizer step and before the milestone check (`training_callbacks` lists
+it first), so a milestone crossed by growth is saved at the step of the growth, with the
+grown weights and the carried-over optimizer state.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
 from dimba.growth.schedule import GrowthEvent
+from dimba.training.steps import due_growth
 
 
 class GrowthCallback(Callback):
@@ -29,7 +30,5 @@ class GrowthCallback(Callback):
             )
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        done = {entry["step"] for entry in pl_module.growth_history}
-        for event in self.schedule:
-            if event.step <= trainer.global_step and event.step not in done:
-                pl_module.grow(event, global_step=trainer.global_step)
+        for event in due_growth(self.schedule, trainer.global_step, pl_module.growth_history):
+            pl_module.grow(event, global_step=trainer.global_step)

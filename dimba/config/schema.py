@@ -1,0 +1,91 @@
+"""The whole run's config: one field per group, plus the run's own options and the checks
+that need more than one group."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional
+
+from omegaconf import MISSING
+
+from dimba.checkpointing.atomic_io import is_sharded_checkpoint
+from dimba.config.checks import int_at_least, positive_int
+from dimba.config.trainer import GROWABLE_STRATEGIES, SUPPORTED_STRATEGIES, TrainerConfig
+from dimba.config.training import GrowthConfig, OptimConfig, ProgressiveCheckpointsConfig
+from dimba.data.schema import DataConfig
+from dimba.errors import ConfigError
+from dimba.growth.schedule import validate_schedule
+from dimba.model.config import DIMBAConfig, mamba_ssm_installed
+from dimba.objective import ObjectiveConfig
+
+BYTE_VOCAB = 256
+
+
+@dataclass
+class Config:
+    model: DIMBAConfig = MISSING
+    data: DataConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    optim: OptimConfig = MISSING
+    growth: GrowthConfig = MISSING
+    progressive_checkpoints: ProgressiveCheckpointsConfig = MISSING
+    objective: ObjectiveConfig = MISSING
+    seed: int = 0
+    """Seed for weights, data order, noise and the initialisation of grown weights."""
+    ckpt_path: Optional[str] = None
+    """A Lightning checkpoint (a milestone checkpoint works too) to resume training from."""
+    dry_run: bool = False
+    """Print the growth plan (parameters per stage, step of each milestone) and exit."""
+    resume: Optional[str] = None
+    """`auto`: continue the latest run with the same overrides, in its own directory, from its
+    newest valid checkpoint (a fresh run if there is none). null: start fresh."""
+    compile: bool = False
+    """torch.compile the denoiser (a one-off compilation, and one more after each growth event)."""
+    last_checkpoint_every_n_steps: int = 50
+    """How often Lightning's `checkpoints/last.ckpt` is refreshed (it is also written at the
+    end of training and when the process receives SIGTERM)."""
+
+    def __post_init__(self) -> None:
+        if not int_at_least(self.seed, 0) or self.seed >= 2**32:
+            raise ConfigError("seed", self.seed, "an integer in [0, 2**32)")
+        validate_schedule(self.model, self.growth.schedule)
+        self.objective.check_diffusion_steps(self.model.diffusion_steps)
+        self._check_strategy()
+        if self.resume not in (None, "auto"):
+            raise ConfigError("resume", self.resume, "auto or null")
+        if self.resume is not None and self.ckpt_path is not None:
+            raise ConfigError("ckpt_path", self.ckpt_path, "null when resume=auto (use one or the other)")
+        positive_int("last_checkpoint_every_n_steps", self.last_checkpoint_every_n_steps)
+        if self.model.scan == "mamba_ssm" and not mamba_ssm_installed():
+            raise ConfigError("model.scan", self.model.scan, "auto | torch (mamba-ssm is not installed here)")
+        if self.compile and self.trainer.strategy_name == "ddp_spawn":
+            raise ConfigError("compile", True, "false with trainer.strategy=ddp_spawn (a compiled model cannot be "
+                                               "pickled to the spawned processes; use trainer.strategy=ddp)")
+        if self.model.vocab_size < BYTE_VOCAB:
+            raise ConfigError("model.vocab_size", self.model.vocab_size, f"at least {BYTE_VOCAB} for the byte-level tokenizer")
+        if self.ckpt_path is not None and not (Path(self.ckpt_path).is_file() or is_sharded_checkpoint(self.ckpt_path)):
+            raise ConfigError("ckpt_path", self.ckpt_path,
+                              "an existing checkpoint file (or a sharded checkpoint directory written under FSDP), or null")
+
+    def _check_strategy(self) -> None:
+        """Growth rebuilds parameters in place: DDP and single devices only. FSDP (sharded
+        milestones, written by every rank) takes milestones without growth."""
+        strategy = self.trainer.strategy_name
+        progressive = self.progressive_checkpoints
+        if strategy not in SUPPORTED_STRATEGIES and (self.growth.schedule or progressive.enabled):
+            raise ConfigError("trainer.strategy", strategy,
+                              f"{' | '.join(SUPPORTED_STRATEGIES)} with growth or milestone checkpoints "
+                              "(or growth=none progressive_checkpoints=disabled)")
+        if strategy not in GROWABLE_STRATEGIES and self.growth.schedule:
+            raise ConfigError("trainer.strategy", strategy,
+                              "trainer=ddp (or a single device) while the model grows: growth rebuilds parameters that "
+                              f"{strategy} has sharded and flattened; or train without growth: growth=none")
+        raw = self.trainer.strategy
+        if strategy == "fsdp" and progressive.enabled and not (isinstance(raw, Mapping) and raw.get("state_dict_type") == "sharded"):
+            raise ConfigError("trainer.strategy", raw if isinstance(raw, str) else dict(raw),
+                              "trainer=fsdp (FSDPStrategy with state_dict_type: sharded) for milestone checkpoints: "
+                              "each rank writes its shards, nothing is gathered on one rank")
+        if strategy == "fsdp" and progressive.enabled and progressive.async_save:
+            raise ConfigError("progressive_checkpoints.async_save", True,
+                              "false with trainer=fsdp (every rank writes its shards of a milestone synchronously)")

@@ -1,0 +1,56 @@
+"""Registering the schemas with Hydra, and turning a composed config into checked objects."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from dimba.config.schema import Config
+from dimba.config.trainer import TrainerConfig
+from dimba.config.training import GrowthConfig, OptimConfig, ProgressiveCheckpointsConfig
+from dimba.data.schema import DataConfig
+from dimba.errors import ConfigError
+from dimba.model.config import DIMBAConfig
+from dimba.objective import ObjectiveConfig
+
+# (group, schema): YAML options extend `base_<group>` through their defaults list.
+GROUPS = (
+    ("model", DIMBAConfig),
+    ("data", DataConfig),
+    ("trainer", TrainerConfig),
+    ("optim", OptimConfig),
+    ("growth", GrowthConfig),
+    ("progressive_checkpoints", ProgressiveCheckpointsConfig),
+    ("objective", ObjectiveConfig),
+)
+
+
+def register_configs() -> None:
+    """Register every group's schema, and the `dimba_run_dir` resolver of `hydra.run.dir`."""
+    from hydra.core.config_store import ConfigStore
+
+    from dimba.checkpointing.discovery import resolve_run_dir
+
+    if not OmegaConf.has_resolver("dimba_run_dir"):
+        OmegaConf.register_new_resolver("dimba_run_dir", resolve_run_dir)
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=Config)
+    for group, schema in GROUPS:
+        store.store(group=group, name=f"base_{group}", node=schema)
+
+
+def validate(cfg: DictConfig) -> Config:
+    """The composed config as typed, validated objects, or a ConfigError."""
+    try:
+        config = OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, ConfigError) else None
+        if cause is not None:
+            raise cause from None
+        key = getattr(exc, "full_key", None) or "config"
+        raise ConfigError(str(key), getattr(exc, "value", None), str(exc).splitlines()[0]) from None
+    if not isinstance(config, Config):
+        raise ConfigError("config", type(config).__name__, "a config composed from conf/config.yaml")
+    return config

@@ -1,0 +1,71 @@
+"""The groups that say how a DIMBA trains: `optim`, `growth`, `progressive_checkpoints`.
+
+`objective` (dimba.objective) and `model` (dimba.model.DIMBAConfig) complete the recipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List
+
+from dimba.checkpointing.milestones import ACCEPTED_FORMS, MilestoneError, parse_milestones
+from dimba.config.checks import finite, int_at_least
+from dimba.errors import ConfigError
+from dimba.growth.schedule import GrowthEvent
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup and cosine decay to `min_lr_ratio * lr` at `trainer.max_steps`."""
+
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not finite(self.lr) or self.lr <= 0:
+            raise ConfigError("optim.lr", self.lr, "a positive number")
+        if not finite(self.weight_decay) or self.weight_decay < 0:
+            raise ConfigError("optim.weight_decay", self.weight_decay, "a number >= 0")
+        self.betas = list(self.betas)
+        if len(self.betas) != 2 or not all(finite(b) and 0 <= b < 1 for b in self.betas):
+            raise ConfigError("optim.betas", list(self.betas), "two numbers in [0, 1), e.g. [0.9,0.99]")
+        if not int_at_least(self.warmup_steps, 0):
+            raise ConfigError("optim.warmup_steps", self.warmup_steps, "an integer >= 0")
+        if not finite(self.min_lr_ratio) or not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError("optim.min_lr_ratio", self.min_lr_ratio, "a number in [0, 1]")
+
+
+@dataclass
+class GrowthConfig:
+    """When and how the model grows: `growth.schedule=[{step:100,op:depth,n_layers:8}]`."""
+
+    schedule: List[GrowthEvent] = field(default_factory=list)
+    """Events in increasing step order; each grows depth (n_layers, mode) or width (d_model)."""
+
+
+@dataclass
+class ProgressiveCheckpointsConfig:
+    """The seed document's keys. Milestones may be written 1000000000, 1e9 or 1B."""
+
+    enabled: bool = True
+    milestones: Any = field(default_factory=list)
+    """Parameter counts; after validation a sorted list of unique ints."""
+    save_dir: str = "progressive_checkpoints"
+    """Where milestone checkpoints go; a relative path is inside the run's output directory."""
+    async_save: bool = False
+    """Write milestone checkpoints in a background thread: training waits only for a copy of
+    the state in memory. A milestone counts as saved once its write is durable."""
+
+    def __post_init__(self) -> None:
+        key = "progressive_checkpoints.milestones"
+        try:
+            self.milestones = parse_milestones(self.milestones)
+        except MilestoneError as exc:
+            raise ConfigError(key, exc.value, ACCEPTED_FORMS) from None
+        if self.enabled and not self.milestones:
+            raise ConfigError(key, [], f"at least one milestone while enabled=true ({ACCEPTED_FORMS}), or progressive_checkpoints=disabled")
+        if not isinstance(self.save_dir, str) or not self.save_dir.strip():
+            raise ConfigError("progressive_checkpoints.save_dir", self.save_dir, "a non-empty directory path")

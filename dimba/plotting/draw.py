@@ -1,0 +1,121 @@
+"""One picture of a training run: how the model grew and how the loss went.
+
+Two panels on a shared step axis: the parameter count (a vertical line at every growth
+event, a star at every milestone checkpoint) and the train/validation loss. matplotlib is
+imported only when a plot is drawn, through its object API and the Agg canvas, so pyplot's
+global state is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+from dimba.checkpointing.milestones import format_param_count
+from dimba.plotting.record import PathLike, RunRecord, read_run
+
+LOSS_STYLES = {"train/loss": dict(color="tab:blue", linewidth=1.2),
+               "val/loss": dict(color="tab:orange", marker="o", linewidth=1.5)}
+
+
+def _running_mean(values: Sequence[float], window: int) -> List[float]:
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def _draw_parameters(axis: Any, record: RunRecord) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    if record.params:
+        xs, ys = zip(*record.params)
+        source = "logged" if record.params_source == "metrics" else "from growth history"
+        axis.step(xs, ys, where="post", color="tab:blue", linewidth=2, label=f"trainable parameters ({source})")
+    else:
+        axis.text(0.5, 0.5, "parameter count not recorded", transform=axis.transAxes, ha="center", va="center",
+                  color="gray")
+    if record.milestones:
+        axis.plot([m.step for m in record.milestones], [m.params for m in record.milestones], linestyle="none",
+                  marker="*", markersize=14, color="tab:red", markeredgecolor="black", zorder=5,
+                  label="milestone checkpoint")
+        for mark in record.milestones:
+            axis.annotate(mark.label, (mark.step, mark.params), textcoords="offset points", xytext=(-9, 3),
+                          ha="right", fontsize=9, color="tab:red", fontweight="bold")
+    axis.set_ylabel("trainable parameters")
+    axis.yaxis.set_major_formatter(FuncFormatter(lambda v, _: format_param_count(int(v)) if v >= 0 else ""))
+    highest = max([p for _, p in record.params] + [m.params for m in record.milestones], default=0)
+    if highest > 0:  # headroom: the growth labels sit in the band above the curve
+        axis.set_ylim(0, highest * 1.35)
+
+
+def _draw_losses(axis: Any, record: RunRecord) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    plotted = False
+    for name, style in LOSS_STYLES.items():
+        series = record.columns.get(name)
+        if not series:
+            continue
+        xs, ys = zip(*series)
+        if name == "train/loss" and len(series) > 100:  # noisy per-step loss: faint raw, bold mean
+            axis.plot(xs, ys, color=style["color"], linewidth=0.6, alpha=0.3)
+            window = max(2, len(series) // 50)
+            axis.plot(xs, _running_mean(ys, window), label=f"{name} (mean of {window})", **style)
+        else:
+            axis.plot(xs, ys, label=name, markersize=4, **style)
+        plotted = True
+    if not record.columns.get("train/loss") and record.milestone_losses:
+        xs, ys = zip(*record.milestone_losses)
+        axis.plot(xs, ys, linestyle="none", marker="s", color="tab:blue", label="train/loss (at milestones)")
+        plotted = True
+    if not plotted:
+        axis.text(0.5, 0.5, "no loss logged", transform=axis.transAxes, ha="center", va="center", color="gray")
+    axis.set_ylabel("loss")
+    axis.set_xlabel("optimizer step")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _draw_growth(top: Any, bottom: Any, record: RunRecord) -> None:
+    """Growth events on both panels, labelled once at the top."""
+    for index, mark in enumerate(record.growth):
+        for axis in (top, bottom):
+            axis.axvline(mark.step, color="tab:green", linestyle="--", linewidth=1, alpha=0.8,
+                         label="growth event" if index == 0 and axis is top else None)
+        top.annotate(mark.label, (mark.step, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -4),
+                     textcoords="offset points", rotation=90, va="top", ha="left", fontsize=9, color="darkgreen")
+
+
+def plot_run(run_dir: PathLike, out: Optional[PathLike] = None) -> Path:
+    """Write the run's growth-and-loss PNG (default `run_dir/training.png`) and return its path.
+
+    Raises PlotError (a ValueError with a one-line message) when the directory has no
+    metrics to plot.
+    """
+    from matplotlib.figure import Figure
+
+    run_dir = Path(run_dir)
+    record = read_run(run_dir)
+    out = Path(out) if out is not None else run_dir / "training.png"
+    figure = Figure(figsize=(10, 7.5), dpi=110, layout="constrained")
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[1, 1.15])
+    figure.suptitle(f"dimba run {' / '.join(run_dir.resolve().parts[-2:])}", fontsize=12)
+    _draw_parameters(top, record)
+    _draw_losses(bottom, record)
+    _draw_growth(top, bottom, record)
+    for axis in (top, bottom):
+        axis.grid(True, alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(loc="lower right" if axis is top else "upper right", fontsize=9)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        figure.savefig(tmp, format="png")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out

@@ -1,0 +1,188 @@
+"""What a training run's directory says about it, read without torch: the logged metrics,
+the growth events and the milestone checkpoints (from the sidecars, through
+`dimba.checkpointing.format`)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+
+from dimba.checkpointing.format import SIDECAR_GLOB, Sidecar, entries_in
+from dimba.checkpointing.milestones import format_param_count, milestone_label
+from dimba.growth.schedule import describe_event
+
+PathLike = Union[str, os.PathLike]
+Series = List[Tuple[float, float]]
+
+
+class PlotError(ValueError):
+    """A run directory that cannot be plotted. The message is one line."""
+
+
+@dataclass
+class GrowthMark:
+    step: int
+    label: str  # "depth→8", "width→256"
+    params: Optional[int] = None
+
+
+@dataclass
+class MilestoneMark:
+    step: int
+    params: int
+    label: str  # milestone_str, several joined with "+" when saved at one step
+
+
+@dataclass
+class RunRecord:
+    """Everything plot_run draws, read from the run directory (useful on its own too)."""
+
+    metrics_path: Path
+    columns: Dict[str, Series]
+    params: Series = field(default_factory=list)
+    params_source: str = ""  # "metrics", "growth history", or "" when unknown
+    growth: List[GrowthMark] = field(default_factory=list)
+    milestones: List[MilestoneMark] = field(default_factory=list)
+    milestone_losses: Series = field(default_factory=list)  # train/loss recorded in the sidecars
+
+
+# ---------------------------------------------------------------------- reading
+def find_metrics(run_dir: Path) -> Path:
+    if not run_dir.exists():
+        raise PlotError(f"{run_dir}: no such directory")
+    if not run_dir.is_dir():
+        raise PlotError(f"{run_dir} is not a directory; pass a run directory (outputs/<date>/<time>)")
+    default = run_dir / "logs" / "metrics.csv"
+    if default.is_file():
+        return default
+    found = sorted(run_dir.rglob("metrics.csv"))
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise PlotError(f"{run_dir} holds {len(found)} runs' metrics (e.g. {found[0]}); pass one run directory")
+    raise PlotError(f"{run_dir} has no metrics (no logs/metrics.csv); pass the directory of a dimba training run")
+
+
+def read_metrics(path: Path) -> Dict[str, Series]:
+    """column -> [(step, value)] for every numeric cell; Lightning's rows are sparse."""
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise PlotError(f"cannot read {path}: {exc}") from None
+    columns: Dict[str, Series] = {}
+    for row in rows:
+        step = _number(row.get("step"))
+        if step is None:
+            continue
+        for name, cell in row.items():
+            if name in (None, "step", "epoch"):
+                continue
+            value = _number(cell)
+            if value is not None:
+                columns.setdefault(name, []).append((step, value))
+    for series in columns.values():
+        series.sort(key=lambda point: point[0])
+    return columns
+
+
+def _number(cell) -> Optional[float]:
+    if cell is None or not isinstance(cell, str) or not cell.strip():
+        return None
+    try:
+        value = float(cell)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def read_sidecars(run_dir: Path) -> List[Sidecar]:
+    """The run's milestone sidecars that parse, oldest step first (unreadable ones skipped)."""
+    sidecars = []
+    for directory in sorted({p.parent for p in run_dir.rglob(SIDECAR_GLOB)}):
+        sidecars += [e.sidecar for e in entries_in(directory) if e.sidecar is not None]
+    return sorted(sidecars, key=lambda s: (s.global_step, s.target_milestone))
+
+
+def initial_params(run_dir: Path) -> Optional[int]:
+    """The parameter count before any growth, from the run's .hydra/config.yaml (None if absent)."""
+    config_path = run_dir / ".hydra" / "config.yaml"
+    if not config_path.is_file():
+        return None
+    try:
+        from omegaconf import OmegaConf
+
+        from dimba.model import DIMBAConfig
+        from dimba.model.params import architecture_parameters
+
+        model = OmegaConf.to_container(OmegaConf.load(config_path).model, resolve=True)
+        return architecture_parameters(DIMBAConfig.from_dict(model))
+    except Exception:  # an old or hand-edited config: the curve starts at the first known point
+        return None
+
+
+def read_run(run_dir: PathLike) -> RunRecord:
+    run_dir = Path(run_dir)
+    metrics_path = find_metrics(run_dir)
+    record = RunRecord(metrics_path, read_metrics(metrics_path))
+    sidecars = read_sidecars(run_dir)
+    newest = max(sidecars, key=lambda s: (s.global_step, len(_history(s))), default=None)
+    record.growth = [
+        GrowthMark(int(e.get("applied_at_step", e.get("step", 0))), describe_event(e, short=True),
+                   int(e["params"]) if isinstance(e.get("params"), (int, float)) else None)
+        for e in (_history(newest) if newest else []) if isinstance(e, dict)
+    ]
+    by_step: Dict[int, List[Sidecar]] = {}
+    for sidecar in sidecars:
+        by_step.setdefault(sidecar.global_step, []).append(sidecar)
+    for step, group in sorted(by_step.items()):
+        labels = [milestone_label(s.target_milestone) for s in group]
+        record.milestones.append(MilestoneMark(step, group[0].current_params, "+".join(labels)))
+        loss = group[0].metadata.get("train/loss")
+        if isinstance(loss, (int, float)) and not isinstance(loss, bool) and math.isfinite(loss):
+            record.milestone_losses.append((step, float(loss)))
+    if record.columns.get("model/params"):
+        record.params, record.params_source = record.columns["model/params"], "metrics"
+        if not record.growth:  # no sidecar: the jumps of the logged count are the growth events
+            record.growth = [
+                GrowthMark(int(s1), f"grew→{format_param_count(int(p1))}", int(p1))
+                for (s0, p0), (s1, p1) in zip(record.params, record.params[1:]) if p1 != p0
+            ]
+    else:
+        record.params = _reconstruct_params(run_dir, record)
+        record.params_source = "growth history" if record.params else ""
+    if not record.params and not any(record.columns.get(k) for k in ("train/loss", "val/loss")) \
+            and not record.milestone_losses:
+        raise PlotError(f"{metrics_path} has no loss or parameter-count rows to plot")
+    return record
+
+
+def _history(sidecar: Optional[Sidecar]) -> list:
+    history = (sidecar.metadata if sidecar else {}).get("growth_history") or []
+    return history if isinstance(history, list) else []
+
+
+def _reconstruct_params(run_dir: Path, record: RunRecord) -> Series:
+    """The parameter count as a step function: start, each growth event, each milestone."""
+    points: Dict[int, int] = {}
+    start = initial_params(run_dir)
+    if start is not None:
+        points[0] = start
+    for mark in record.growth:
+        if mark.params is not None:
+            points[mark.step] = mark.params
+    for mark in record.milestones:
+        points.setdefault(mark.step, mark.params)
+    if not points:
+        return []
+    series: Series = [(float(s), float(p)) for s, p in sorted(points.items())]
+    last_step = max((s for col in record.columns.values() for s, _ in col), default=series[-1][0])
+    if last_step > series[-1][0]:
+        series.append((last_step, series[-1][1]))
+    return series
+
+

@@ -1,0 +1,273 @@
+"""The Lightning side of progressive checkpointing.
+
+After every optimizer step the callback asks the policy (`dimba.checkpointing.policy`) what
+is due, given the (cached) parameter count. A due save is a `PendingSave`: the checkpoint
+is assembled by Lightning (so every strategy serializes its state as it should), the seed
+document's keys are added by the one builder (`dimba.io.writer`), and the one writer
+publishes it. A milestone checkpoint is therefore a Lightning checkpoint too: `ckpt_path=`
+resumes it.
+
+Under a sharded strategy every rank writes its shards into one Distributed Checkpoint
+directory, and rank zero publishes it. With `async_save=True` rank zero's copy, write and
+publish run in the background; the next optimizer step waits for the copy alone, and the
+result of the write is applied to the milestone state here, on the training thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from dimba import internals
+from dimba.checkpointing import atomic_io
+from dimba.checkpointing.format import milestone_entries, parse_name
+from dimba.checkpointing.record import model_view
+from dimba.checkpointing.milestones import milestone_label
+from dimba.checkpointing.policy import MilestonePolicy, PendingSave
+from dimba.errors import CheckpointWriteError
+from dimba.io import writer
+from dimba.io.load import optimizer_param_names
+from dimba.io.manager import ProgressiveCheckpointManager
+from dimba.model.params import count_parameters
+from dimba.training.async_writer import BackgroundSave, BackgroundWriter
+
+log = logging.getLogger(__name__)
+
+
+class ProgressiveCheckpointCallback(Callback):
+    def __init__(self, milestones: Sequence[Any], save_dir: str | Path = "./progressive_checkpoints",
+                 enabled: bool = True, async_save: bool = False) -> None:
+        self.manager = ProgressiveCheckpointManager(milestones, save_dir, enabled)
+        self.policy = MilestonePolicy(self.manager.tracker)
+        self.writer: Optional[BackgroundWriter] = BackgroundWriter() if async_save else None
+        self._background: Optional[BackgroundSave] = None  # rank zero's write in flight
+        self._failed: Optional[str] = None  # a failed background write, reported at the next collective
+        self._restored_save_dir: Optional[str] = None  # where the resumed checkpoint's run saved milestones
+
+    @property
+    def enabled(self) -> bool:
+        return self.manager.enabled
+
+    @property
+    def async_save(self) -> bool:
+        return self.writer is not None
+
+    @staticmethod
+    def parameter_count(pl_module: L.LightningModule) -> int:
+        """A module with `parameter_count()` (DIMBALightningModule) answers from its cache,
+        recounted only when its structure changes; any other module is counted each time."""
+        counter = getattr(pl_module, "parameter_count", None)
+        return int(counter()) if callable(counter) else count_parameters(pl_module)
+
+    # ----------------------------------------------------------------- hooks
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and self.enabled and trainer.is_global_zero:
+            self.manager.prepare_save_dir()
+            if self.writer is not None:
+                self.writer.start()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.policy.start_at(trainer.global_step)
+        if self.enabled and trainer.ckpt_path is not None:
+            self._reconcile_with_disk(trainer)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if not self.enabled:
+            return
+        if self._background is not None and trainer.is_global_zero:
+            self._collect(trainer)
+        pending = self.policy.due(trainer.global_step, self.parameter_count(pl_module))
+        if pending is not None:
+            self.save(trainer, pl_module, replace(pending, metadata=self._metadata(trainer, pl_module)))
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        """The optimizer is about to change the weights: the background copy must be complete."""
+        if self._background is not None:
+            self._background.wait_copied()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The run is over only when every milestone write is durable (or has failed loudly)."""
+        error, self._failed = self._failed, None
+        if trainer.is_global_zero:
+            error = error or self._settle(wait=True)
+            if self.writer is not None:
+                self.writer.close()
+        error = trainer.strategy.broadcast(error, src=0)
+        if error is not None:
+            raise CheckpointWriteError(error)
+        self.policy.published(self.policy.in_flight)  # rank zero published them: keep every rank's view equal
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # Training failed, but the snapshot being written is good: let it finish.
+        error = self._settle(wait=True) or self._failed
+        if self.writer is not None:
+            self.writer.close()
+        if error is not None:
+            log.error("A milestone write in the background failed as well: %s", error)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The milestone state, and where its checkpoints are (a run started from this
+        checkpoint elsewhere counts the milestones found there as reached)."""
+        return {**self.manager.state_dict(), "save_dir": str(self.manager.save_dir.resolve())}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self.manager.load_state_dict(state_dict)
+        self._restored_save_dir = state_dict.get("save_dir")
+
+    # ----------------------------------------------------------------- saving
+    def save(self, trainer: L.Trainer, pl_module: L.LightningModule, pending: PendingSave) -> None:
+        """One serialization for all of `pending`'s milestones, published under each one's name.
+
+        Runs on every rank: the checkpoint is assembled on all of them (collective for
+        sharded strategies); only rank zero touches shared files. Rank zero's outcome is
+        broadcast, so a failed write (a full disk) ends every rank with the same error
+        instead of leaving the others waiting in a barrier.
+        """
+        sharded = internals.writes_sharded_checkpoints(trainer.strategy)
+        background = self.writer is not None and not sharded
+        final = writer.milestone_paths(self.manager.save_dir, pending)[pending.largest]
+        error: Optional[str] = None
+        try:
+            checkpoint = self._assemble(trainer, pl_module, pending, sharded)
+            if sharded:
+                error = self._write_shards(trainer, checkpoint, pending)
+            elif background and trainer.is_global_zero:
+                error = self._start_background(checkpoint, pending)
+            elif trainer.is_global_zero:
+                writer.write_milestones(checkpoint, pending, self.manager.save_dir, self.manager.milestones,
+                                        self.manager.tracker.reached)
+        except Exception as exc:  # any failure must still reach the broadcast below
+            error = writer.milestone_failure(exc, final)
+        error = trainer.strategy.broadcast(error, src=0)
+        if error is not None:
+            raise CheckpointWriteError(error)
+        if background:
+            self.policy.started(pending, background=True)  # every rank: not due again while written
+        else:
+            self.policy.published(pending.milestones)
+
+    def _assemble(self, trainer: L.Trainer, pl_module: L.LightningModule, pending: PendingSave,
+                  sharded: bool) -> Dict[str, Any]:
+        """Lightning's checkpoint of this moment, whose milestone state counts this save's
+        milestones, plus the seed's keys (only plain data for sharded `meta.pt`)."""
+        checkpoint = internals.dump_checkpoint(trainer)
+        state = checkpoint.get("callbacks", {}).get(self.state_key)
+        if state is not None:
+            state["reached_milestones"] = sorted(set(state["reached_milestones"]) | set(pending.milestones))
+        milestones, reached = self.manager.milestones, self.manager.tracker.reached
+        if sharded:  # tensors are in the shards; the seed's aliases would gather them
+            checkpoint.update(milestone_entries(pending.global_step, list(pending.milestones), pending.current_params,
+                                                milestones, reached, pending.metadata))
+            return checkpoint
+        optimizers = checkpoint.get("optimizer_states") or []
+        names = optimizer_param_names(trainer.optimizers[0], getattr(pl_module, "model", pl_module)) if optimizers else None
+        return writer.build_milestone_checkpoint(checkpoint, model_view(checkpoint["state_dict"]),
+                                                 optimizers[0] if optimizers else None, names, pending,
+                                                 milestones, reached)
+
+    def _write_shards(self, trainer: L.Trainer, checkpoint: Dict[str, Any], pending: PendingSave) -> Optional[str]:
+        """Every rank writes its shards into the save's temporary directory; all agree that
+        every rank did before rank zero publishes it."""
+        staging = writer.staging_path(self.manager.save_dir, pending)
+        final = writer.milestone_paths(self.manager.save_dir, pending)[pending.largest]
+        error: Optional[str] = None
+        try:
+            save_shards = getattr(trainer.strategy, "save_shards", trainer.strategy.save_checkpoint)
+            save_shards(checkpoint, staging)
+        except Exception as exc:
+            error = writer.milestone_failure(exc, final)
+        if trainer.strategy.reduce_boolean_decision(error is not None, all=False) and error is None:
+            error = f"Cannot write milestone checkpoint {final}: another rank could not write its shards"
+        if trainer.is_global_zero:
+            if error is None:
+                try:
+                    writer.publish(staging, pending, self.manager.save_dir, self.manager.milestones,
+                                   self.manager.tracker.reached)
+                except CheckpointWriteError as exc:
+                    error = str(exc)
+            atomic_io.discard(staging)
+        return error
+
+    # ----------------------------------------------------------------- background writes
+    def _start_background(self, checkpoint: Dict[str, Any], pending: PendingSave) -> Optional[str]:
+        """Queue the copy and the write; return at once. A previous background write that
+        failed stops the run here instead (the caller broadcasts it to every rank)."""
+        error = self._failed or self._settle(wait=True)  # one write in flight at a time
+        self._failed = None
+        if error is not None:
+            return error
+        save_dir, milestones, reached = self.manager.save_dir, self.manager.milestones, list(self.manager.tracker.reached)
+        assert self.writer is not None
+        self._background = self.writer.submit(
+            pending, checkpoint, lambda copy: writer.write_milestones(copy, pending, save_dir, milestones, reached))
+        return None
+
+    def _settle(self, wait: bool) -> Optional[str]:
+        """Apply a finished background write to the milestone state (rank zero): published,
+        or abandoned with its error. Waits for it if `wait`."""
+        save = self._background
+        if save is None or (not wait and not save.done()):
+            return None
+        self._background = None
+        failure = save.error()
+        if failure is None:
+            self.policy.published(save.pending.milestones)
+            return None
+        self.policy.abandoned(save.pending.milestones)
+        return writer.milestone_failure(failure, writer.milestone_paths(self.manager.save_dir, save.pending)[save.pending.largest])
+
+    def _collect(self, trainer: L.Trainer) -> None:
+        """Every step, on rank zero: a failed write stops a single-process run at once (with
+        several processes, at the next collective point: the next milestone or the end)."""
+        error = self._settle(wait=False)
+        if error is not None:
+            if trainer.world_size == 1:
+                raise CheckpointWriteError(error)
+            self._failed = error
+
+    # ----------------------------------------------------------------- resume
+    def _reconcile_with_disk(self, trainer: L.Trainer) -> None:
+        """After a resume, a milestone counts as reached when its checkpoint is on disk: in
+        this save directory, or in the one the resumed checkpoint's run saved into (a new run
+        started from another run's checkpoint does not save that run's milestones again)."""
+        reached = None
+        if trainer.is_global_zero:
+            lost = self.policy.reconcile(self.manager.saved_milestones(), held_elsewhere=self._held_elsewhere(trainer))
+            if lost:
+                log.warning("Milestones without a checkpoint in %s will be saved again: %s",
+                            self.manager.save_dir, ", ".join(milestone_label(m) for m in lost))
+            reached = self.manager.tracker.reached
+        self.manager.tracker.reached = list(trainer.strategy.broadcast(reached, src=0))
+
+    def _held_elsewhere(self, trainer: L.Trainer) -> List[int]:
+        """Milestones saved in the resumed checkpoint's own save directory, if that is not ours.
+        Checkpoints without that record (format 1): a milestone file's directory is its save
+        directory; a run's `checkpoints/last.ckpt` has its milestones beside, as train.py lays out."""
+        source = self._restored_save_dir
+        path = Path(str(trainer.ckpt_path))
+        if source is None and parse_name(path.name) is not None:
+            source = str(path.parent)
+        elif source is None and (path.parent.parent / "progressive_checkpoints").is_dir():
+            source = str(path.parent.parent / "progressive_checkpoints")
+        if source is None or Path(source).resolve() == self.manager.save_dir.resolve():
+            return []
+        return ProgressiveCheckpointManager([], source, enabled=False).saved_milestones()
+
+    @staticmethod
+    def _metadata(trainer: L.Trainer, pl_module: L.LightningModule) -> Dict[str, Any]:
+        metadata: Dict[str, Any] = {"epoch": trainer.current_epoch}
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("train/") or key.startswith("val/"):
+                metadata[key] = float(value)
+        if trainer.optimizers:
+            metadata["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        describe = getattr(pl_module, "checkpoint_record", None)
+        if callable(describe):
+            metadata.update(describe())
+        return metadata

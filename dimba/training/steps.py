@@ -1,0 +1,108 @@
+"""The one training-step recipe both loops run: noise, loss, optimizer, LR schedule, growth.
+
+`DIMBALightningModule` and `SimpleTrainer` call these functions and nothing else for the
+arithmetic of a step, so the two trainers compute the same numbers. After each optimizer
+step both grow first and check milestones second (`after_optimizer_step`; under Lightning
+the same order is the order of `training_callbacks`): a milestone crossed by growth is
+saved at that step, with the grown weights and the carried-over optimizer state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Mapping, Sequence
+
+import torch
+
+from dimba.config.training import OptimConfig
+from dimba.diffusion.consistency import objective_loss, sample_deltas
+from dimba.growth.optim import GrowableAdamW
+from dimba.growth.schedule import GrowthEvent
+from dimba.model import DIMBA
+from dimba.objective import ObjectiveConfig
+from dimba.training.lr_schedule import WarmupCosine
+
+
+# ---------------------------------------------------------------------- noise and loss
+def step_generator(device: torch.device, seed: int, step: int, rank: int = 0, stream: int = 0) -> torch.Generator:
+    """A generator seeded from (seed, step, rank); `stream` 1 is the consistency gaps δ, apart
+    from stream 0 (t and noise), so turning CDLM on leaves the diffusion noise unchanged."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed((seed * 1_000_003 + step) * 1009 + rank + stream * 2**62)
+    return generator
+
+
+def step_noise(model: DIMBA, batch: torch.Tensor, seed: int, step: int, rank: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Timesteps and noise for one training step, drawn from (seed, step, rank) alone.
+
+    A resumed run draws exactly what the uninterrupted one would have, with no RNG state
+    to carry, and the Lightning path and SimpleTrainer draw the same numbers.
+    """
+    generator = step_generator(batch.device, seed, step, rank)
+    t = model.schedule.sample_timesteps(batch.shape[0], batch.device, generator)
+    noise = torch.randn(*batch.shape, model.config.d_embed, generator=generator, device=batch.device,
+                        dtype=model.embedding.weight.dtype)
+    return t, noise
+
+
+def step_deltas(t: torch.Tensor, objective: ObjectiveConfig, seed: int, step: int, rank: int = 0) -> torch.Tensor:
+    """The consistency gaps δ of one training step, drawn from (seed, step, rank) alone."""
+    generator = step_generator(t.device, seed, step, rank, stream=1)
+    return sample_deltas(t, objective.consistency_delta_min, objective.consistency_delta_max, generator)
+
+
+def training_loss(model: DIMBA, batch: torch.Tensor, objective: ObjectiveConfig, seed: int, step: int,
+                  rank: int = 0) -> Dict[str, torch.Tensor]:
+    """One training step's loss dict under `objective`: what both trainers optimize and log."""
+    t, noise = step_noise(model, batch, seed, step, rank)
+    delta = step_deltas(t, objective, seed, step, rank) if objective.use_consistency_training else None
+    return objective_loss(model, batch, t, noise, objective.mse_weight, objective.ce_weight, delta,
+                          objective.consistency_loss_weight)
+
+
+def validation_loss(model: DIMBA, batch: torch.Tensor, objective: ObjectiveConfig, batch_idx: int) -> Dict[str, torch.Tensor]:
+    """Fixed timesteps and noise per validation batch, so losses compare across steps."""
+    generator = torch.Generator().manual_seed(batch_idx)
+    t = model.schedule.sample_timesteps(batch.shape[0], torch.device("cpu"), generator).to(batch.device)
+    noise = torch.randn(*batch.shape, model.config.d_embed, generator=generator)
+    noise = noise.to(batch.device, model.embedding.weight.dtype)
+    return model.loss(batch, t=t, noise=noise, mse_weight=objective.mse_weight, ce_weight=objective.ce_weight)
+
+
+# ---------------------------------------------------------------------- optimizer
+def param_group_for(param: torch.nn.Parameter) -> int:
+    """Group 0 (weight decay) for matrices, group 1 (none) for gains, biases and SSM scalars."""
+    return 0 if param.dim() >= 2 else 1
+
+
+def build_optimizer(model: torch.nn.Module, optim: OptimConfig) -> GrowableAdamW:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return GrowableAdamW(
+        [{"params": [p for p in params if param_group_for(p) == 0], "weight_decay": optim.weight_decay},
+         {"params": [p for p in params if param_group_for(p) == 1], "weight_decay": 0.0}],
+        lr=optim.lr, betas=tuple(optim.betas),
+    )
+
+
+def lr_multiplier(optim: OptimConfig, total_steps: int, schedule: Sequence[GrowthEvent] = ()) -> Callable[[int], float]:
+    """The LR schedule as a multiplier of `optim.lr` at each optimizer step (for LambdaLR)."""
+    return WarmupCosine(optim.warmup_steps, total_steps, optim.min_lr_ratio)
+
+
+# ---------------------------------------------------------------------- growth
+def growth_seed(seed: int, event: GrowthEvent) -> int:
+    """The seed of a growth event's new weights: the same on every rank and after a resume."""
+    return seed * 1_000_003 + event.step
+
+
+def due_growth(schedule: Sequence[GrowthEvent], step: int, history: Sequence[Mapping[str, Any]]) -> List[GrowthEvent]:
+    """Events whose step has come and that are not in the model's growth history yet."""
+    done = {entry["step"] for entry in history}
+    return [event for event in schedule if event.step <= step and event.step not in done]
+
+
+def after_optimizer_step(step: int, schedule: Sequence[GrowthEvent], history: Sequence[Mapping[str, Any]],
+                         grow: Callable[[GrowthEvent], None], check_milestones: Callable[[], None]) -> None:
+    """Grow first, then check milestones (the order of `training_callbacks` under Lightning)."""
+    for event in due_growth(schedule, step, history):
+        grow(event)
+    check_milestones()
