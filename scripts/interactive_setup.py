@@ -12,12 +12,17 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional, TypeVar
+from typing import Callable, List, NoReturn, Optional, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dimba.checkpointing.milestones import MilestoneError, milestone_label, parse_milestone_input  # noqa: E402
+from dimba.checkpointing.milestones import (  # noqa: E402
+    MilestoneError,
+    milestone_label,
+    parse_milestone_input,
+    parse_milestones as parse_config_milestones,
+)
 
 PRESETS = ROOT / "conf" / "progressive_checkpoints"  # --conf-dir points elsewhere (tests do)
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
@@ -67,10 +72,16 @@ def parse_milestones(text: str) -> List[int]:
 
 
 def read_preset(path: Path) -> dict:
+    """A preset's milestones as ints, in every form the config takes (1000000, 1e9, 1M, 1.5B;
+    a bare number is a raw count, as in the config), or a ValueError naming the file."""
     from omegaconf import OmegaConf
 
     node = OmegaConf.load(path)
-    return {"milestones": list(node.get("milestones") or []), "save_dir": node.get("save_dir", "progressive_checkpoints")}
+    try:
+        milestones = parse_config_milestones(list(node.get("milestones") or []))
+    except MilestoneError as exc:
+        raise ValueError(f"{path.name}: milestones: {exc}") from None
+    return {"milestones": milestones, "save_dir": node.get("save_dir") or "progressive_checkpoints"}
 
 
 def render(milestones: List[int], save_dir: str) -> str:
@@ -82,12 +93,44 @@ def render(milestones: List[int], save_dir: str) -> str:
     )
 
 
-def update_in_place(text: str, milestones: List[int], save_dir: str) -> str:
-    """Change only the values of the keys we own; comments and other lines stay as they were."""
+def short_label(milestone: int) -> str:
+    """1000000000 -> '1B', 1500000000 -> '1.5B', 1040000 -> '1.04M', 500 -> '500' (for comments)."""
+    label = milestone_label(milestone)
+    return label.replace(".0", "") if re.fullmatch(r"[0-9]+\.0[KMBT]", label) else label
+
+
+_COUNT = r"(?<![\w.])[0-9][0-9_]*(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?(?:\s?[KMBTkmbt])?(?![\w])"
+_COUNTS = re.compile(rf"{_COUNT}(?:\s*,\s*{_COUNT})*")
+_COMMENT = re.compile(r"(?:^|\s)#.*$")
+
+
+def retell_milestones(line: str, old: List[int], new: List[int]) -> str:
+    """In the line's comment, a list that names exactly the old milestones (in any form)
+    names the new ones instead; every other comment and number stays as it was."""
+    comment = _COMMENT.search(line.rstrip("\n"))
+    if comment is None or old == new:
+        return line
+
+    def retold(match: "re.Match[str]") -> str:
+        try:
+            same = parse_config_milestones(match.group(0)) == old
+        except MilestoneError:
+            same = False
+        return ", ".join(short_label(m) for m in new) if same else match.group(0)
+
+    start, end = comment.span()
+    return line[:start] + _COUNTS.sub(retold, line[start:end]) + line[end:]
+
+
+def update_in_place(text: str, milestones: List[int], save_dir: str, old: Optional[List[int]] = None) -> str:
+    """Change only the values of the keys we own, and the comments that list the old
+    milestones (`old`); other comments and lines stay as they were."""
     values = {"enabled": "true", "milestones": f"[{', '.join(str(m) for m in milestones)}]", "save_dir": save_dir}
     lines = text.splitlines(keepends=True)
+    if old:
+        lines = [retell_milestones(line, old, milestones) for line in lines]
     for key, value in values.items():
-        pattern = re.compile(rf"^{key}:[^#\n]*(\s#.*)?$")
+        pattern = re.compile(rf"^{key}:[^#\n]*?(\s+#.*)?$")  # the comment keeps its spacing
         for i, line in enumerate(lines):
             match = pattern.match(line.rstrip("\n"))
             if match:
@@ -103,11 +146,14 @@ def setup() -> None:
     print(f"Existing presets: {', '.join(presets)}")
     base = {"milestones": [], "save_dir": "progressive_checkpoints"}
     if yes("Continue from an existing preset?"):
-        chosen = ask_until("Preset to start from", lambda t: t if t in presets else _unknown(t, presets))
-        base = read_preset(PRESETS / f"{chosen}.yaml")
+        base = ask_until("Preset to start from",
+                         lambda t: read_preset(PRESETS / f"{t}.yaml") if t in presets else _unknown(t, presets))
         print(f"  milestones: {', '.join(milestone_label(m) for m in base['milestones']) or 'none'}")
     default_milestones = ",".join(milestone_label(m) for m in base["milestones"]) or None
-    milestones = ask_until("Milestones (e.g. 1,5,10,30 for billions, or 100M,500M,1B)", parse_milestones, default_milestones)
+    # Taking the default keeps the preset's counts as they are: re-read, a bare 500 would mean 500B.
+    milestones = ask_until("Milestones (e.g. 1,5,10,30 for billions, or 100M,500M,1B)",
+                           lambda t: list(base["milestones"]) if t == default_milestones else parse_milestones(t),
+                           default_milestones)
     print(f"  → {', '.join(milestone_label(m) for m in milestones)}")
     save_dir = ask("Save directory (relative: inside each run's output directory)", base["save_dir"])
     name = ask_until("Preset name", parse_name)
@@ -116,13 +162,21 @@ def setup() -> None:
         if not yes(f"{path} exists. Overwrite its milestones and save_dir (comments are kept)?"):
             print("Nothing written.")
             return
-        path.write_text(update_in_place(path.read_text(), milestones, save_dir))
+        path.write_text(update_in_place(path.read_text(), milestones, save_dir, _milestones_or_none(path)))
     else:
         path.write_text(render(milestones, save_dir))
     print(f"Wrote {path}. Train with:\n  python train.py progressive_checkpoints={name}")
 
 
-def _unknown(text: str, presets: List[str]) -> str:
+def _milestones_or_none(path: Path) -> Optional[List[int]]:
+    """The milestones a file holds now (what its comments describe), None if unreadable."""
+    try:
+        return read_preset(path)["milestones"]
+    except Exception:  # a hand-edited file we cannot read: its comments stay untouched
+        return None
+
+
+def _unknown(text: str, presets: List[str]) -> NoReturn:
     raise ValueError(f"no preset {text!r}; choose one of: {', '.join(presets)}")
 
 

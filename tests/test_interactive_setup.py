@@ -46,7 +46,7 @@ def test_setup_writes_a_preset_that_train_py_uses(conf):
     assert preset.save_dir == "progressive_checkpoints" and preset.enabled
 
 
-def test_continuing_from_a_preset_never_overwrites_silently_and_keeps_comments(conf):
+def test_continuing_from_a_preset_never_overwrites_silently(conf):
     target = conf / "progressive_checkpoints" / "billions.yaml"
     before = target.read_text()
     refused = session(conf, "1", "y", "nosuch", "billions", "100M,1B", "", "billions", "n", "3")
@@ -55,13 +55,43 @@ def test_continuing_from_a_preset_never_overwrites_silently_and_keeps_comments(c
 
     accepted = session(conf, "1", "y", "billions", "100M,1B", "elsewhere", "billions", "y", "3")
     assert accepted.returncode == 0, accepted.stderr
-    text = target.read_text()
-    assert [line for line in before.splitlines() if line.startswith("#")] == [
-        line for line in text.splitlines() if line.startswith("#")
-    ]
-    assert "# 1B, 5B, 10B, 30B" in text  # the inline comment on the milestones line stays
     preset = composed_milestones(conf, "billions")
     assert preset.milestones == [10**8, 10**9] and preset.save_dir == "elsewhere"
+
+
+def test_an_update_retells_the_milestones_in_comments_and_keeps_the_others(conf):
+    target = conf / "progressive_checkpoints" / "billions.yaml"
+    target.write_text("# Keep save_dir on the shared filesystem of the cluster.\n" + target.read_text())
+    result = session(conf, "1", "y", "billions", "100M,1.5B", "", "billions", "y", "3")
+    assert result.returncode == 0, result.stderr
+    text = target.read_text()
+    assert "# The seed document's milestones: 100M, 1.5B." in text  # the header follows the values
+    assert "milestones: [100000000, 1500000000]  # 100M, 1.5B\n" in text  # and so does the inline comment
+    assert "30B" not in text
+    assert text.startswith("# Keep save_dir on the shared filesystem of the cluster.\n")  # other comments stay
+    assert composed_milestones(conf, "billions").milestones == [10**8, 15 * 10**8]
+
+
+@pytest.mark.parametrize("written, counts", [
+    ("[1M, 2M, 4M]", [10**6, 2 * 10**6, 4 * 10**6]),  # the default millions preset
+    ("[1.5B, 3B]", [15 * 10**8, 3 * 10**9]),
+    ("[1e9, 5e9]", [10**9, 5 * 10**9]),
+    ("[500, 1000000]", [500, 10**6]),  # bare numbers in YAML are raw counts, even below 1K
+], ids=["suffix", "decimal-suffix", "exponent", "raw-ints"])
+def test_continuing_from_a_preset_takes_every_milestone_form_it_may_hold(conf, written, counts):
+    (conf / "progressive_checkpoints" / "start.yaml").write_text(
+        f"defaults:\n  - base_progressive_checkpoints\n  - _self_\n\nenabled: true\nmilestones: {written}\n")
+    result = session(conf, "1", "y", "start", "", "", "continued", "3")  # keep the preset's milestones
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert composed_milestones(conf, "continued").milestones == counts
+
+
+def test_a_preset_whose_milestones_cannot_be_read_is_asked_again_with_the_reason(conf):
+    (conf / "progressive_checkpoints" / "broken.yaml").write_text("enabled: true\nmilestones: [1M, lots]\n")
+    result = session(conf, "1", "y", "broken", "millions", "", "", "fromdefault", "3")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "✗ broken.yaml: milestones: 'lots' is not a parameter count" in result.stdout
+    assert composed_milestones(conf, "fromdefault").milestones == [10**6, 2 * 10**6, 4 * 10**6]
 
 
 def test_view_lists_checkpoints_under_a_directory(conf, tmp_path, tiny_model_config):
