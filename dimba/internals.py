@@ -103,6 +103,15 @@ def csv_experiment(logger: Any) -> Optional[Any]:
     return logger._experiment
 
 
+def finish_wandb_run(logger: Any, exit_code: int) -> None:
+    """Finish the W&B run a WandbLogger holds and forget it: Lightning leaves it open, and the
+    next run of the same process (a sweep job) would log into it."""
+    experiment = logger._experiment
+    if experiment is not None:
+        experiment.finish(exit_code=exit_code)
+        logger._experiment = None
+
+
 # ---------------------------------------------------------------------- torch
 def gather_distributed_checkpoint(path: Path) -> Dict[str, Any]:
     """Every tensor of a Distributed Checkpoint directory, as full tensors in one process

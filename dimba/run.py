@@ -27,7 +27,7 @@ from dimba.summary import log_summary
 from dimba.training.callbacks import training_callbacks
 from dimba.training.checkpoint_io import AtomicCheckpointIO
 from dimba.training.last_checkpoint import LastCheckpoint
-from dimba.training.metrics_log import ContinuingCSVLogger
+from dimba.training.loggers import build_loggers
 from dimba.training.module import DIMBALightningModule
 from dimba.training.progress import DIMBAProgressBar
 
@@ -81,8 +81,8 @@ def build_trainer(config: Config, recipe: Recipe, output_dir: Path, resume_step:
         LastCheckpoint(checkpoints / "last.ckpt"),
         *([DIMBAProgressBar()] if config.trainer.enable_progress_bar else []),
     ]
-    logger = ContinuingCSVLogger(save_dir=str(output_dir), name="logs", version="", resume_step=resume_step)
-    trainer: L.Trainer = instantiate(config.trainer.arguments(), default_root_dir=str(output_dir), logger=logger,
+    trainer: L.Trainer = instantiate(config.trainer.arguments(), default_root_dir=str(output_dir),
+                                     logger=build_loggers(config.logger, output_dir, resume_step),
                                      plugins=[AtomicCheckpointIO()], callbacks=callbacks, _convert_="all")
     if trainer.is_global_zero and checkpoints.is_dir():
         remove_stale_temporaries(checkpoints)  # a last.ckpt write cut short by a crash

@@ -160,6 +160,8 @@ def test_a_failed_background_write_stops_the_run_with_the_file_named(
 
 def test_a_second_write_waits_for_the_first(tmp_path):
     """One write in flight at a time: the callback settles the first before queueing the next."""
+    from types import SimpleNamespace
+
     from dimba.training.milestone_callback import ProgressiveCheckpointCallback
 
     callback = ProgressiveCheckpointCallback([1000, 2000], tmp_path, async_save=True)
@@ -169,8 +171,9 @@ def test_a_second_write_waits_for_the_first(tmp_path):
         gate.wait(timeout=10)
         order.append("first")
 
+    trainer = SimpleNamespace(is_global_zero=True, world_size=1, loggers=[])
     callback._background = callback.writer.submit(PendingSave((1000,), 1, 1500), {}, first)
-    second = threading.Thread(target=lambda: callback._start_background({}, PendingSave((2000,), 2, 2500)))
+    second = threading.Thread(target=lambda: callback._start_background(trainer, {}, PendingSave((2000,), 2, 2500)))
     second.start()
     time.sleep(0.2)
     assert order == [] and second.is_alive()  # the second save is waiting for the first write
@@ -204,9 +207,9 @@ def test_under_ddp_a_failed_background_write_stops_the_next_save_on_every_rank(t
     callback._background = callback.writer.submit(pending, {}, fails)
     callback.policy.started(pending, background=True)
     callback._background.future.exception(timeout=10)  # the write has failed
-    trainer = SimpleNamespace(is_global_zero=True, world_size=2)
+    trainer = SimpleNamespace(is_global_zero=True, world_size=2, loggers=[])
     callback._collect(trainer)  # every step: parked, not raised (other ranks would hang)
     assert callback._failed is not None and callback.manager.reached_milestones == []
-    error = callback._start_background({}, PendingSave((2000,), 5, 3000))
+    error = callback._start_background(trainer, {}, PendingSave((2000,), 5, 3000))
     assert error is not None and "No space left on device" in error  # the caller broadcasts it and raises
     callback.writer.close()

@@ -109,3 +109,19 @@ def test_quote_override_value_survives_hydras_parser():
     value = "/tmp/a dir/with=sign,comma[1]"
     parsed = OverridesParser.create().parse_override(f"hydra.sweep.dir={internals.quote_override_value(value)}")
     assert parsed.value() == value
+
+
+def test_finish_wandb_run_finishes_the_run_the_logger_holds(tmp_path):
+    from lightning.pytorch.loggers import WandbLogger
+
+    finished = []
+
+    class Run:
+        def finish(self, exit_code: int) -> None:
+            finished.append(exit_code)
+
+    logger = WandbLogger(offline=True, save_dir=str(tmp_path))
+    internals.finish_wandb_run(logger, exit_code=0)  # no run yet: nothing to finish
+    logger._experiment = Run()  # what `logger.experiment` starts
+    internals.finish_wandb_run(logger, exit_code=1)
+    assert finished == [1] and logger._experiment is None

@@ -21,7 +21,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from dimba.errors import ConfigError
-from dimba.loggers_config import LoggerConfig, check_logger_packages
+from dimba.config.loggers import LoggerConfig, check_logger_packages
 from dimba.training import DIMBALightningModule
 from dimba.training.loggers import build_loggers, growth_metrics, log_event, milestone_metrics
 
@@ -269,7 +269,7 @@ def test_a_resumed_run_continues_each_loggers_run(tmp_path, wandb_home, network_
 
 
 def test_a_missing_package_is_one_line_naming_the_extra(monkeypatch, tmp_path):
-    import dimba.loggers_config as loggers_config
+    import dimba.config.loggers as loggers_config
 
     monkeypatch.setattr(loggers_config, "find_spec", lambda name: None)
     check_logger_packages(options("csv"))  # built in: needs nothing

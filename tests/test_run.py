@@ -34,3 +34,20 @@ def test_train_returns_the_validation_loss_of_the_last_step(tmp_path):
 def test_a_run_without_validation_returns_no_loss(tmp_path):
     result = train(compose_config("trainer.max_steps=2", "trainer.limit_val_batches=0"), tmp_path)
     assert result.val_loss is None and result.trainer.global_step == 2
+
+
+def test_every_logger_hears_the_growth_and_milestone_events(tmp_path):
+    """Not a stand-in: the real growth and milestone code send them, at their steps."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = compose_config("trainer.max_steps=3", "trainer.val_check_interval=3", "logger=many",
+                            "growth.schedule=[{step:2,op:width,d_model:48}]",
+                            "progressive_checkpoints=millions", "progressive_checkpoints.milestones=[20K,40K]")
+    train(config, tmp_path)
+    board = EventAccumulator(str(tmp_path / "tensorboard"))
+    board.Reload()
+    assert [(e.step, e.value) for e in board.Scalars("growth/d_model")] == [(2, 48.0)]
+    assert [(e.step, e.value) for e in board.Scalars("milestone/reached")] == [(1, 20_000.0), (2, 40_000.0)]
+    with open(tmp_path / "logs" / "metrics.csv", newline="") as handle:
+        reached = [float(r["milestone/reached"]) for r in csv.DictReader(handle) if r.get("milestone/reached")]
+    assert reached == [20_000.0, 40_000.0]

@@ -11,6 +11,7 @@ from omegaconf import MISSING
 
 from dimba.checkpointing.atomic_io import is_sharded_checkpoint
 from dimba.config.checks import int_at_least, positive_int
+from dimba.config.loggers import LoggerConfig, check_logger_packages
 from dimba.config.trainer import GROWABLE_STRATEGIES, SUPPORTED_STRATEGIES, TrainerConfig
 from dimba.config.training import GrowthConfig, OptimConfig, ProgressiveCheckpointsConfig
 from dimba.data.schema import DataConfig
@@ -31,6 +32,7 @@ class Config:
     growth: GrowthConfig = MISSING
     progressive_checkpoints: ProgressiveCheckpointsConfig = MISSING
     objective: ObjectiveConfig = MISSING
+    logger: LoggerConfig = MISSING
     seed: int = 0
     """Seed for weights, data order, noise and the initialisation of grown weights."""
     ckpt_path: Optional[str] = None
@@ -52,6 +54,7 @@ class Config:
         validate_schedule(self.model, self.growth.schedule)
         self.objective.check_diffusion_steps(self.model.diffusion_steps)
         self._check_strategy()
+        check_logger_packages(self.logger)
         if self.resume not in (None, "auto"):
             raise ConfigError("resume", self.resume, "auto or null")
         if self.resume is not None and self.ckpt_path is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dimba.config.loggers import LoggerConfig
 from dimba.config.schema import Config
 from dimba.config.trainer import TrainerConfig
 from dimba.config.training import GrowthConfig, OptimConfig, ProgressiveCheckpointsConfig
@@ -22,6 +23,7 @@ GROUPS = (
     ("growth", GrowthConfig),
     ("progressive_checkpoints", ProgressiveCheckpointsConfig),
     ("objective", ObjectiveConfig),
+    ("logger", LoggerConfig),
 )
 
 

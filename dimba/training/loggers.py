@@ -21,7 +21,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from dimba.loggers_config import LoggerConfig, MLFlowLoggerConfig, check_logger_packages
+from dimba import internals
+from dimba.config.loggers import LoggerConfig, MLFlowLoggerConfig, check_logger_packages
 
 GROWTH_PARAMS = "growth/params"
 GROWTH_N_LAYERS = "growth/n_layers"
@@ -36,9 +37,7 @@ class FinishingWandbLogger(WandbLogger):
 
     def finalize(self, status: str) -> None:
         super().finalize(status)
-        if self._experiment is not None:
-            self._experiment.finish(exit_code=0 if status == "success" else 1)
-            self._experiment = None
+        internals.finish_wandb_run(self, exit_code=0 if status == "success" else 1)
 
 
 def growth_metrics(params: int, n_layers: int, d_model: int) -> Dict[str, float]:

@@ -35,6 +35,7 @@ from dimba.io.load import optimizer_param_names
 from dimba.io.manager import ProgressiveCheckpointManager
 from dimba.model.params import count_parameters
 from dimba.training.async_writer import BackgroundSave, BackgroundWriter
+from dimba.training.loggers import log_event, milestone_metrics
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class ProgressiveCheckpointCallback(Callback):
         """The run is over only when every milestone write is durable (or has failed loudly)."""
         error, self._failed = self._failed, None
         if trainer.is_global_zero:
-            error = error or self._settle(wait=True)
+            error = error or self._settle(trainer, wait=True)
             if self.writer is not None:
                 self.writer.close()
         error = trainer.strategy.broadcast(error, src=0)
@@ -105,7 +106,7 @@ class ProgressiveCheckpointCallback(Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         # Training failed, but the snapshot being written is good: let it finish.
-        error = self._settle(wait=True) or self._failed
+        error = self._settle(trainer, wait=True) or self._failed
         if self.writer is not None:
             self.writer.close()
         if error is not None:
@@ -138,7 +139,7 @@ class ProgressiveCheckpointCallback(Callback):
             if sharded:
                 error = self._write_shards(trainer, checkpoint, pending)
             elif background and trainer.is_global_zero:
-                error = self._start_background(checkpoint, pending)
+                error = self._start_background(trainer, checkpoint, pending)
             elif trainer.is_global_zero:
                 writer.write_milestones(checkpoint, pending, self.manager.save_dir, self.manager.milestones,
                                         self.manager.tracker.reached)
@@ -150,7 +151,7 @@ class ProgressiveCheckpointCallback(Callback):
         if background:
             self.policy.started(pending, background=True)  # every rank: not due again while written
         else:
-            self.policy.published(pending.milestones)
+            self._published(trainer, pending)
 
     def _assemble(self, trainer: L.Trainer, pl_module: L.LightningModule, pending: PendingSave,
                   sharded: bool) -> Dict[str, Any]:
@@ -195,10 +196,10 @@ class ProgressiveCheckpointCallback(Callback):
         return error
 
     # ----------------------------------------------------------------- background writes
-    def _start_background(self, checkpoint: Dict[str, Any], pending: PendingSave) -> Optional[str]:
+    def _start_background(self, trainer: L.Trainer, checkpoint: Dict[str, Any], pending: PendingSave) -> Optional[str]:
         """Queue the copy and the write; return at once. A previous background write that
         failed stops the run here instead (the caller broadcasts it to every rank)."""
-        error = self._failed or self._settle(wait=True)  # one write in flight at a time
+        error = self._failed or self._settle(trainer, wait=True)  # one write in flight at a time
         self._failed = None
         if error is not None:
             return error
@@ -208,7 +209,13 @@ class ProgressiveCheckpointCallback(Callback):
             pending, checkpoint, lambda copy: writer.write_milestones(copy, pending, save_dir, milestones, reached))
         return None
 
-    def _settle(self, wait: bool) -> Optional[str]:
+    def _published(self, trainer: L.Trainer, pending: PendingSave) -> None:
+        """A save is durable: its milestones are reached, and every logger hears of it."""
+        self.policy.published(pending.milestones)
+        for milestone in pending.milestones:
+            log_event(trainer, milestone_metrics(milestone, pending.current_params), pending.global_step)
+
+    def _settle(self, trainer: L.Trainer, wait: bool) -> Optional[str]:
         """Apply a finished background write to the milestone state (rank zero): published,
         or abandoned with its error. Waits for it if `wait`."""
         save = self._background
@@ -217,7 +224,7 @@ class ProgressiveCheckpointCallback(Callback):
         self._background = None
         failure = save.error()
         if failure is None:
-            self.policy.published(save.pending.milestones)
+            self._published(trainer, save.pending)
             return None
         self.policy.abandoned(save.pending.milestones)
         return writer.milestone_failure(failure, writer.milestone_paths(self.manager.save_dir, save.pending)[save.pending.largest])
@@ -225,7 +232,7 @@ class ProgressiveCheckpointCallback(Callback):
     def _collect(self, trainer: L.Trainer) -> None:
         """Every step, on rank zero: a failed write stops a single-process run at once (with
         several processes, at the next collective point: the next milestone or the end)."""
-        error = self._settle(wait=False)
+        error = self._settle(trainer, wait=False)
         if error is not None:
             if trainer.world_size == 1:
                 raise CheckpointWriteError(error)

@@ -27,6 +27,7 @@ from dimba.io.writer import model_record
 from dimba.model import DIMBA, DIMBAConfig
 from dimba.model.params import architecture_parameters, count_parameters
 from dimba.training import steps
+from dimba.training.loggers import growth_metrics, log_event
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class DIMBALightningModule(L.LightningModule):
         self.structure_version += 1
         if trainer is not None:
             internals.rewrap_ddp(trainer, self)  # rank 0's weights, broadcast to every rank
+            config = self.model.config
+            log_event(trainer, growth_metrics(record["params"], config.n_layers, config.d_model), global_step)
         log.info("Grew the model after step %d: %s (%s -> %s parameters)", global_step, event.describe(),
                  format_param_count(before), format_param_count(record["params"]))
 
