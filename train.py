@@ -12,9 +12,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from dimba.config import register_configs, validate
-from dimba.errors import CheckpointWriteError, ConfigError
-from dimba.preflight import check_accelerator, check_writable_dir, resolve_save_dir
+from dimba.errors import CheckpointLoadError, CheckpointWriteError, ConfigError
 
+CONF = Path(__file__).resolve().parent / "conf"
 log = logging.getLogger("dimba.train")
 register_configs()
 
@@ -22,28 +22,39 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> Optional[float]:
     """Returns the final validation loss, the value Hydra's optimizing sweepers minimize."""
+    from dimba.preflight import prepare_run
+
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         config = validate(cfg)
-        if not config.dry_run:
-            check_accelerator(config.trainer.accelerator)
-        if config.progressive_checkpoints.enabled and not config.dry_run:
-            save_dir = resolve_save_dir(config.progressive_checkpoints.save_dir, output_dir)
-            check_writable_dir(save_dir, "progressive_checkpoints.save_dir")
+        claim = prepare_run(config, output_dir)  # accelerator, save_dir (writable, and ours alone)
     except ConfigError as exc:
         log.error("Invalid config: %s", exc)
         sys.exit(2)
     from dimba.run import plan, train  # torch and Lightning load only for a valid config
 
-    plan(config)
-    if config.dry_run:
-        return None
-    try:
-        return train(config, output_dir).val_loss
-    except CheckpointWriteError as exc:  # a full disk, say: every earlier checkpoint is intact
-        log.error("%s", exc)
-        sys.exit(1)
+    with claim:
+        plan(config)
+        try:
+            return train(config, output_dir).val_loss
+        except CheckpointLoadError as exc:  # ckpt_path= a file that cannot be resumed
+            log.error("Invalid config: ckpt_path: %s", exc)
+            sys.exit(2)
+        except CheckpointWriteError as exc:  # a full disk, say: every earlier checkpoint is intact
+            log.error("%s", exc)
+            sys.exit(1)
+
+
+def plan_text(config) -> str:
+    from dimba.run import plan_table
+
+    return plan_table(config)
 
 
 if __name__ == "__main__":
+    from dimba.command_line import check_command_line
+
+    status = check_command_line(sys.argv[1:], CONF, plan=plan_text)  # every job, before Hydra writes anything
+    if status is not None:
+        sys.exit(status)
     main()

@@ -141,3 +141,24 @@ def quote_override_value(value: str) -> str:
     from hydra._internal.grammar.utils import escape_special_characters
 
     return escape_special_characters(value)
+
+
+def hydra_argument_parser() -> Any:
+    """The argument parser `@hydra.main` uses: train.py reads its own command line the same way."""
+    from hydra._internal.utils import get_args_parser
+
+    return get_args_parser()
+
+
+def hydra_group_options(group: str) -> list:
+    """A config group's options, inside an initialized Hydra (compose API)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    return list(GlobalHydra.instance().config_loader().get_group_options(group))
+
+
+def expand_sweep(overrides: list) -> list:
+    """The jobs of a `-m` sweep, as Hydra's basic sweeper would run them (lists of overrides)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]

@@ -1,10 +1,14 @@
-"""Checks that need the run's output directory, done before any heavy import or training."""
+"""Checks that need the run's output directory, done before any heavy import or training:
+the accelerator exists, the save directory is writable and no other run is writing to it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import ContextManager
 
+from dimba.checkpointing.ownership import SaveDirClaim
 from dimba.errors import ConfigError
 
 
@@ -37,3 +41,27 @@ def check_accelerator(accelerator: str) -> None:
         if not torch.cuda.is_available():
             raise ConfigError("trainer.accelerator", accelerator,
                               "cpu or auto on this machine: no CUDA GPU is visible (for several CPU processes: trainer=ddp_cpu)")
+
+
+def is_first_process() -> bool:
+    """Global rank zero of the job, from the launchers' environment (torchrun, SLURM, the
+    processes Lightning starts for DDP): the one process that owns shared files."""
+    ranks = [os.environ.get(name) for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK")]
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        ranks.append(os.environ.get("SLURM_PROCID"))
+    return all(rank in (None, "", "0") for rank in ranks)
+
+
+def prepare_run(config, output_dir: Path) -> ContextManager:
+    """Every check of a run that is about to train; returns its claim on the save directory
+    (released when the `with` block ends)."""
+    if config.dry_run:
+        return contextlib.nullcontext()
+    check_accelerator(config.trainer.accelerator)
+    if not config.progressive_checkpoints.enabled:
+        return contextlib.nullcontext()
+    save_dir = resolve_save_dir(config.progressive_checkpoints.save_dir, output_dir)
+    check_writable_dir(save_dir, "progressive_checkpoints.save_dir")
+    if not is_first_process():  # the processes Lightning starts for DDP: rank zero holds the claim
+        return contextlib.nullcontext()
+    return SaveDirClaim(save_dir, str(output_dir))

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from dimba.checkpointing.discovery import LIGHTNING_GLOB, complete_milestones, looks_complete
+from dimba.errors import CheckpointLoadError
+from dimba.io.read import first_line
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,25 @@ def checkpoint_step(path: Path) -> Optional[int]:
     except Exception as exc:
         log.warning("Skipping unreadable checkpoint %s: %s", path, exc)
         return None
+
+
+def resumable_step(path: Path) -> int:
+    """The step of the Lightning checkpoint `ckpt_path=` names; a CheckpointLoadError naming
+    the file if it cannot be resumed (the torch-free checks ran during validation)."""
+    import torch
+
+    path = Path(path)
+    target = path / "meta.pt" if path.is_dir() else path
+    try:
+        checkpoint = torch.load(target, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        raise CheckpointLoadError(f"Cannot load checkpoint {path}: {first_line(exc)}") from None
+    if not isinstance(checkpoint, dict) or "global_step" not in checkpoint:
+        raise CheckpointLoadError(f"{path} is not a training checkpoint (no global_step)")
+    if "loops" not in checkpoint:
+        raise CheckpointLoadError(f"{path} holds no Lightning training state (written by SimpleTrainer or by hand?): "
+                                  "continue it with SimpleTrainer.resume, or load its weights with dimba.load_model")
+    return int(checkpoint["global_step"])
 
 
 def candidates(run_dir: Path, milestone_dir: Optional[Path] = None) -> List[Tuple[int, float, Path]]:

@@ -22,8 +22,8 @@ from dimba.config import Config, Recipe
 from dimba.growth.plan import GrowthPlan, build_plan
 from dimba.launch import end_process_group, in_multirun, multirun_job
 from dimba.preflight import resolve_save_dir
-from dimba.resume import checkpoint_step, newest_valid_checkpoint
-from dimba.summary import log_summary
+from dimba.resume import checkpoint_step, newest_valid_checkpoint, resumable_step
+from dimba.summary import print_summary
 from dimba.training.callbacks import training_callbacks
 from dimba.training.checkpoint_io import AtomicCheckpointIO
 from dimba.training.last_checkpoint import LastCheckpoint
@@ -55,21 +55,36 @@ def build_module(config: Config, save_dir: Path) -> DIMBALightningModule:
     return DIMBALightningModule.from_recipe(Recipe.from_config(config, save_dir=str(save_dir)))
 
 
-def plan(config: Config) -> GrowthPlan:
-    """Log the growth plan, and warn about milestones this run can never reach."""
+def growth_plan(config: Config) -> GrowthPlan:
     progressive = config.progressive_checkpoints
     milestones = progressive.milestones if progressive.enabled else []
-    growth_plan = build_plan(config.model, config.growth.schedule, milestones, config.trainer.max_steps)
-    log.info("Growth plan (trainer.max_steps=%d):\n%s", config.trainer.max_steps, growth_plan.table())
-    if growth_plan.unreached:
-        log.warning(
-            "Milestones this configuration never reaches: %s (the model ends at %s parameters). "
-            "Grow further (growth.schedule), start larger (model.*), train longer (trainer.max_steps) "
-            "or lower progressive_checkpoints.milestones.",
-            ", ".join(milestone_label(m) for m in growth_plan.unreached),
-            format_param_count(growth_plan.final.params),
-        )
-    return growth_plan
+    return build_plan(config.model, config.growth.schedule, milestones, config.trainer.max_steps)
+
+
+def unreached_warning(plan: GrowthPlan) -> Optional[str]:
+    if not plan.unreached:
+        return None
+    return (f"Milestones this configuration never reaches: {', '.join(milestone_label(m) for m in plan.unreached)} "
+            f"(the model ends at {format_param_count(plan.final.params)} parameters). Grow further (growth.schedule), "
+            "start larger (model.*), train longer (trainer.max_steps) or lower progressive_checkpoints.milestones.")
+
+
+def plan_table(config: Config) -> str:
+    """The plan as `dry_run=true` prints it (on stdout)."""
+    plan = growth_plan(config)
+    warning = unreached_warning(plan)
+    text = f"Growth plan (trainer.max_steps={config.trainer.max_steps}):\n{plan.table()}"
+    return text + (f"\nWarning: {warning}" if warning else "")
+
+
+def plan(config: Config) -> GrowthPlan:
+    """Log the growth plan at the start of a run, and warn about milestones it never reaches."""
+    plan = growth_plan(config)
+    log.info("Growth plan (trainer.max_steps=%d):\n%s", config.trainer.max_steps, plan.table())
+    warning = unreached_warning(plan)
+    if warning:
+        log.warning("%s", warning)
+    return plan
 
 
 def build_trainer(config: Config, recipe: Recipe, output_dir: Path, resume_step: Optional[int]) -> L.Trainer:
@@ -99,8 +114,13 @@ def train(config: Config, output_dir: Path) -> RunResult:
     recipe = Recipe.from_config(config, save_dir=str(save_dir))
     datamodule = instantiate(dict(vars(config.data)), seed=config.seed, _convert_="all")
     module = DIMBALightningModule.from_recipe(recipe)
-    ckpt_path = newest_valid_checkpoint(output_dir, save_dir) if config.resume == "auto" else config.ckpt_path
-    trainer = build_trainer(config, recipe, output_dir, checkpoint_step(Path(ckpt_path)) if ckpt_path else None)
+    if config.resume == "auto":
+        ckpt_path = newest_valid_checkpoint(output_dir, save_dir)
+        resume_step = checkpoint_step(ckpt_path) if ckpt_path else None
+    else:
+        ckpt_path = config.ckpt_path
+        resume_step = resumable_step(Path(ckpt_path)) if ckpt_path else None  # a bad file: one line, before training
+    trainer = build_trainer(config, recipe, output_dir, resume_step)
     if config.resume == "auto":
         log.info("resume=auto: %s", f"continuing from {ckpt_path}" if ckpt_path else "no checkpoint yet, starting fresh")
     log.info("Output directory: %s", output_dir)
@@ -130,7 +150,7 @@ def final_validation_loss(trainer: L.Trainer, module: DIMBALightningModule, data
 def finish(config: Config, output_dir: Path, save_dir: Path) -> None:
     """Rank zero, after training: the milestone table and the plot (which must never fail a run)."""
     if config.progressive_checkpoints.enabled:
-        log_summary(save_dir)
+        print_summary(save_dir)
     try:
         from dimba.plotting import plot_run
 

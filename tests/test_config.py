@@ -87,7 +87,7 @@ def test_own_text_files(tmp_path):
 
 
 def test_trainer_arguments_are_overridable():
-    cfg = compose_config("trainer.max_steps=7", "+trainer.fast_dev_run=false")
+    cfg = compose_config("trainer.max_steps=7", "trainer.fast_dev_run=false")
     assert cfg.trainer.max_steps == 7 and cfg.trainer.fast_dev_run is False
 
 
@@ -137,3 +137,29 @@ def test_growth_after_max_steps_is_shown_as_never_happening():
     plan = build_plan(config.model, config.growth.schedule, config.progressive_checkpoints.milestones, 100)
     assert plan.unreached == [2_000_000, 4_000_000]
     assert plan.table().count("never happens") == 2
+
+
+def test_the_trainer_schema_is_every_lightning_trainer_argument():
+    """A Lightning upgrade that adds, drops or re-defaults an argument fails here."""
+    import dataclasses
+    import inspect
+
+    import lightning
+
+    from dimba.config import TrainerConfig
+
+    signature = {n: p.default for n, p in inspect.signature(lightning.Trainer.__init__).parameters.items() if n != "self"}
+    fields = {f.name: f.default for f in dataclasses.fields(TrainerConfig) if f.name != "_target_"}
+    assert set(fields) == set(signature)
+    ours = {"accelerator", "devices", "strategy", "precision", "max_steps", "val_check_interval", "check_val_every_n_epoch",
+            "limit_val_batches", "num_sanity_val_steps", "log_every_n_steps", "gradient_clip_val", "enable_progress_bar",
+            "enable_model_summary", "deterministic", "use_distributed_sampler"}
+    assert {n: fields[n] for n in fields if n not in ours} == {n: signature[n] for n in signature if n not in ours}
+
+
+def test_any_trainer_argument_without_a_plus():
+    config = validate(compose_config("trainer.fast_dev_run=true", "trainer.detect_anomaly=true", "trainer.max_time=00:01:00:00"))
+    assert config.trainer.fast_dev_run is True and config.trainer.detect_anomaly is True
+    assert config.trainer.arguments()["max_time"] == "00:01:00:00" and "logger" not in config.trainer.arguments()
+    with pytest.raises(ConfigError, match=r"trainer.logger: .* is invalid; accepted: null: choose loggers with the logger group"):
+        validate(compose_config("trainer.logger=false"))

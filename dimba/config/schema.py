@@ -9,13 +9,13 @@ from typing import Mapping, Optional
 
 from omegaconf import MISSING
 
-from dimba.checkpointing.atomic_io import is_sharded_checkpoint
+from dimba.checkpointing.discovery import check_resumable
 from dimba.config.checks import int_at_least, positive_int
 from dimba.config.loggers import LoggerConfig, check_logger_packages
 from dimba.config.trainer import GROWABLE_STRATEGIES, SUPPORTED_STRATEGIES, TrainerConfig
 from dimba.config.training import GrowthConfig, OptimConfig, ProgressiveCheckpointsConfig
 from dimba.data.schema import DataConfig
-from dimba.errors import ConfigError
+from dimba.errors import CheckpointLoadError, ConfigError
 from dimba.growth.schedule import validate_schedule
 from dimba.model.config import DIMBAConfig, mamba_ssm_installed
 from dimba.objective import ObjectiveConfig
@@ -67,9 +67,12 @@ class Config:
                                                "pickled to the spawned processes; use trainer.strategy=ddp)")
         if self.model.vocab_size < BYTE_VOCAB:
             raise ConfigError("model.vocab_size", self.model.vocab_size, f"at least {BYTE_VOCAB} for the byte-level tokenizer")
-        if self.ckpt_path is not None and not (Path(self.ckpt_path).is_file() or is_sharded_checkpoint(self.ckpt_path)):
-            raise ConfigError("ckpt_path", self.ckpt_path,
-                              "an existing checkpoint file (or a sharded checkpoint directory written under FSDP), or null")
+        if self.ckpt_path is not None:
+            try:
+                check_resumable(Path(self.ckpt_path))
+            except CheckpointLoadError as exc:
+                raise ConfigError("ckpt_path", self.ckpt_path, "", line=f"ckpt_path: {exc}; accepted: a Lightning "
+                                  "checkpoint (last.ckpt, a milestone .pt, or a sharded directory) or null") from None
 
     def _check_strategy(self) -> None:
         """Growth rebuilds parameters in place: DDP and single devices only. FSDP (sharded

@@ -26,9 +26,19 @@ def strategy_name(value: Any) -> str:
     return "fsdp" if name.startswith("fsdp") else name
 
 
+# Trainer arguments dimba sets itself (the run's directory, loggers, callbacks, checkpoint IO).
+SET_BY_DIMBA = {
+    "logger": "choose loggers with the logger group: logger=csv | tensorboard | wandb | mlflow | many",
+    "callbacks": "dimba builds the callbacks (growth, milestones, last.ckpt, progress bar)",
+    "plugins": "dimba sets its crash-safe checkpoint IO",
+    "default_root_dir": "the run's directory: hydra.run.dir=... (hydra.sweep.dir=... for sweeps)",
+}
+
+
 @dataclass
 class TrainerConfig:
-    """Arguments of `lightning.Trainer`; any other Trainer argument can be added with `+trainer.x=...`."""
+    """Every argument of `lightning.Trainer` (tests/test_config.py checks the list against
+    Lightning's signature). The first block has dimba's defaults; the rest are Lightning's."""
 
     _target_: str = "lightning.Trainer"
     accelerator: str = "cpu"
@@ -42,7 +52,8 @@ class TrainerConfig:
     check_val_every_n_epoch: Optional[int] = None
     limit_val_batches: Any = 10
     num_sanity_val_steps: int = 0
-    log_every_n_steps: int = 10
+    log_every_n_steps: int = 1
+    """Per-step metrics: cheap here, and what metrics.csv and the plot show."""
     gradient_clip_val: Optional[float] = 1.0
     accumulate_grad_batches: int = 1
     enable_progress_bar: bool = True
@@ -50,8 +61,39 @@ class TrainerConfig:
     deterministic: Any = False
     use_distributed_sampler: bool = False
     """dimba's sampler shards the data across ranks itself (and can resume mid-epoch)."""
+    # Lightning's own defaults from here on.
+    fast_dev_run: Any = False
+    min_epochs: Optional[int] = None
+    min_steps: Optional[int] = None
+    max_time: Any = None
+    limit_train_batches: Any = None
+    limit_test_batches: Any = None
+    limit_predict_batches: Any = None
+    overfit_batches: Any = 0.0
+    enable_checkpointing: Optional[bool] = None
+    gradient_clip_algorithm: Optional[str] = None
+    benchmark: Optional[bool] = None
+    inference_mode: bool = True
+    profiler: Any = None
+    detect_anomaly: bool = False
+    barebones: bool = False
+    sync_batchnorm: bool = False
+    reload_dataloaders_every_n_epochs: int = 0
+    enable_autolog_hparams: bool = True
+    model_registry: Optional[str] = None
+    # Set by dimba: present so that a value is refused with the reason, not as an unknown key.
+    logger: Any = None
+    callbacks: Any = None
+    plugins: Any = None
+    default_root_dir: Any = None
 
     def __post_init__(self) -> None:
+        for name, why in SET_BY_DIMBA.items():
+            if getattr(self, name) is not None:
+                raise ConfigError(f"trainer.{name}", getattr(self, name), f"null: {why}")
+        if self.enable_checkpointing is False:
+            raise ConfigError("trainer.enable_checkpointing", False,
+                              "null or true: dimba writes checkpoints/last.ckpt (last_checkpoint_every_n_steps)")
         positive_int("trainer.max_steps", self.max_steps)
         if not (self.devices == "auto" or int_at_least(self.devices, 1) or (
                 isinstance(self.devices, (list, tuple)) and self.devices and all(int_at_least(d, 0) for d in self.devices))):
@@ -84,6 +126,5 @@ class TrainerConfig:
         return strategy_name(self.strategy)
 
     def arguments(self) -> Dict[str, Any]:
-        """What `hydra.utils.instantiate` builds the Trainer from: every field, plus the
-        Trainer arguments added on the command line with `+trainer.<name>=...`."""
-        return dict(vars(self))
+        """What `hydra.utils.instantiate` builds the Trainer from (dimba adds the arguments it sets)."""
+        return {k: v for k, v in vars(self).items() if k not in SET_BY_DIMBA}

@@ -41,17 +41,17 @@ class MilestoneMark:
 class RunRecord:
     """Everything plot_run draws, read from the run directory (useful on its own too)."""
 
-    metrics_path: Path
+    metrics_path: Optional[Path]  # None: the run logged no metrics.csv (another logger only)
     columns: Dict[str, Series]
     params: Series = field(default_factory=list)
-    params_source: str = ""  # "metrics", "growth history", or "" when unknown
+    params_source: str = ""  # "growth history", "metrics", or "" when unknown
     growth: List[GrowthMark] = field(default_factory=list)
     milestones: List[MilestoneMark] = field(default_factory=list)
     milestone_losses: Series = field(default_factory=list)  # train/loss recorded in the sidecars
 
 
 # ---------------------------------------------------------------------- reading
-def find_metrics(run_dir: Path) -> Path:
+def find_metrics(run_dir: Path) -> Optional[Path]:
     if not run_dir.exists():
         raise PlotError(f"{run_dir}: no such directory")
     if not run_dir.is_dir():
@@ -60,11 +60,9 @@ def find_metrics(run_dir: Path) -> Path:
     if default.is_file():
         return default
     found = sorted(run_dir.rglob("metrics.csv"))
-    if len(found) == 1:
-        return found[0]
     if len(found) > 1:
         raise PlotError(f"{run_dir} holds {len(found)} runs' metrics (e.g. {found[0]}); pass one run directory")
-    raise PlotError(f"{run_dir} has no metrics (no logs/metrics.csv); pass the directory of a dimba training run")
+    return found[0] if found else None
 
 
 def read_metrics(path: Path) -> Dict[str, Series]:
@@ -128,7 +126,7 @@ def initial_params(run_dir: Path) -> Optional[int]:
 def read_run(run_dir: PathLike) -> RunRecord:
     run_dir = Path(run_dir)
     metrics_path = find_metrics(run_dir)
-    record = RunRecord(metrics_path, read_metrics(metrics_path))
+    record = RunRecord(metrics_path, read_metrics(metrics_path) if metrics_path else {})
     sidecars = read_sidecars(run_dir)
     newest = max(sidecars, key=lambda s: (s.global_step, len(_history(s))), default=None)
     record.growth = [
@@ -145,20 +143,29 @@ def read_run(run_dir: PathLike) -> RunRecord:
         loss = group[0].metadata.get("train/loss")
         if isinstance(loss, (int, float)) and not isinstance(loss, bool) and math.isfinite(loss):
             record.milestone_losses.append((step, float(loss)))
-    if record.columns.get("model/params"):
-        record.params, record.params_source = record.columns["model/params"], "metrics"
-        if not record.growth:  # no sidecar: the jumps of the logged count are the growth events
-            record.growth = [
-                GrowthMark(int(s1), f"grew→{format_param_count(int(p1))}", int(p1))
-                for (s0, p0), (s1, p1) in zip(record.params, record.params[1:]) if p1 != p0
-            ]
-    else:
+    if not record.growth:
+        record.growth = _growth_from_metrics(record.columns)
+    logged = record.columns.get("model/params")
+    if record.growth or not logged:  # the count steps exactly at the growth events, to the last step
         record.params = _reconstruct_params(run_dir, record)
         record.params_source = "growth history" if record.params else ""
+    else:
+        record.params, record.params_source = logged, "metrics"
     if not record.params and not any(record.columns.get(k) for k in ("train/loss", "val/loss")) \
             and not record.milestone_losses:
-        raise PlotError(f"{metrics_path} has no loss or parameter-count rows to plot")
+        raise PlotError(f"{run_dir} has no metrics (logs/metrics.csv), growth events or milestones to plot; "
+                        "pass the directory of a dimba training run")
     return record
+
+
+def _growth_from_metrics(columns: Dict[str, Series]) -> List[GrowthMark]:
+    """The growth events every logger receives (growth/params at the step of each); for older
+    runs, the jumps of the logged count."""
+    if columns.get("growth/params"):
+        return [GrowthMark(int(s), f"grew→{format_param_count(int(p))}", int(p)) for s, p in columns["growth/params"]]
+    logged = columns.get("model/params") or []
+    return [GrowthMark(int(s1), f"grew→{format_param_count(int(p1))}", int(p1))
+            for (s0, p0), (s1, p1) in zip(logged, logged[1:]) if p1 != p0]
 
 
 def _history(sidecar: Optional[Sidecar]) -> list:
@@ -170,6 +177,9 @@ def _reconstruct_params(run_dir: Path, record: RunRecord) -> Series:
     """The parameter count as a step function: start, each growth event, each milestone."""
     points: Dict[int, int] = {}
     start = initial_params(run_dir)
+    logged = record.columns.get("model/params")
+    if start is None and logged and (not record.growth or logged[0][0] < record.growth[0].step):
+        start = int(logged[0][1])
     if start is not None:
         points[0] = start
     for mark in record.growth:

@@ -29,7 +29,8 @@ from dimba.checkpointing.format import milestone_entries, parse_name
 from dimba.checkpointing.record import model_view
 from dimba.checkpointing.milestones import milestone_label
 from dimba.checkpointing.policy import MilestonePolicy, PendingSave
-from dimba.errors import CheckpointWriteError
+from dimba.checkpointing.ownership import SaveDirClaim
+from dimba.errors import CheckpointWriteError, ConfigError
 from dimba.io import writer
 from dimba.io.load import optimizer_param_names
 from dimba.io.manager import ProgressiveCheckpointManager
@@ -49,6 +50,7 @@ class ProgressiveCheckpointCallback(Callback):
         self._background: Optional[BackgroundSave] = None  # rank zero's write in flight
         self._failed: Optional[str] = None  # a failed background write, reported at the next collective
         self._restored_save_dir: Optional[str] = None  # where the resumed checkpoint's run saved milestones
+        self._claim: Optional[SaveDirClaim] = None  # rank zero's: this run alone writes into save_dir
 
     @property
     def enabled(self) -> bool:
@@ -67,10 +69,30 @@ class ProgressiveCheckpointCallback(Callback):
 
     # ----------------------------------------------------------------- hooks
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit" and self.enabled and trainer.is_global_zero:
-            self.manager.prepare_save_dir()
-            if self.writer is not None:
-                self.writer.start()
+        """Claim the save directory (one writer per directory) and clean what a crash left."""
+        if stage != "fit" or not self.enabled:
+            return
+        error = None
+        if trainer.is_global_zero:
+            try:
+                self._claim = SaveDirClaim(self.manager.save_dir, str(trainer.default_root_dir))
+            except ConfigError as exc:
+                error = str(exc)
+            else:
+                self.manager.prepare_save_dir()
+                if self.writer is not None:
+                    self.writer.start()
+        error = trainer.strategy.broadcast(error, src=0)
+        if error is not None:
+            raise ConfigError("progressive_checkpoints.save_dir", str(self.manager.save_dir), "", line=error)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        claim, self._claim = self._claim, None
+        if claim is not None:
+            claim.release()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.policy.start_at(trainer.global_step)
@@ -111,6 +133,7 @@ class ProgressiveCheckpointCallback(Callback):
             self.writer.close()
         if error is not None:
             log.error("A milestone write in the background failed as well: %s", error)
+        self._release()
 
     def state_dict(self) -> Dict[str, Any]:
         """The milestone state, and where its checkpoints are (a run started from this
@@ -272,6 +295,8 @@ class ProgressiveCheckpointCallback(Callback):
         for key, value in trainer.callback_metrics.items():
             if key.startswith("train/") or key.startswith("val/"):
                 metadata[key] = float(value)
+        if any(key.startswith("val/") for key in metadata):  # train/* are this step's; val/* are older
+            metadata["val_step"] = getattr(pl_module, "last_validation_step", None)
         if trainer.optimizers:
             metadata["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
         describe = getattr(pl_module, "checkpoint_record", None)
