@@ -1,6 +1,19 @@
-"""Growing a DIMBA while it trains: operators, optimizer-state transfer, schedule, plan."""
+"""Growing a DIMBA while it trains: operators, optimizer-state transfer, schedule, plan, memory."""
 
-from dimba.growth.operators import DepthMode, Remap, grow_depth, grow_width
-from dimba.growth.optim import GrowableAdamW, transfer_optimizer_state
+_EXPORTS = {
+    "DepthMode": "dimba.growth.rules",
+    "Remap": "dimba.growth.remap",
+    "grow_depth": "dimba.growth.unsharded",
+    "grow_width": "dimba.growth.unsharded",
+    "GrowableAdamW": "dimba.growth.optim",
+    "transfer_optimizer_state": "dimba.growth.optim",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = ["DepthMode", "GrowableAdamW", "Remap", "grow_depth", "grow_width", "transfer_optimizer_state"]
+
+def __getattr__(name: str):  # keep `import dimba.growth.memory` and the schedule free of torch
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(name)

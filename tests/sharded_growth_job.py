@@ -1,0 +1,150 @@
+"""Growth of an FSDP2 model on 2 CPU processes (gloo), against the same growth unsharded.
+
+Driven by test_sharded_growth.py, which starts this script twice (RANK=0 and 1, with
+MASTER_ADDR/MASTER_PORT). Each rank trains a sharded copy and an unsharded reference of
+the same model on the same batches, grows both through a schedule (depth identity, width, depth stack) and
+writes what it saw to OUT/rank<k>.json: whether the gathered weights, moments and step
+counts equal the reference bit for bit, the change of the logits, how much of each tensor
+the rank holds, and the peak of new tensor memory during each growth against the bound.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Dict
+
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import DTensor
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dimba.growth.apply import apply_growth, apply_sharded_growth  # noqa: E402
+from dimba.growth.optim import GrowableAdamW, entry_steps  # noqa: E402
+from dimba.growth.schedule import GrowthEvent  # noqa: E402
+from dimba.model import DIMBA, DIMBAConfig  # noqa: E402
+from dimba.training.fsdp2 import shard_dimba  # noqa: E402
+
+CONFIG = dict(vocab_size=64, d_model=32, n_layers=3, d_state=8, head_dim=16, d_embed=16, d_time=16,
+              chunk_size=8, diffusion_steps=100)
+EVENTS = [GrowthEvent(step=2, op="depth", n_layers=6), GrowthEvent(step=4, op="width", d_model=64),
+          GrowthEvent(step=6, op="depth", n_layers=8, mode="stack")]
+
+
+class NewTensorBytes(TorchDispatchMode):
+    """The peak of bytes held by tensors created while it is active (storages, deduplicated)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: Dict[int, tuple] = {}
+        self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, DTensor):
+                t = t._local_tensor
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                storage = t.untyped_storage()
+                self.live.setdefault(storage._cdata, (StorageWeakRef(storage), storage.nbytes()))
+        self.live = {k: v for k, v in self.live.items() if not v[0].expired()}
+        self.peak = max(self.peak, sum(n for _, n in self.live.values()))
+        return out
+
+
+def gathered(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def same_state(sharded_opt, sharded, reference_opt, reference) -> bool:
+    """Weights, moments, birth steps and per-entry step counts equal bit for bit."""
+    for (name, p), q in zip(sharded.named_parameters(), reference.parameters()):
+        if not torch.equal(gathered(p.detach()), q.detach()):
+            return False
+        a, b = sharded_opt.state.get(p, {}), reference_opt.state.get(q, {})
+        if sorted(a) != sorted(b) or any(not torch.equal(gathered(a[k]), b[k]) for k in a):
+            return False
+        if a and not torch.equal(entry_steps(sharded_opt, p), entry_steps(reference_opt, q)):
+            return False
+    return True
+
+
+def train(model, optimizer, steps: int, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        tokens = torch.randint(0, 64, (2, 16), generator=generator)  # the same batch on both ranks
+        t = torch.randint(1, 100, (2,), generator=generator)
+        noise = torch.randn(2, 16, 16, generator=generator, dtype=next(model.parameters()).dtype)
+        optimizer.zero_grad()
+        model.loss(tokens, t=t, noise=noise)["loss"].backward()
+        optimizer.step()
+
+
+def logits(model, dtype) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 16, 16, generator=generator).to(dtype)
+    with torch.no_grad():
+        return model(x, torch.tensor([3, 70]))
+
+
+def bound_bytes(model, optimizer) -> Dict[str, int]:
+    """This rank's new shards (weights, moments, births) and the largest grown tensor with its moments."""
+    size = next(model.parameters()).element_size()
+    shards = sum(3 * p.to_local().numel() * size + 4 * sum(p.shape) for p in model.parameters())
+    largest = max(3 * p.numel() * size for p in model.parameters())
+    whole = sum(3 * p.numel() * size for p in model.parameters())
+    return {"own_shards": shards, "largest_tensor": largest, "whole_model": whole}
+
+
+def run(dtype: torch.dtype, mesh) -> Dict[str, object]:
+    torch.manual_seed(0)
+    reference = DIMBA(DIMBAConfig(**CONFIG)).to(dtype)
+    sharded = shard_dimba(copy.deepcopy(reference), mesh)
+    ref_opt = GrowableAdamW(reference.parameters(), lr=1e-2, weight_decay=0.1)
+    opt = GrowableAdamW(sharded.parameters(), lr=1e-2, weight_decay=0.1)
+    train(reference, ref_opt, 2, seed=0)
+    train(sharded, opt, 2, seed=0)
+    report = {"trained_equal": same_state(opt, sharded, ref_opt, reference), "events": []}
+    for k, event in enumerate(EVENTS):
+        before = logits(sharded, dtype)
+        apply_growth(reference, event, seed=100 + k, optimizer=ref_opt)
+        with NewTensorBytes() as tracker:
+            sharded, record = apply_sharded_growth(sharded, event, seed=100 + k, optimizer=opt)
+        after, reference_after = logits(sharded, dtype), logits(reference, dtype)
+        grown_equal = same_state(opt, sharded, ref_opt, reference)
+        train(reference, ref_opt, 2, seed=10 + k)
+        train(sharded, opt, 2, seed=10 + k)
+        report["events"].append({
+            "op": event.op, "mode": event.mode, "grown_equal": grown_equal,
+            "logit_change": (after - before).abs().max().item(),
+            "logits_vs_reference": (after - reference_after).abs().max().item(),
+            "held_fraction": [p.to_local().numel() / p.numel() for p in sharded.parameters()],
+            "params": record["params"], "peak_new_bytes": tracker.peak, **bound_bytes(sharded, opt),
+            "trained_equal": same_state(opt, sharded, ref_opt, reference),
+            "max_trained_difference": max((gathered(p.detach()) - q.detach()).abs().max().item()
+                                          for p, q in zip(sharded.parameters(), reference.parameters())),
+        })
+    report["optimizer_params_are_the_model"] = [id(p) for g in opt.param_groups for p in g["params"]] == [
+        id(p) for p in sharded.parameters()]
+    return report
+
+
+def rank_main(rank: int, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    mesh = init_device_mesh("cpu", (2,))
+    report = {name: run(dtype, mesh) for name, dtype in (("fp64", torch.float64), ("fp32", torch.float32))}
+    Path(out, f"rank{rank}.json").write_text(json.dumps(report))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    rank_main(int(os.environ["RANK"]), sys.argv[1])
