@@ -23,10 +23,10 @@ def runs(positions: Tensor) -> List[Run]:
     """Contiguous runs of increasing new positions of consecutive old entries."""
     if positions.numel() == 0:
         return []
-    breaks = (positions[1:] != positions[:-1] + 1).nonzero().flatten().add_(1).tolist()
-    starts = [0, *breaks]
-    stops = [*breaks, positions.numel()]
-    return [(a, int(positions[a]), b - a) for a, b in zip(starts, stops)]
+    breaks = (positions[1:] != positions[:-1] + 1).nonzero().flatten().add_(1)
+    starts = torch.cat([breaks.new_zeros(1), breaks])
+    lengths = torch.diff(starts, append=breaks.new_tensor([positions.numel()]))
+    return list(zip(starts.tolist(), positions[starts].tolist(), lengths.tolist()))
 
 
 def place(dst: Tensor, src: Tensor, index: Sequence[Optional[Tensor]], scale: float = 1.0) -> Tensor:
