@@ -12,6 +12,7 @@ import functools
 from pathlib import Path
 
 import pytest
+import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 from torch.distributed.device_mesh import init_device_mesh
@@ -61,3 +62,23 @@ def test_every_rank_holds_what_the_memory_plan_says_through_the_30b_growth(rank)
             assert held["optimizer_bytes"] == plan.optimizer  # the plan is rank 0's, the largest
         else:
             assert 0.99 * plan.optimizer <= held["optimizer_bytes"] < plan.optimizer
+
+
+@pytest.fixture
+def fake_world_of_four():
+    dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=4)
+    yield
+    dist.destroy_process_group()
+
+
+def test_a_sharded_model_is_grown_only_by_the_sharded_path(fake_world_of_four):
+    from dimba.growth.apply import apply_growth
+    from dimba.growth.sharded import build_sharded
+    from dimba.growth.unsharded import meta_model
+
+    config = DIMBAConfig(d_model=32, n_layers=2, d_state=8, head_dim=16, d_embed=16, d_time=16)
+    model = build_sharded(config, functools.partial(shard_dimba, mesh=init_device_mesh("cpu", (4,))), "meta")
+    with pytest.raises(ValueError, match="apply_sharded_growth"):
+        apply_growth(model, GrowthEvent(step=1, op="depth", n_layers=4), seed=0)
+    with pytest.raises(ValueError, match="1-D device mesh"):
+        shard_dimba(meta_model(config, torch.float32), init_device_mesh("cpu", (2, 2)))

@@ -98,8 +98,9 @@ class GrowableAdamW(torch.optim.Optimizer):
             denom = (exp_avg_sq / bias2).sqrt_().add_(eps)
             param.addcdiv_(exp_avg, denom, value=-lr / bias1)
             return
-        denom = (exp_avg_sq.float() / bias2).sqrt_().add_(eps)
-        param.add_((exp_avg.float() / bias1 / denom).mul_(-lr).to(param.dtype))
+        work = torch.promote_types(param.dtype, torch.float32)  # bf16 entries are corrected in float32
+        denom = (exp_avg_sq.to(work) / bias2).sqrt_().add_(eps)
+        param.add_((exp_avg.to(work) / bias1 / denom).mul_(-lr).to(param.dtype))
 
     def _has_births(self, p: Tensor, state: Dict[str, Any]) -> bool:
         """Whether any entry is younger than the tensor (one device sync per loaded or grown tensor)."""

@@ -60,11 +60,14 @@ def grow_sharded(model: DIMBA, config: DIMBAConfig, rules: Dict[str, TensorRule]
                  shard: Optional[Shard] = None) -> Tuple[DIMBA, Dict[nn.Parameter, Remap]]:
     """A new sharded model of `config`, each tensor made by its rule; a Remap per old parameter.
 
-    Collective: every rank calls it with the same arguments. The old model is left as it
-    was (the caller drops it); the new one is wrapped by `shard` (default: the wrapping
-    recorded on `model` by shard_dimba).
+    Collective: every rank calls it with the same arguments. The old model keeps its
+    weights but loses its gradients (growth runs after the optimizer step, and they would
+    only add to the peak); the caller drops it. The new one is wrapped by `shard`
+    (default: the wrapping recorded on `model` by shard_dimba).
     """
     shard = shard or recorded_shard(model)
+    for p in model.parameters():  # the step that used them is done; growth replaces every tensor
+        p.grad = None
     reference = next(model.parameters())
     device = local(reference).device
     grown = meta_model(config, reference.dtype)
