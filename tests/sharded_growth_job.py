@@ -7,13 +7,15 @@ writes what it saw to OUT/rank<k>.json: whether the gathered weights, moments an
 counts equal the reference bit for bit, the change of the logits, how much of each tensor
 the rank holds, the peak of new tensor memory during each growth against the bound, and
 whether the grown model and optimizer survive a Distributed Checkpoint save and a load
-into a model rebuilt at the recorded shape.
+into a model rebuilt at the recorded shape. With --reload (one rank) it loads that
+2-rank checkpoint into a 1-rank model and compares it with the unsharded reference.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import os
 import sys
@@ -107,18 +109,37 @@ def logits(model, dtype) -> torch.Tensor:
         return model(x, torch.tensor([3, 70]))
 
 
-def dcp_round_trip(model, optimizer, path: Path) -> bool:
-    """Save the grown model and optimizer as a Distributed Checkpoint, load them into a model
-    built at the recorded shape on the meta device: the same weights, moments and births."""
-    state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
-    dcp.save(state, checkpoint_id=str(path))
-    fresh = build_sharded(model.config, recorded_shard(model), "cpu", next(model.parameters()).dtype)
-    fresh_opt = GrowableAdamW(fresh.parameters(), lr=1e-2, weight_decay=0.1)
-    template = {"model": get_model_state_dict(fresh), "optim": get_optimizer_state_dict(fresh, fresh_opt)}
+def load_sharded(config: DIMBAConfig, shard, path: Path):
+    """A model built at `config` on the meta device, sharded, then loaded from a Distributed
+    Checkpoint with its optimizer (whose template has every state key before the load)."""
+    model = build_sharded(config, shard, "cpu")
+    optimizer = GrowableAdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    template = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
     dcp.load(template, checkpoint_id=str(path))
-    set_model_state_dict(fresh, template["model"])
-    set_optimizer_state_dict(fresh, fresh_opt, template["optim"])
+    set_model_state_dict(model, template["model"])
+    set_optimizer_state_dict(model, optimizer, template["optim"])
+    return model, optimizer
+
+
+def dcp_round_trip(model, optimizer, path: Path) -> bool:
+    """Save the grown model and optimizer as a Distributed Checkpoint and load them back: the
+    same weights, moments and births, the same logits."""
+    dcp.save({"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)},
+             checkpoint_id=str(path))
+    fresh, fresh_opt = load_sharded(model.config, recorded_shard(model), path)
     return same_state(fresh_opt, fresh, optimizer, model) and torch.equal(logits(fresh, torch.float32), logits(model, torch.float32))
+
+
+def reload_on_one_rank(out: Path) -> None:
+    """The 2-rank checkpoint loaded by 1 rank (DCP reshards): equal to the unsharded reference."""
+    reference = torch.load(out / "reference.pt", weights_only=True)
+    config = DIMBAConfig(**reference["config"])
+    model, optimizer = load_sharded(config, functools.partial(shard_dimba, mesh=init_device_mesh("cpu", (1,))), out / "dcp")
+    twin = DIMBA(config)
+    twin.load_state_dict(reference["model"])
+    twin_opt = GrowableAdamW(twin.parameters(), lr=1e-2, weight_decay=0.1)
+    twin_opt.load_state_dict(reference["optim"])
+    (out / "reload.json").write_text(json.dumps({"equal": same_state(optimizer, model, twin_opt, twin)}))
 
 
 def bound_bytes(model, optimizer) -> Dict[str, int]:
@@ -161,6 +182,9 @@ def run(dtype: torch.dtype, mesh, out: Path) -> Dict[str, object]:
         })
     if dtype is torch.float32:
         report["dcp_round_trip_equal"] = dcp_round_trip(sharded, opt, out / "dcp")
+        if dist.get_rank() == 0:
+            torch.save({"config": reference.config.to_dict(), "model": reference.state_dict(),
+                        "optim": ref_opt.state_dict()}, out / "reference.pt")
     report["optimizer_params_are_the_model"] = [id(p) for g in opt.param_groups for p in g["params"]] == [
         id(p) for p in sharded.parameters()]
     return report
@@ -176,4 +200,9 @@ def rank_main(rank: int, out: str) -> None:
 
 
 if __name__ == "__main__":
-    rank_main(int(os.environ["RANK"]), sys.argv[1])
+    if "--reload" in sys.argv:
+        dist.init_process_group("gloo", rank=0, world_size=1)
+        reload_on_one_rank(Path(sys.argv[1]))
+        dist.destroy_process_group()
+    else:
+        rank_main(int(os.environ["RANK"]), sys.argv[1])

@@ -165,12 +165,11 @@ def _carry_state(state: Dict[str, Any], remap: Remap) -> Dict[str, Any]:
     """
     if remap.index is None and remap.scale == 1.0:
         return state
-    s = remap.scale
     carried = dict(state)
-    if "exp_avg" in state:
-        carried["exp_avg"] = regrow(state["exp_avg"], remap.new, lambda full: remap.embed(full / s))
-    if "exp_avg_sq" in state:
-        carried["exp_avg_sq"] = regrow(state["exp_avg_sq"], remap.new, lambda full: remap.embed(full / (s * s)))
+    for key, divisor in (("exp_avg", remap.scale), ("exp_avg_sq", remap.scale**2)):
+        if key in state:
+            carried[key] = regrow(state[key], remap.new,
+                                  lambda whole, d=divisor: remap.embed(whole if d == 1.0 else whole / d))
     step = state.get("step")
     if step is None or remap.index is None:
         return carried

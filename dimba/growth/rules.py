@@ -187,7 +187,9 @@ def grown_value(rule: TensorRule, old: Optional[Tensor], shape: Shape, dtype: to
     """The whole new tensor `name` (on `old`'s device, or the CPU for a new tensor)."""
     if rule.source is not None and rule.index is None:
         return old.clone() if rule.scale == 1.0 else old * rule.scale
-    value = initial_value(rule.init, shape, dtype, seed, name, rule.fan_in)
+    grown_dims = {d for d, positions in enumerate(rule.index or ()) if positions is not None}
+    init = "zeros" if old is not None and grown_dims <= set(rule.zero_dims) else rule.init  # every new entry is zeroed
+    value = initial_value(init, shape, dtype, seed, name, rule.fan_in)
     if old is None:
         return value
     value = value.to(old.device)
