@@ -1,18 +1,19 @@
-"""Growing a DIMBA while it trains: operators, optimizer-state transfer, schedule, plan.
+"""Growing a DIMBA while it trains: operators, optimizer-state transfer, schedule, plan, memory."""
 
-Light to import: the schedule is plain data; the operators load torch when asked for.
-"""
+_EXPORTS = {
+    "DepthMode": "dimba.growth.rules",
+    "Remap": "dimba.growth.remap",
+    "grow_depth": "dimba.growth.unsharded",
+    "grow_width": "dimba.growth.unsharded",
+    "GrowableAdamW": "dimba.growth.optim",
+    "transfer_optimizer_state": "dimba.growth.optim",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = ["DepthMode", "GrowableAdamW", "Remap", "grow_depth", "grow_width", "transfer_optimizer_state"]
 
+def __getattr__(name: str):  # keep `import dimba.growth.memory` and the schedule free of torch
+    if name in _EXPORTS:
+        import importlib
 
-def __getattr__(name: str):
-    if name in ("DepthMode", "Remap", "grow_depth", "grow_width"):
-        from dimba.growth import operators
-
-        return getattr(operators, name)
-    if name in ("GrowableAdamW", "transfer_optimizer_state"):
-        from dimba.growth import optim
-
-        return getattr(optim, name)
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(name)
