@@ -5,6 +5,7 @@
     dimba checkpoints plot RUN_DIR [--out PNG]    parameters and loss against step, as a PNG
     dimba checkpoints export CKPT OUT             OUT/model.safetensors + OUT/config.json
     dimba generate CKPT --prompt TEXT --steps N --seed S [--length L] [--no-clamp]
+    dimba data prepare INPUT... --out DIR [--tokenizer bytes|bpe|PATH] ...   token shards for data=shards
 
 A user error (a missing path, a file that is not a checkpoint, a corrupt file, a run without
 metrics) prints one line `dimba: error: ...` on stderr and exits with status 2.
@@ -21,6 +22,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from dimba.cli.checkpoints import CLIError, cmd_list, cmd_show, one_line
+from dimba.cli.data import add_data_parser
 
 USER_ERROR = 2
 INTERNAL_ERROR = 1
@@ -75,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="total length in bytes, prompt included (default: the prompt plus 64)")
     p.add_argument("--no-clamp", dest="clamp", action="store_false",
                    help="do not snap each prediction to the nearest token embedding")
+    add_data_parser(commands)
     return parser
 
 
@@ -82,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     if args.command == "generate":
         return cmd_generate(args, out)
+    if args.command == "data":
+        from dimba.cli.data import cmd_data
+
+        return cmd_data(args, out)
     if args.action == "list":
         return cmd_list(args.path, out)
     if args.action == "show":
