@@ -92,6 +92,9 @@ def test_parquet_and_globs(tmp_path, capsys):
     assert code == 0, err
     assert stream(out).tobytes() == b"first row\n\nsecond row\none\ntwo"
     assert [s["documents"] for s in read_manifest(out)["sources"]] == [2, 1, 1]
+    code, _, err = dimba(capsys, str(tmp_path / "rows.parquet"), "--out", str(tmp_path / "other"), "--workers", "0")
+    assert code == 2 and err == (f"dimba: error: {tmp_path / 'rows.parquet'}: \"columns ['body', 'n']\" is invalid; "
+                                 f"accepted: a string column 'text' (another column: --field)\n")
 
 
 def test_preparing_again_does_nothing_and_other_inputs_need_overwrite(tmp_path, corpus, capsys):

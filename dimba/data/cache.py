@@ -60,8 +60,8 @@ def prepared_text(files: Sequence[str], tokenizer: Optional[TokenizerConfig] = N
     directory = root / "prepared" / key
     if is_prepared(directory):
         return directory
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with open(directory.parent / f".{key}.lock", "w") as lock:
+    (root / "locks").mkdir(parents=True, exist_ok=True)
+    with open(root / "locks" / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
         if not is_prepared(directory):
             prepare(sources, directory, tokenizer, val_fraction=0.0, workers=0, overwrite=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -18,9 +19,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from dimba.data.config import TokenizerConfig
-from dimba.data.format import FORMAT, MANIFEST, SHARD_DIR, TOKENIZER_FILE, VERSION, DataError, is_prepared, \
-    read_manifest, token_dtype
-from dimba.data.sources import Source, builtin_source, expand_inputs, plan_pieces, read_piece, spread_sample
+from dimba.data.format import (FORMAT, MANIFEST, SHARD_DIR, TOKENIZER_FILE, VERSION, DataError, is_prepared,
+                                read_manifest, token_dtype)
+from dimba.data.sources import PIECE_BYTES, Source, builtin_source, expand_inputs, plan_pieces, read_piece, spread_sample
 from dimba.data.tokenize import Job, PieceResult, PieceTokenizer, init_worker, run_piece, segments, shard_name
 from dimba.data.tokenizer import ByteTokenizer, Tokenizer, load_tokenizer
 
@@ -102,7 +103,8 @@ def bpe_texts(sources: Sequence[Source], pieces, budget: int, field: str, builti
             yield from segments(text, 1 << 20)
 
 
-def make_tokenizer(config: TokenizerConfig, sources, pieces, field: str, builtin: bytes, tmp: Path) -> Tokenizer:
+def make_tokenizer(config: TokenizerConfig, sources, pieces, field: str, builtin: bytes, tmp: Path,
+                   progress: bool = False) -> Tokenizer:
     if config.name == "bytes":
         return ByteTokenizer()
     if config.name == "pretrained":
@@ -111,8 +113,13 @@ def make_tokenizer(config: TokenizerConfig, sources, pieces, field: str, builtin
         from dimba.data.bpe import train_bpe
 
         started = time.perf_counter()
+        sample = sum(p.size for p in spread_sample(pieces, config.sample_mb * MB))
+        if progress:
+            print(f"training a BPE tokenizer (vocabulary {config.vocab_size:,}) on {sample / MB:,.1f} MB of the input",
+                  file=sys.stderr, flush=True)
         tokenizer = train_bpe(bpe_texts(sources, pieces, config.sample_mb * MB, field, builtin), config.vocab_size)
-        log.info("Trained a BPE tokenizer (vocabulary %d) in %.1f s", tokenizer.vocab_size, time.perf_counter() - started)
+        log.info("Trained a BPE tokenizer (vocabulary %d) on %.1f MB in %.1f s", tokenizer.vocab_size, sample / MB,
+                 time.perf_counter() - started)
     tokenizer.save(tmp / TOKENIZER_FILE)
     return tokenizer
 
@@ -146,13 +153,14 @@ class _NoBar:
 
 
 def _progress_bar(total: int, enabled: bool):
+    """A bar on a terminal (none in logs and pipes): bytes of input tokenized."""
     if not enabled:
         return _NoBar()
     try:
         from tqdm import tqdm
     except ImportError:
         return _NoBar()
-    return tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", dynamic_ncols=True)
+    return tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", dynamic_ncols=True, disable=None)
 
 
 def _hash_sources(sources: Sequence[Source], builtin: bytes, into: Dict[int, str]) -> threading.Thread:
@@ -189,8 +197,10 @@ def build_manifest(tokenizer: Tokenizer, dtype: str, results: Sequence[PieceResu
 
 def prepare(inputs: Union[Sequence[str], Sequence[Source]], out: Union[str, Path],
             tokenizer: Optional[TokenizerConfig] = None, val_fraction: float = 0.05, workers: int = 2,
-            field: str = "text", overwrite: bool = False, progress: bool = False) -> Prepared:
-    """Tokenize `inputs` (paths, or `Source`s) into prepared data at `out`."""
+            field: str = "text", overwrite: bool = False, progress: bool = False,
+            piece_bytes: int = PIECE_BYTES) -> Prepared:
+    """Tokenize `inputs` (paths, or `Source`s) into prepared data at `out`; a piece of
+    about `piece_bytes` of input becomes one shard."""
     started = time.perf_counter()
     from dimba.checkpointing.atomic_io import discard, replace_directory, temporary_path, write_json_atomic
 
@@ -215,8 +225,8 @@ def prepare(inputs: Union[Sequence[str], Sequence[Source]], out: Union[str, Path
     try:
         hashes: Dict[int, str] = {}
         hashing = _hash_sources(sources, builtin, hashes)
-        pieces = plan_pieces(sources)
-        made = make_tokenizer(tokenizer, sources, pieces, field, builtin, tmp)
+        pieces = plan_pieces(sources, piece_bytes)
+        made = make_tokenizer(tokenizer, sources, pieces, field, builtin, tmp, progress)
         dtype = token_dtype(made.vocab_size)
         job = Job(sources, made.json_text, made.name, dtype, str(tmp / SHARD_DIR), field, builtin)
         results = run_pieces(job, pieces, workers, progress)
