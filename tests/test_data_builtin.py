@@ -146,3 +146,14 @@ def test_the_sampler_yields_the_same_order_in_chunks():
     sampler.set_epoch(1)
     expected = torch.randperm(200_003, generator=torch.Generator().manual_seed(4 * 1_000_003 + 1)).tolist()
     assert list(sampler) == expected
+
+
+def test_text_too_short_for_a_batch_once_tokenized_is_refused_in_one_line(tmp_path):
+    from dimba.errors import ConfigError
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the same few words again and again. " * 200)  # 7,200 bytes, far fewer BPE tokens
+    data = TextDataModule(files=[str(corpus)], seq_len=64, batch_size=64, tokenizer={"name": "bpe", "vocab_size": 400})
+    with pytest.raises(ConfigError, match=r"^data.seq_len: 64 is invalid; accepted: seq_len\*batch_size at most \d+: "
+                                          r"the training text holds \d+ tokens$"):
+        data.setup()

@@ -17,6 +17,7 @@ from dimba.data.records import check_tokenizer_config, prepared_tokenizer
 from dimba.data.sampler import EpochShuffleSampler, ResumableDataLoader, WindowDataset
 from dimba.data.stream import TokenStream
 from dimba.data.tokenizer import Tokenizer, as_tokenizer_config
+from dimba.errors import ConfigError
 
 __all__ = ["EpochShuffleSampler", "ResumableDataLoader", "ShardsDataModule", "TextDataModule", "WindowDataset"]
 
@@ -68,6 +69,9 @@ class _PreparedDataModule(L.LightningDataModule):
         (train_start, train_end), (val_start, val_end) = self._ranges(manifest, len(stream))
         self.train_set = WindowDataset(stream, train_start, train_end, self.seq_len)
         self.val_set = WindowDataset(stream, val_start, val_end, self.seq_len)
+        if len(self.train_set) < self.batch_size:  # a text's token count is known only once tokenized
+            raise ConfigError("data.seq_len", self.seq_len, f"seq_len*batch_size at most {max(0, train_end - train_start)}: "
+                                                            f"the training text holds {max(0, train_end - train_start)} tokens")
 
     def train_dataloader(self) -> ResumableDataLoader:
         return ResumableDataLoader(self.train_set, self.batch_size, EpochShuffleSampler(len(self.train_set), self.seed),
