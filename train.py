@@ -37,6 +37,9 @@ def main(cfg: DictConfig) -> Optional[float]:
         plan(config)
         try:
             return train(config, output_dir).val_loss
+        except ConfigError as exc:  # found once the data is read: a text too short once tokenized, say
+            log.error("Invalid config: %s", exc)
+            sys.exit(2)
         except CheckpointLoadError as exc:  # ckpt_path= a file that cannot be resumed
             log.error("Invalid config: ckpt_path: %s", exc)
             sys.exit(2)

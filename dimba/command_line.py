@@ -54,18 +54,12 @@ def jobs_of(argv: Sequence[str]) -> Optional[List[List[str]]]:
 
 def check_job(overrides: List[str], conf_dir: Path, config_name: str) -> Job:
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     job = Job(list(overrides))
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         try:
             _refuse_schema_names(overrides)
-            cfg = compose(config_name, overrides=list(overrides))
-            missing = sorted(OmegaConf.missing_keys(cfg))
-            if missing:
-                raise ConfigError(missing[0], "???", "a value: this option needs it set, e.g. "
-                                                     f"{missing[0]}=[...] or {missing[0]}=...")
-            job.config = validate(cfg)
+            job.config = validate(compose(config_name, overrides=list(overrides)))
         except ConfigError as exc:
             job.error = exc
         except Exception as exc:  # Hydra's and OmegaConf's composition errors

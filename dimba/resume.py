@@ -55,6 +55,17 @@ def resumable_step(path: Path) -> int:
     return int(checkpoint["global_step"])
 
 
+def recorded_tokenizer(path: Path) -> Optional[dict]:
+    """The tokenizer record of a checkpoint (None: trained on bytes, or not recorded)."""
+    import torch
+
+    from dimba.checkpointing.record import CheckpointRecord
+
+    path = Path(path)
+    target = path / "meta.pt" if path.is_dir() else path
+    return CheckpointRecord(torch.load(target, map_location="cpu", weights_only=True, mmap=True)).tokenizer
+
+
 def candidates(run_dir: Path, milestone_dir: Optional[Path] = None) -> List[Tuple[int, float, Path]]:
     """(step, mtime, path) of every checkpoint a run could continue from."""
     found = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -111,15 +111,18 @@ def train(config: Config, output_dir: Path) -> RunResult:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
     save_dir = resolve_save_dir(config.progressive_checkpoints.save_dir, output_dir)
     L.seed_everything(config.seed, workers=True, verbose=False)
+    datamodule = build_data(config)
     recipe = Recipe.from_config(config, save_dir=str(save_dir))
-    datamodule = instantiate(dict(vars(config.data)), seed=config.seed, _convert_="all")
-    module = DIMBALightningModule.from_recipe(recipe)
+    recipe.model = replace(recipe.model, vocab_size=datamodule.vocab_size)  # the tokenizer's, as trained
+    module = DIMBALightningModule.from_recipe(recipe, tokenizer_record=datamodule.tokenizer_record)
     if config.resume == "auto":
         ckpt_path = newest_valid_checkpoint(output_dir, save_dir)
         resume_step = checkpoint_step(ckpt_path) if ckpt_path else None
     else:
         ckpt_path = config.ckpt_path
         resume_step = resumable_step(Path(ckpt_path)) if ckpt_path else None  # a bad file: one line, before training
+    if ckpt_path:
+        check_same_tokenizer(Path(ckpt_path), datamodule, config)
     trainer = build_trainer(config, recipe, output_dir, resume_step)
     if config.resume == "auto":
         log.info("resume=auto: %s", f"continuing from {ckpt_path}" if ckpt_path else "no checkpoint yet, starting fresh")
@@ -134,6 +137,26 @@ def train(config: Config, output_dir: Path) -> RunResult:
     if not in_multirun():  # a sweep job ends its group in multirun_job
         end_process_group()
     return RunResult(trainer, val_loss)
+
+
+def build_data(config: Config) -> Any:
+    """The data module, prepared (a text too short once tokenized is refused here, before
+    the Trainer starts)."""
+    datamodule = instantiate(dict(vars(config.data)), seed=config.seed, tokenizer=vars(config.tokenizer),
+                             _convert_="all")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def check_same_tokenizer(ckpt_path: Path, datamodule: Any, config: Config) -> None:
+    """A checkpoint continues only on data of the tokenizer it was trained with."""
+    from dimba.data.records import check_resume_tokenizer
+    from dimba.resume import recorded_tokenizer
+
+    where = getattr(config.data, "path", None) or ", ".join(getattr(config.data, "files", [])) or "the built-in corpus"
+    check_resume_tokenizer(recorded_tokenizer(ckpt_path), datamodule.tokenizer_record, where,
+                           key="data.path" if getattr(config.data, "path", None) else "tokenizer")
 
 
 def final_validation_loss(trainer: L.Trainer, module: DIMBALightningModule, datamodule: Any) -> Optional[float]:

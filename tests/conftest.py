@@ -17,6 +17,16 @@ TINY_MODEL = dict(
 )
 
 
+@pytest.fixture(autouse=True, scope="session")
+def prepared_data_cache(tmp_path_factory):
+    """The built-in corpus is prepared once into a cache: the test session's own, never ~/.cache
+    (train.py subprocesses inherit the variable)."""
+    import os
+
+    os.environ["DIMBA_CACHE_DIR"] = str(tmp_path_factory.getbasetemp() / "dimba-cache")
+    yield
+
+
 @pytest.fixture
 def tiny_model_config():
     from dimba.model import DIMBAConfig

@@ -265,15 +265,17 @@ BAD_COMMANDS = [
     (["generate", "{bad}/no_weights.pt", "--prompt", "a", "--steps", "2", "--seed", "0"], "cannot rebuild the model"),
     (["generate", "{ckpt}", "--prompt", "a", "--steps", "0", "--seed", "0"], "--steps must be at least 1"),
     (["generate", "{ckpt}", "--prompt", "a", "--steps", "101", "--seed", "0"], "between 1 and the model's diffusion_steps (100)"),
-    (["generate", "{ckpt}", "--prompt", "abc", "--steps", "2", "--seed", "0", "--length", "2"], "at least the prompt's length (3 bytes)"),
-    (["generate", "{ckpt}", "--steps", "2"], "the following arguments are required: --prompt, --seed"),
+    (["generate", "{ckpt}", "--prompt", "abc", "--steps", "2", "--seed", "0", "--length", "2"], "at least the prompt's length (3 tokens)"),
+    (["generate", "{ckpt}", "--steps", "2"], "the following arguments are required: --prompt"),
+    (["checkpoints", "plot", "{run}", "--out", "/proc/dimba/x.png"], "cannot write /proc/dimba/x.png"),
+    (["generate", "{bad}", "--prompt", "a"], "is not a dimba export (no config.json)"),
     (["checkpoints", "frobnicate"], "invalid choice: 'frobnicate'"),
 ]
 
 
 @pytest.mark.parametrize("argv, message", BAD_COMMANDS, ids=[" ".join(a[:2]) + f" {i}" for i, (a, _) in enumerate(BAD_COMMANDS)])
 def test_each_user_error_is_one_line_and_exit_code_2(bad, milestone, capsys, argv, message):
-    argv = [a.format(bad=bad, ckpt=milestone) for a in argv]
+    argv = [a.format(bad=bad, ckpt=milestone, run=milestone.parent.parent) for a in argv]
     code, out, err = run_main(capsys, *argv)
     assert code == 2
     assert out == ""
@@ -287,3 +289,12 @@ def test_a_load_error_in_a_fresh_interpreter_is_one_line(bad):
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith(f"dimba: error: Cannot load checkpoint {bad / 'truncated.pt'}: ")
+
+
+def test_generate_from_a_run_directory_uses_its_newest_checkpoint(run_dir, milestone, capsys):
+    code, from_run, err = run_main(capsys, "generate", str(run_dir), "--prompt", "def ", "--length", "12")
+    assert code == 0 and err.startswith("dimba: generating from ")  # which file, said once, on stderr
+    newest = err.split("generating from ", 1)[1].strip()
+    assert newest == str(run_dir / "checkpoints" / "last.ckpt")  # step 6 beats the step-4 milestone
+    code, direct, _ = run_main(capsys, "generate", newest, "--prompt", "def ", "--length", "12", "--steps", "16", "--seed", "0")
+    assert code == 0 and direct == from_run  # --steps 16 and --seed 0 are the defaults

@@ -5,6 +5,7 @@
     dimba checkpoints plot RUN_DIR [--out PNG]    parameters and loss against step, as a PNG
     dimba checkpoints export CKPT OUT             OUT/model.safetensors + OUT/config.json
     dimba generate CKPT --prompt TEXT --steps N --seed S [--length L] [--no-clamp]
+    dimba data prepare INPUT... --out DIR [--tokenizer bytes|bpe|PATH] ...   token shards for data=shards
 
 A user error (a missing path, a file that is not a checkpoint, a corrupt file, a run without
 metrics) prints one line `dimba: error: ...` on stderr and exits with status 2.
@@ -21,6 +22,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from dimba.cli.checkpoints import CLIError, cmd_list, one_line
+from dimba.cli.data import add_data_parser
 from dimba.errors import CheckpointLoadError
 
 USER_ERROR = 2
@@ -66,16 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", metavar="OUT", help="output directory (created if needed)")
 
     p = commands.add_parser("generate", help="generate text from a checkpoint (deterministic DDIM sampling)",
-                            description="Generate text: the prompt's bytes fill the first positions, the rest is "
+                            description="Generate text: the prompt's tokens fill the first positions, the rest is "
                                         "sampled with DDIM in the embedding space. The same seed gives the same text.")
-    p.add_argument("checkpoint", metavar="CKPT", help="any checkpoint dimba writes, or an export directory")
+    p.add_argument("checkpoint", metavar="CKPT", help="any checkpoint dimba writes, an export directory, or a run "
+                                                      "directory (its newest checkpoint)")
     p.add_argument("--prompt", required=True, metavar="TEXT", help="text the output starts with")
-    p.add_argument("--steps", required=True, type=int, metavar="N", help="DDIM steps (1 .. the model's diffusion_steps)")
-    p.add_argument("--seed", required=True, type=int, metavar="S", help="seed of the starting noise")
+    p.add_argument("--steps", type=int, default=16, metavar="N",
+                   help="DDIM steps, 1 .. the model's diffusion_steps (default: 16)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the starting noise (default: 0)")
     p.add_argument("--length", type=int, metavar="L",
-                   help="total length in bytes, prompt included (default: the prompt plus 64)")
+                   help="total length in tokens, prompt included (default: the prompt plus 64)")
     p.add_argument("--no-clamp", dest="clamp", action="store_false",
                    help="do not snap each prediction to the nearest token embedding")
+    add_data_parser(commands)
     return parser
 
 
@@ -83,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     if args.command == "generate":
         return cmd_generate(args, out)
+    if args.command == "data":
+        from dimba.cli.data import cmd_data
+
+        return cmd_data(args, out)
     if args.action == "list":
         return cmd_list(args.path, out)
     if args.action == "show":
@@ -104,28 +113,41 @@ def run(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace, out) -> int:
-    prompt = args.prompt.encode("utf-8")
-    length = args.length if args.length is not None else len(prompt) + 64
     # Checked before the model loads, so a typo costs no load.
-    if length < 1:
-        raise CLIError(f"--length must be a positive integer, got {length}")
-    if length < len(prompt):
-        raise CLIError(f"--length ({length}) must be at least the prompt's length ({len(prompt)} bytes)")
+    if args.length is not None and args.length < 1:
+        raise CLIError(f"--length must be a positive integer, got {args.length}")
     if args.steps < 1:
         raise CLIError(f"--steps must be at least 1, got {args.steps}")
-
-    from dimba.data.tokenizer import ByteTokenizer
     from dimba.diffusion.sampling import sample
     from dimba.io.load import load_model
 
-    model = load_model(args.checkpoint)
-    tokenizer = ByteTokenizer()
+    model = load_model(checkpoint_of(args.checkpoint))
+    prompt = model.tokenizer.encode(args.prompt)
+    length = args.length if args.length is not None else len(prompt) + 64
+    if length < len(prompt):
+        raise CLIError(f"--length ({length}) must be at least the prompt's length ({len(prompt)} tokens)")
     try:
-        ids = sample(model, tokenizer.encode(args.prompt), length, args.steps, args.seed, clamp=args.clamp)
+        ids = sample(model, prompt, length, args.steps, args.seed, clamp=args.clamp)
     except ValueError as exc:
         raise CLIError(f"--steps/--length: {one_line(exc)}") from None
-    print(tokenizer.decode(ids.tolist()), file=out)
+    print(model.tokenizer.decode(ids.tolist()), file=out)
     return 0
+
+
+def checkpoint_of(path: str) -> str:
+    """A checkpoint, an export, or a run directory: then the run's newest checkpoint (by step)."""
+    from pathlib import Path
+
+    from dimba.resume import newest_valid_checkpoint
+
+    directory = Path(path)
+    if not directory.is_dir() or not ((directory / "progressive_checkpoints").is_dir() or (directory / "checkpoints").is_dir()):
+        return path
+    newest = newest_valid_checkpoint(directory)
+    if newest is None:
+        raise CLIError(f"{directory} is a run directory without a complete checkpoint (checkpoints/, progressive_checkpoints/)")
+    print(f"dimba: generating from {newest}", file=sys.stderr)
+    return str(newest)
 
 
 def _user_error_types() -> tuple:

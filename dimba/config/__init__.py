@@ -10,7 +10,7 @@ from dimba.config.schema import BYTE_VOCAB, Config
 from dimba.config.store import register_configs, validate
 from dimba.config.trainer import TrainerConfig, strategy_name
 from dimba.config.training import GrowthConfig, OptimConfig, ProgressiveCheckpointsConfig
-from dimba.data.schema import DataConfig
+from dimba.data.config import DataConfig
 from dimba.model.config import DIMBAConfig
 from dimba.objective import ObjectiveConfig
 

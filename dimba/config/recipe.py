@@ -62,7 +62,7 @@ class Recipe:
             progressive = replace(progressive, save_dir=str(save_dir))
         return cls(model=config.model, optim=config.optim, objective=config.objective, growth=config.growth,
                    progressive_checkpoints=progressive, seed=config.seed, compile=config.compile,
-                   total_steps=config.trainer.max_steps)
+                   total_steps=config.optim.total_steps or config.trainer.max_steps)
 
     @classmethod
     def from_options(cls, vocab_size: Optional[int] = None,

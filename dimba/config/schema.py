@@ -3,9 +3,9 @@ that need more than one group."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from omegaconf import MISSING
 
@@ -14,7 +14,7 @@ from dimba.config.checks import int_at_least, positive_int
 from dimba.config.loggers import LoggerConfig, check_logger_packages
 from dimba.config.trainer import GROWABLE_STRATEGIES, SUPPORTED_STRATEGIES, TrainerConfig
 from dimba.config.training import GrowthConfig, OptimConfig, ProgressiveCheckpointsConfig
-from dimba.data.schema import DataConfig
+from dimba.data.config import ShardsDataConfig, TokenizerConfig
 from dimba.errors import CheckpointLoadError, ConfigError
 from dimba.growth.schedule import validate_schedule
 from dimba.model.config import DIMBAConfig, mamba_ssm_installed
@@ -26,7 +26,9 @@ BYTE_VOCAB = 256
 @dataclass
 class Config:
     model: DIMBAConfig = MISSING
-    data: DataConfig = MISSING
+    data: Any = MISSING
+    """`dimba.data.config.DataConfig` (builtin, text_files) or `ShardsDataConfig` (shards)."""
+    tokenizer: TokenizerConfig = MISSING
     trainer: TrainerConfig = MISSING
     optim: OptimConfig = MISSING
     growth: GrowthConfig = MISSING
@@ -65,14 +67,31 @@ class Config:
         if self.compile and self.trainer.strategy_name == "ddp_spawn":
             raise ConfigError("compile", True, "false with trainer.strategy=ddp_spawn (a compiled model cannot be "
                                                "pickled to the spawned processes; use trainer.strategy=ddp)")
-        if self.model.vocab_size < BYTE_VOCAB:
-            raise ConfigError("model.vocab_size", self.model.vocab_size, f"at least {BYTE_VOCAB} for the byte-level tokenizer")
+        self._check_vocabulary()
         if self.ckpt_path is not None:
             try:
                 check_resumable(Path(self.ckpt_path))
             except CheckpointLoadError as exc:
                 raise ConfigError("ckpt_path", self.ckpt_path, "", line=f"ckpt_path: {exc}; accepted: a Lightning "
                                   "checkpoint (last.ckpt, a milestone .pt, or a sharded directory) or null") from None
+
+    def _check_vocabulary(self) -> None:
+        """The model's vocabulary follows the tokenizer (prepared data must be the tokenizer's)."""
+        if isinstance(self.data, ShardsDataConfig):
+            from dimba.data.format import read_manifest
+            from dimba.data.records import check_tokenizer_config
+
+            check_tokenizer_config(self.tokenizer, read_manifest(Path(self.data.path).expanduser(), key="data.path"),
+                                   self.data.path)
+        vocabulary = self.tokenizer.vocab_size
+        if vocabulary is None:  # pretrained: the file says
+            from dimba.data.tokenizer import load_tokenizer
+
+            vocabulary = load_tokenizer(self.tokenizer).vocab_size
+        if self.model.vocab_size not in (BYTE_VOCAB, vocabulary):
+            raise ConfigError("model.vocab_size", self.model.vocab_size,
+                              f"{vocabulary}, the vocabulary of tokenizer={self.tokenizer.name} (leave model.vocab_size unset)")
+        self.model = replace(self.model, vocab_size=int(vocabulary))
 
     def _check_strategy(self) -> None:
         """Growth rebuilds parameters in place: DDP and single devices only. FSDP (sharded

@@ -9,7 +9,7 @@ from dimba.config.loggers import LoggerConfig
 from dimba.config.schema import Config
 from dimba.config.trainer import TrainerConfig
 from dimba.config.training import GrowthConfig, OptimConfig, ProgressiveCheckpointsConfig
-from dimba.data.schema import DataConfig
+from dimba.data.config import DataConfig, ShardsDataConfig, TokenizerConfig
 from dimba.errors import ConfigError
 from dimba.model.config import DIMBAConfig
 from dimba.objective import ObjectiveConfig
@@ -24,6 +24,7 @@ GROUPS = (
     ("progressive_checkpoints", ProgressiveCheckpointsConfig),
     ("objective", ObjectiveConfig),
     ("logger", LoggerConfig),
+    ("tokenizer", TokenizerConfig),
 )
 
 
@@ -39,10 +40,14 @@ def register_configs() -> None:
     store.store(name="base_config", node=Config)
     for group, schema in GROUPS:
         store.store(group=group, name=f"base_{group}", node=schema)
+    store.store(group="data", name="base_shards_data", node=ShardsDataConfig)
 
 
 def validate(cfg: DictConfig) -> Config:
     """The composed config as typed, validated objects, or a ConfigError."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:  # `files: ???` in data=text_files: the option needs the value set
+        raise ConfigError(missing[0], "???", f"a value: this option needs it set ({missing[0]}=...)")
     try:
         config = OmegaConf.to_object(cfg)
     except ConfigError:

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List
+from typing import Any, List, Optional
 
 from dimba.checkpointing.milestones import ACCEPTED_FORMS, MilestoneError, parse_milestones
 from dimba.config.checks import finite, int_at_least
@@ -23,6 +23,9 @@ class OptimConfig:
     betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
     warmup_steps: int = 20
     min_lr_ratio: float = 0.1
+    total_steps: Optional[int] = None
+    """The LR schedule's horizon; null: trainer.max_steps. Set it to stop a run early (or to
+    extend one) without changing the schedule."""
 
     def __post_init__(self) -> None:
         if not finite(self.lr) or self.lr <= 0:
@@ -36,6 +39,8 @@ class OptimConfig:
             raise ConfigError("optim.warmup_steps", self.warmup_steps, "an integer >= 0")
         if not finite(self.min_lr_ratio) or not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError("optim.min_lr_ratio", self.min_lr_ratio, "a number in [0, 1]")
+        if self.total_steps is not None and not int_at_least(self.total_steps, 1):
+            raise ConfigError("optim.total_steps", self.total_steps, "a positive integer, or null for trainer.max_steps")
 
 
 @dataclass

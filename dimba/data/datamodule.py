@@ -1,109 +1,108 @@
-"""Text to fixed-length byte sequences, with a deterministic train/validation split."""
+"""Lightning data modules over prepared token shards: `data=shards` reads a directory
+written by `dimba data prepare`; `data=builtin` and `data=text_files` prepare their text
+once into the cache (see `dimba.data.cache`) and read it the same way.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import lightning as L
-import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
-from dimba.data.corpus import builtin_corpus
-from dimba.data.schema import DataConfig
+from dimba.data.config import DataConfig, ShardsDataConfig, TokenizerConfig
+from dimba.data.format import check_seq_len, read_manifest
+from dimba.data.records import check_tokenizer_config, prepared_tokenizer
+from dimba.data.sampler import EpochShuffleSampler, ResumableDataLoader, WindowDataset
+from dimba.data.stream import TokenStream
+from dimba.data.tokenizer import Tokenizer, as_tokenizer_config
+from dimba.errors import ConfigError
+
+__all__ = ["EpochShuffleSampler", "ResumableDataLoader", "ShardsDataModule", "TextDataModule", "WindowDataset"]
+
+TokenizerArg = Union[TokenizerConfig, Mapping[str, Any], None]
 
 
-class SequenceDataset(Dataset):
-    """Non-overlapping windows of `seq_len` tokens over one long token stream."""
+class _PreparedDataModule(L.LightningDataModule):
+    """Windows over the train and validation ranges of one prepared directory."""
 
-    def __init__(self, tokens: torch.Tensor, seq_len: int) -> None:
-        self.tokens = tokens
+    def __init__(self, seq_len: int, batch_size: int, num_workers: int, seed: int) -> None:
+        super().__init__()
         self.seq_len = seq_len
-
-    def __len__(self) -> int:
-        return len(self.tokens) // self.seq_len
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        start = index * self.seq_len
-        return self.tokens[start : start + self.seq_len]
-
-
-def load_bytes(files: Sequence[str]) -> bytes:
-    """The built-in corpus when `files` is empty, else the files' bytes joined by newlines.
-
-    Bytes, not text: the tokenizer is byte-level, so any file (even invalid UTF-8) trains
-    and a file's size is its token count, which config validation relies on.
-    """
-    if not files:
-        return builtin_corpus().encode("utf-8")
-    return b"\n".join(Path(f).read_bytes() for f in files)
-
-
-def split_tokens(tokens: torch.Tensor, seq_len: int, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The last `val_fraction` of the stream is validation (at least one sequence)."""
-    n_val = max(seq_len, int(len(tokens) * val_fraction))
-    return tokens[:-n_val], tokens[-n_val:]
-
-
-class EpochShuffleSampler(Sampler[int]):
-    """A permutation per epoch drawn from (seed, epoch) alone, sharded across ranks.
-
-    It owns its randomness (nothing from the global RNG), and it can start part-way into
-    an epoch, so a resumed run sees exactly the batches an uninterrupted run would have.
-    """
-
-    def __init__(self, size: int, seed: int = 0) -> None:
-        self.size = size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
         self.seed = seed
-        self.epoch = 0
-        self.start = 0  # samples of this rank's share already trained on in this epoch
+        self.train_set: Optional[WindowDataset] = None
+        self.val_set: Optional[WindowDataset] = None
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    # The subclass says where the data is and how it splits.
+    def _directory(self) -> Tuple[Path, Dict[str, Any]]:
+        raise NotImplementedError
 
-    @staticmethod
-    def _world() -> tuple[int, int]:
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
+    def _ranges(self, manifest: Mapping[str, Any], total: int) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+        raise NotImplementedError
 
-    def __len__(self) -> int:
-        return self.size // self._world()[1]
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer the data was prepared with (decode samples, ship with exports)."""
+        return prepared_tokenizer(*self._directory())
 
-    def __iter__(self):
-        rank, world = self._world()
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.size, generator=generator)[: len(self) * world]
-        start, self.start = self.start, 0
-        return iter(order[rank::world][start:].tolist())
+    @property
+    def tokenizer_record(self) -> Dict[str, Any]:
+        from dimba.data.records import tokenizer_record
+
+        return tokenizer_record(self.tokenizer)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._directory()[1]["tokenizer"]["vocab_size"])
+
+    def prepare_data(self) -> None:
+        self._directory()
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.train_set is not None:
+            return
+        directory, manifest = self._directory()
+        stream = TokenStream(directory, manifest)
+        (train_start, train_end), (val_start, val_end) = self._ranges(manifest, len(stream))
+        self.train_set = WindowDataset(stream, train_start, train_end, self.seq_len)
+        self.val_set = WindowDataset(stream, val_start, val_end, self.seq_len)
+        if len(self.train_set) < self.batch_size:  # a text's token count is known only once tokenized
+            raise ConfigError("data.seq_len", self.seq_len, f"seq_len*batch_size at most {max(0, train_end - train_start)}: "
+                                                            f"the training text holds {max(0, train_end - train_start)} tokens")
+
+    def train_dataloader(self) -> ResumableDataLoader:
+        return ResumableDataLoader(self.train_set, self.batch_size, EpochShuffleSampler(len(self.train_set), self.seed),
+                                   num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
 
 
-class ResumableDataLoader(DataLoader):
-    """A DataLoader Lightning can checkpoint: it records how far into the epoch training got.
+class ShardsDataModule(_PreparedDataModule):
+    """`data=shards data.path=DIR`: the splits `dimba data prepare` recorded."""
 
-    The module reports each batch as it starts (`mark_trained`); Lightning stores
-    `state_dict()` in every checkpoint and hands it back on resume.
-    """
+    def __init__(self, path: str, seq_len: int = ShardsDataConfig.seq_len, batch_size: int = ShardsDataConfig.batch_size,
+                 num_workers: int = ShardsDataConfig.num_workers, seed: int = 0, tokenizer: TokenizerArg = None) -> None:
+        super().__init__(seq_len, batch_size, num_workers, seed)
+        self.path = Path(path).expanduser()
+        self.manifest = read_manifest(self.path, key="data.path")
+        check_seq_len(self.manifest, seq_len, batch_size, str(path))
+        if tokenizer is not None:
+            check_tokenizer_config(tokenizer, self.manifest, str(path))
 
-    def __init__(self, dataset: Dataset, batch_size: int, sampler: EpochShuffleSampler, **kwargs: Any) -> None:
-        super().__init__(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, **kwargs)
-        self.trained_batches = 0
+    def _directory(self) -> Tuple[Path, Dict[str, Any]]:
+        return self.path, self.manifest
 
-    def mark_trained(self, batch_idx: int) -> None:
-        self.trained_batches = batch_idx + 1
-
-    def state_dict(self) -> Dict[str, int]:
-        return {"epoch": self.sampler.epoch, "trained_batches": self.trained_batches}
-
-    def load_state_dict(self, state: Dict[str, int]) -> None:
-        self.sampler.set_epoch(int(state["epoch"]))
-        self.trained_batches = int(state["trained_batches"])
-        self.sampler.start = self.trained_batches * self.batch_size
+    def _ranges(self, manifest: Mapping[str, Any], total: int) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+        return tuple(manifest["splits"]["train"]), tuple(manifest["splits"]["val"])  # type: ignore[return-value]
 
 
-class TextDataModule(L.LightningDataModule):
-    """Byte-level sequences from the built-in corpus or the user's own text files."""
+class TextDataModule(_PreparedDataModule):
+    """The built-in corpus or the user's own text files, split as always: the last
+    `val_fraction` of the token stream (at least one sequence) is validation."""
 
     def __init__(
         self,
@@ -113,28 +112,24 @@ class TextDataModule(L.LightningDataModule):
         val_fraction: float = DataConfig.val_fraction,
         num_workers: int = DataConfig.num_workers,
         seed: int = 0,
+        tokenizer: TokenizerArg = None,
+        cache_dir: Optional[str] = None,
     ) -> None:
-        super().__init__()
-        self.seed = seed
+        super().__init__(seq_len, batch_size, num_workers, seed)
         self.files = list(files or [])
-        self.seq_len = seq_len
-        self.batch_size = batch_size
         self.val_fraction = val_fraction
-        self.num_workers = num_workers
-        self.train_set: Optional[SequenceDataset] = None
-        self.val_set: Optional[SequenceDataset] = None
+        self.tokenizer_config = as_tokenizer_config(tokenizer)
+        self.cache_dir = cache_dir
+        self._prepared: Optional[Tuple[Path, Dict[str, Any]]] = None
 
-    def setup(self, stage: Optional[str] = None) -> None:
-        if self.train_set is not None:
-            return
-        tokens = torch.frombuffer(bytearray(load_bytes(self.files)), dtype=torch.uint8).long()
-        train, val = split_tokens(tokens, self.seq_len, self.val_fraction)
-        self.train_set = SequenceDataset(train, self.seq_len)
-        self.val_set = SequenceDataset(val, self.seq_len)
+    def _directory(self) -> Tuple[Path, Dict[str, Any]]:
+        if self._prepared is None:
+            from dimba.data.cache import prepared_text
 
-    def train_dataloader(self) -> ResumableDataLoader:
-        return ResumableDataLoader(self.train_set, self.batch_size, EpochShuffleSampler(len(self.train_set), self.seed),
-                                   num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+            directory = prepared_text(self.files, self.tokenizer_config, self.cache_dir)
+            self._prepared = directory, read_manifest(directory)
+        return self._prepared
 
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
+    def _ranges(self, manifest: Mapping[str, Any], total: int) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+        n_val = max(self.seq_len, int(total * self.val_fraction))
+        return (0, total - n_val), (total - n_val, total)

@@ -19,6 +19,7 @@ from dimba.growth.schedule import GrowthEvent
 from dimba.growth.sharded import Shard, build_sharded
 from dimba.growth.shards import local
 from dimba.model import DIMBAConfig
+from dimba.model.params import count_parameters
 
 
 def rank_bytes(model: nn.Module, optimizer: GrowableAdamW) -> Dict[str, object]:
@@ -28,7 +29,7 @@ def rank_bytes(model: nn.Module, optimizer: GrowableAdamW) -> Dict[str, object]:
     moments = sum(local(optimizer.state[p][k]).numel() * p.element_size()
                   for _, p in params for k in ("exp_avg", "exp_avg_sq"))
     return {
-        "params": sum(p.numel() for _, p in params),
+        "params": count_parameters(model),
         "param_bytes": sum(local(p).untyped_storage().nbytes() for _, p in params),
         "optimizer_bytes": moments,
         "step_count_bytes": sum(b.numel() * b.element_size() for _, p in params for b in births(optimizer.state[p])),

@@ -29,14 +29,15 @@ def meta_model(config: DIMBAConfig, dtype: torch.dtype) -> DIMBA:
 
 def put_tensor(module: nn.Module, name: str, value: Tensor) -> None:
     prefix, leaf = name.rsplit(".", 1)
-    owner = module.get_submodule(prefix)
-    (owner._parameters if isinstance(value, nn.Parameter) else owner._buffers)[leaf] = value
+    setattr(module.get_submodule(prefix), leaf, value)  # a Parameter registers; a buffer keeps its persistence
 
 
 def _adopt(model: DIMBA, grown: DIMBA) -> None:
     """Give `model` the submodules and config of `grown`, keeping the object itself."""
-    model._modules.clear()
-    model._modules.update(grown._modules)
+    for name, _ in list(model.named_children()):
+        delattr(model, name)
+    for name, child in grown.named_children():  # in grown's order: parameters() and state_dict() follow it
+        setattr(model, name, child)
     model.config = grown.config
 
 

@@ -18,6 +18,7 @@ import torch
 from dimba.checkpointing import format as ckpt_format
 from dimba.checkpointing.atomic_io import fsync_dir
 from dimba.checkpointing.record import EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_VERSION, EXPORT_WEIGHTS
+from dimba.data.format import TOKENIZER_FILE
 from dimba.errors import CheckpointLoadError
 from dimba.io.load import load_model, safetensors_torch
 from dimba.model import DIMBA
@@ -46,6 +47,7 @@ def export_checkpoint(checkpoint: PathLike, out_dir: PathLike) -> Path:
     }
     config.update(_source_record(checkpoint))
     out_dir.mkdir(parents=True, exist_ok=True)
+    config["tokenizer"] = _ship_tokenizer(model, out_dir)
     weights_tmp, config_tmp = out_dir / f".{EXPORT_WEIGHTS}.tmp", out_dir / f".{EXPORT_CONFIG}.tmp"
     try:
         st.save_file(tensors, str(weights_tmp), metadata={"format": "pt", "dimba_format": EXPORT_FORMAT})
@@ -61,6 +63,20 @@ def export_checkpoint(checkpoint: PathLike, out_dir: PathLike) -> Path:
         weights_tmp.unlink(missing_ok=True)
         config_tmp.unlink(missing_ok=True)
     return out_dir
+
+
+def _ship_tokenizer(model: DIMBA, out_dir: Path) -> Dict[str, Any]:
+    """The tokenizer's record for config.json; a trained tokenizer also as OUT/tokenizer.json
+    (what Hugging Face tools read), written atomically."""
+    from dimba.checkpointing.atomic_io import write_atomic
+    from dimba.data.records import tokenizer_record
+
+    record = tokenizer_record(model.tokenizer)
+    if record.get("name") != "bytes":
+        text = model.tokenizer.json_text
+        write_atomic(out_dir / TOKENIZER_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        record = {**record, "path": TOKENIZER_FILE}
+    return record
 
 
 def _standalone_tensors(model: DIMBA) -> Dict[str, torch.Tensor]:

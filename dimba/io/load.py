@@ -17,7 +17,7 @@ from torch import nn
 
 from dimba.checkpointing.atomic_io import is_sharded_checkpoint
 from dimba.checkpointing.record import EXPORT_CONFIG, EXPORT_WEIGHTS, CheckpointRecord, read_export_config
-from dimba.errors import CheckpointLoadError
+from dimba.errors import CheckpointLoadError, ConfigError
 from dimba.io.read import first_line, read_record
 from dimba.model import DIMBA, DIMBAConfig
 
@@ -52,9 +52,22 @@ def load_model(path: PathLike, map_location: Any = "cpu") -> DIMBA:
         model.load_state_dict(record.model_state)
     except RuntimeError as exc:  # weights that do not fit the recorded shape
         raise CheckpointLoadError(f"cannot rebuild the model from {path}: {first_line(exc)}") from None
+    attach_tokenizer(model, record.tokenizer, path)
     if map_location not in (None, "cpu") and isinstance(map_location, (str, torch.device)):
         model.to(map_location)
     return model.eval()
+
+
+def attach_tokenizer(model: DIMBA, record: Optional[Dict[str, Any]], path: PathLike) -> None:
+    """`model.tokenizer` (and `model.tokenizer_record`): what its token ids mean, from the
+    checkpoint's record (a checkpoint without one was trained on bytes)."""
+    from dimba.data.records import tokenizer_from_record
+
+    try:
+        model.tokenizer = tokenizer_from_record(record, key=f"{path}: tokenizer")
+    except ConfigError as exc:
+        raise CheckpointLoadError(str(exc)) from None
+    model.tokenizer_record = record
 
 
 def grow_to_checkpoint(model: nn.Module, optimizer: Optional[torch.optim.Optimizer], record: CheckpointRecord,
@@ -167,6 +180,10 @@ def load_exported(path: PathLike, map_location: Any = "cpu") -> DIMBA:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointLoadError(f"{weights} does not fit the architecture in {EXPORT_CONFIG}: {first_line(exc)}") from None
+    record = info.get("tokenizer")
+    if isinstance(record, dict) and record.get("path") and not Path(record["path"]).is_absolute():
+        record = {**record, "path": str(path / record["path"])}  # shipped beside the weights
+    attach_tokenizer(model, record, path)
     if map_location not in (None, "cpu") and isinstance(map_location, (str, torch.device)):
         model.to(map_location)
     return model.eval()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
 from dimba.checkpointing.milestones import format_param_count
-from dimba.plotting.record import PathLike, RunRecord, read_run
+from dimba.plotting.record import PathLike, PlotError, RunRecord, read_run
 
 LOSS_STYLES = {"train/loss": dict(color="tab:blue", linewidth=1.2),
                "val/loss": dict(color="tab:orange", marker="o", linewidth=1.5)}
@@ -111,11 +111,13 @@ def plot_run(run_dir: PathLike, out: Optional[PathLike] = None) -> Path:
         axis.grid(True, alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
             axis.legend(loc="lower right" if axis is top else "upper right", fontsize=9)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(tmp, format="png")
         os.replace(tmp, out)
+    except OSError as exc:  # name the file asked for, not the temporary beside it
+        raise PlotError(f"cannot write {out}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return out

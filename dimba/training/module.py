@@ -54,11 +54,15 @@ class DIMBALightningModule(L.LightningModule):
         self._count_cache: tuple[int, int] = (-1, 0)
         self.growth_history: List[Dict[str, Any]] = []
         self.last_validation_step: Optional[int] = None  # the step the latest val/* metrics belong to
+        self.tokenizer_record: Optional[Dict[str, Any]] = None  # None: bytes
 
     @classmethod
-    def from_recipe(cls, recipe: Recipe) -> "DIMBALightningModule":
-        """The module `train.py` builds: the run adds the callbacks (`training_callbacks`)."""
-        return cls(recipe=recipe)
+    def from_recipe(cls, recipe: Recipe, tokenizer_record: Optional[Dict[str, Any]] = None) -> "DIMBALightningModule":
+        """The module `train.py` builds: the run adds the callbacks (`training_callbacks`).
+        `tokenizer_record`: what checkpoints record of the data's tokenizer (None: bytes)."""
+        module = cls(recipe=recipe)
+        module.tokenizer_record = tokenizer_record
+        return module
 
     def configure_callbacks(self) -> List[L.Callback]:
         """The seed's plain-Trainer usage: the module brings its growth and milestone callbacks."""
@@ -164,7 +168,8 @@ class DIMBALightningModule(L.LightningModule):
     # ----------------------------------------------------------------- checkpoints
     def checkpoint_record(self) -> Dict[str, Any]:
         """What every checkpoint records about the model: enough to rebuild it alone."""
-        return model_record(self.model, self.growth_history)
+        extra = {} if self.tokenizer_record is None else {"tokenizer": self.tokenizer_record}
+        return model_record(self.model, self.growth_history, **extra)
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         checkpoint["dimba"] = self.checkpoint_record()
