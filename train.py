@@ -31,11 +31,12 @@ def main(cfg: DictConfig) -> Optional[float]:
     except ConfigError as exc:
         log.error("Invalid config: %s", exc)
         sys.exit(2)
-    from dimba.run import plan, train  # torch and Lightning load only for a valid config
+    from dimba.planning import log_plan
+    from dimba.run import train  # torch and Lightning load only for a valid config
 
     with claim:
-        plan(config)
         try:
+            log_plan(config)  # a stage that cannot fit in memory stops the run here
             return train(config, output_dir).val_loss
         except ConfigError as exc:  # found once the data is read: a text too short once tokenized, say
             log.error("Invalid config: %s", exc)
@@ -48,14 +49,10 @@ def main(cfg: DictConfig) -> Optional[float]:
             sys.exit(1)
 
 
-def plan_text(config) -> str:
-    from dimba.run import plan_table
-
-    return plan_table(config)
-
-
 if __name__ == "__main__":
     from dimba.command_line import check_command_line
+
+    from dimba.planning import plan_text
 
     status = check_command_line(sys.argv[1:], CONF, plan=plan_text)  # every job, before Hydra writes anything
     if status is not None:

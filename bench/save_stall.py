@@ -11,6 +11,11 @@ Asynchronous (`async_save=True`): dump; the copy overlaps the next forward/backw
 write and the publishing run in the background. `dd if=/dev/zero bs=1M conv=fsync` of the same size into the
 same directory, in the same run, gives the disk bandwidth. Prints one JSON object.
 Goals (issue 6): async stall <= 5% of the sync save; sync throughput >= 70% of dd.
+
+`--sharded`: the same on 2 CPU processes under `trainer=fsdp` (FSDP2): every rank writes its
+shards of a Distributed Checkpoint directory; asynchronous, `torch.distributed.checkpoint.
+async_save` stages them in host memory and writes them in a thread (goal, issue 13: training
+blocked <= 5% of the synchronous sharded save). Rank 0 prints the JSON.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -36,6 +42,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 import dimba.training.async_writer as async_module  # noqa: E402
 from dimba.training.async_writer import snapshot  # noqa: E402
 from dimba.training.milestone_callback import ProgressiveCheckpointCallback  # noqa: E402
+from dimba.checkpointing.atomic_io import size_on_disk  # noqa: E402
 from dimba.training.checkpoint_io import AtomicCheckpointIO  # noqa: E402
 from dimba.model import DIMBAConfig  # noqa: E402
 from dimba.training import DIMBALightningModule  # noqa: E402
@@ -67,21 +74,34 @@ class TimedSaves(ProgressiveCheckpointCallback):
             self.stalls[-1] += time.perf_counter() - start
 
 
+SHARDED = False  # --sharded: FSDP2 on 2 CPU processes
+
+
+def is_rank_zero() -> bool:
+    return os.environ.get("LOCAL_RANK", "0") == "0"
+
+
 def timed_save(config: DIMBAConfig, save_dir: Path, async_save: bool, accelerator: str = "cpu") -> Dict[str, Any]:
     torch.manual_seed(0)
     module = DIMBALightningModule(model_config=config, enable_progressive_checkpoints=False, warmup_steps=0)
     callback = TimedSaves([1], save_dir, async_save=async_save)
     callback.stalls = []
-    trainer = L.Trainer(max_steps=2, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, plugins=[AtomicCheckpointIO()],
-                        callbacks=[callback], default_root_dir=str(save_dir))
+    if SHARDED:
+        from dimba.training.fsdp import FSDPStrategy
+
+        parallel = dict(devices=2, strategy=FSDPStrategy())
+    else:
+        parallel = dict(devices=1, plugins=[AtomicCheckpointIO()])
+    trainer = L.Trainer(max_steps=2, accelerator=accelerator, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[callback],
+                        default_root_dir=str(save_dir), **parallel)
     tokens = torch.randint(0, 256, (2 * BATCH, SEQ_LEN))
     copies.clear()
     start = time.perf_counter()
     trainer.fit(module, DataLoader(tokens, batch_size=BATCH))  # on_train_end waits for a background write
     files = list(save_dir.glob("checkpoint_*.pt"))
     assert len(files) == 1 and callback.manager.reached_milestones == [1], "the milestone was not saved"
-    return {"stall_s": callback.stalls[0], "fit_s": time.perf_counter() - start, "bytes": files[0].stat().st_size,
+    return {"stall_s": callback.stalls[0], "fit_s": time.perf_counter() - start, "bytes": size_on_disk(files[0]),
             "copy_s": copies[0] if copies else None}
 
 
@@ -119,8 +139,9 @@ def measure(name: str, config: DIMBAConfig, workdir: Path, repeats: int, acceler
             save_dir = workdir / f"{name}-{mode}-{i}"
             rows[mode].append(timed_save(config, save_dir, async_save=mode == "async", accelerator=accelerator))
             log.info("%s %s: stall %.3f s", name, mode, rows[mode][-1]["stall_s"])
-            shutil.rmtree(save_dir)
-        dd.append(dd_bandwidth(workdir, rows["sync"][-1]["bytes"]))
+            if is_rank_zero():
+                shutil.rmtree(save_dir)
+        dd.append(dd_bandwidth(workdir, rows["sync"][-1]["bytes"]) if is_rank_zero() else 1.0)
     median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
     size = rows["sync"][0]["bytes"]
     sync_s = median([r["stall_s"] for r in rows["sync"]])
@@ -146,15 +167,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--accelerator", default="cpu", help="cpu or gpu (the state is copied to host memory)")
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default: a temporary directory)")
+    parser.add_argument("--sharded", action="store_true", help="trainer=fsdp on 2 CPU processes (sharded saves)")
     args = parser.parse_args()
+    global SHARDED
+    SHARDED = args.sharded
+    if args.sharded and args.dir is None:
+        args.dir = Path(tempfile.gettempdir())  # both processes must see the same directory
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
     for name in ("lightning", "lightning.pytorch", "dimba"):
         logging.getLogger(name).setLevel(logging.WARNING)
     torch.set_num_threads(2)
-    with tempfile.TemporaryDirectory(dir=args.dir) as workdir:
-        timed_save(DIMBAConfig(d_model=64, n_layers=1), Path(workdir) / "warmup", True, args.accelerator)  # imports
-        results = {name: measure(name, MODELS[name], Path(workdir), args.repeats, args.accelerator) for name in args.models}
-    print(json.dumps({"torch_version": torch.__version__, "accelerator": args.accelerator, "results": results}, indent=2))
+    workdir = Path(args.dir or tempfile.mkdtemp()) / ("dimba-save-stall-sharded" if args.sharded else f"dimba-save-stall-{os.getpid()}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    timed_save(DIMBAConfig(d_model=64, n_layers=1), workdir / "warmup", True, args.accelerator)  # imports
+    results = {name: measure(name, MODELS[name], workdir, args.repeats, args.accelerator) for name in args.models}
+    if is_rank_zero():
+        shutil.rmtree(workdir, ignore_errors=True)
+        print(json.dumps({"torch_version": torch.__version__, "accelerator": args.accelerator, "sharded": args.sharded,
+                          "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -60,12 +60,26 @@ def check_job(overrides: List[str], conf_dir: Path, config_name: str) -> Job:
         try:
             _refuse_schema_names(overrides)
             job.config = validate(compose(config_name, overrides=list(overrides)))
+            if not job.config.dry_run:
+                _check_before_running(job.config)
         except ConfigError as exc:
             job.error = exc
         except Exception as exc:  # Hydra's and OmegaConf's composition errors
-            job.error = composition_error(exc, Config, internals.hydra_group_options(""),
-                                          internals.hydra_group_options)
+            job.error = composition_error(exc, Config, internals.hydra_groups(), internals.hydra_group_options)
     return job
+
+
+def _check_before_running(config: Config) -> None:
+    """What can be known before Hydra creates the run's directory: every stage fits in memory,
+    and an absolute save directory is not another live run's (train.py claims it later)."""
+    from dimba.checkpointing.ownership import check_free
+    from dimba.planning import check_memory, memory_rows
+    from dimba.preflight import is_first_process
+
+    check_memory(*memory_rows(config))
+    save_dir = Path(config.progressive_checkpoints.save_dir).expanduser()
+    if config.progressive_checkpoints.enabled and save_dir.is_absolute() and is_first_process():
+        check_free(save_dir)
 
 
 def _refuse_schema_names(overrides: Sequence[str]) -> None:

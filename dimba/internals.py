@@ -36,9 +36,10 @@ def shards_parameters(strategy: Any) -> bool:
 
 
 def writes_sharded_checkpoints(strategy: Any) -> bool:
-    """True where `strategy.save_checkpoint` writes a directory of per-rank shards (FSDP with
-    `state_dict_type="sharded"`)."""
-    return getattr(strategy, "_state_dict_type", None) == "sharded"
+    """True where `strategy.save_checkpoint` writes a directory of per-rank shards (FSDP2's
+    ModelParallelStrategy with `save_distributed_checkpoint`, FSDP with `state_dict_type="sharded"`)."""
+    return bool(getattr(strategy, "_save_distributed_checkpoint", False)) or \
+        getattr(strategy, "_state_dict_type", None) == "sharded"
 
 
 def rewrap_ddp(trainer: Any, module: Any) -> bool:
@@ -53,23 +54,6 @@ def rewrap_ddp(trainer: Any, module: Any) -> bool:
     strategy.model = module
     strategy.configure_ddp()
     return True
-
-
-def fsdp1_wrap_on_cpu(strategy: Any, model: Any) -> Any:
-    """Lightning's FSDPStrategy passes `device_id=None` on a CPU, and torch's FSDP then looks
-    for an accelerator: wrap with the CPU named, as Lightning would otherwise."""
-    import torch
-    from lightning.fabric.strategies.fsdp import _setup_activation_checkpointing
-    from torch.distributed.fsdp import FullyShardedDataParallel
-
-    if not any(isinstance(module, FullyShardedDataParallel) for module in model.modules()):
-        model = FullyShardedDataParallel(module=model, cpu_offload=strategy.cpu_offload,
-                                         mixed_precision=strategy.mixed_precision_config,
-                                         sharding_strategy=strategy.sharding_strategy,
-                                         device_id=torch.device("cpu"), **strategy.kwargs)
-    if strategy._activation_checkpointing_kwargs:
-        _setup_activation_checkpointing(model, strategy._activation_checkpointing_kwargs)
-    return model
 
 
 def continuing_csv_writer(log_dir: str, keep_rows: list) -> Any:
@@ -150,6 +134,13 @@ def hydra_argument_parser() -> Any:
     return get_args_parser()
 
 
+def hydra_groups() -> list:
+    """The config groups, inside an initialized Hydra (compose API)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    return sorted(g for g in GlobalHydra.instance().config_loader().list_groups("") if g != "hydra")
+
+
 def hydra_group_options(group: str) -> list:
     """A config group's options, inside an initialized Hydra (compose API)."""
     from hydra.core.global_hydra import GlobalHydra
@@ -162,3 +153,10 @@ def expand_sweep(overrides: list) -> list:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
     return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+def model_parallel_data_only(strategy: Any) -> None:
+    """Lightning's ModelParallelStrategy splits `auto` sizes into data parallel across nodes
+    and tensor parallel within one; FSDP alone wants every rank in the data dimension."""
+    strategy._data_parallel_size = strategy.num_processes * strategy.num_nodes
+    strategy._tensor_parallel_size = 1

@@ -17,9 +17,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from dimba.checkpointing.atomic_io import remove_stale_temporaries
-from dimba.checkpointing.milestones import format_param_count, milestone_label
+from dimba.checkpointing.milestones import milestone_label
 from dimba.config import Config, Recipe
-from dimba.growth.plan import GrowthPlan, build_plan
 from dimba.launch import end_process_group, in_multirun, multirun_job
 from dimba.preflight import resolve_save_dir
 from dimba.resume import checkpoint_step, newest_valid_checkpoint, resumable_step
@@ -53,38 +52,6 @@ def route_lightning_logs_to_root() -> None:
 
 def build_module(config: Config, save_dir: Path) -> DIMBALightningModule:
     return DIMBALightningModule.from_recipe(Recipe.from_config(config, save_dir=str(save_dir)))
-
-
-def growth_plan(config: Config) -> GrowthPlan:
-    progressive = config.progressive_checkpoints
-    milestones = progressive.milestones if progressive.enabled else []
-    return build_plan(config.model, config.growth.schedule, milestones, config.trainer.max_steps)
-
-
-def unreached_warning(plan: GrowthPlan) -> Optional[str]:
-    if not plan.unreached:
-        return None
-    return (f"Milestones this configuration never reaches: {', '.join(milestone_label(m) for m in plan.unreached)} "
-            f"(the model ends at {format_param_count(plan.final.params)} parameters). Grow further (growth.schedule), "
-            "start larger (model.*), train longer (trainer.max_steps) or lower progressive_checkpoints.milestones.")
-
-
-def plan_table(config: Config) -> str:
-    """The plan as `dry_run=true` prints it (on stdout)."""
-    plan = growth_plan(config)
-    warning = unreached_warning(plan)
-    text = f"Growth plan (trainer.max_steps={config.trainer.max_steps}):\n{plan.table()}"
-    return text + (f"\nWarning: {warning}" if warning else "")
-
-
-def plan(config: Config) -> GrowthPlan:
-    """Log the growth plan at the start of a run, and warn about milestones it never reaches."""
-    plan = growth_plan(config)
-    log.info("Growth plan (trainer.max_steps=%d):\n%s", config.trainer.max_steps, plan.table())
-    warning = unreached_warning(plan)
-    if warning:
-        log.warning("%s", warning)
-    return plan
 
 
 def build_trainer(config: Config, recipe: Recipe, output_dir: Path, resume_step: Optional[int]) -> L.Trainer:

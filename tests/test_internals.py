@@ -52,15 +52,6 @@ def test_rewrap_ddp_is_a_no_op_without_ddp(fitted):
     assert internals.rewrap_ddp(trainer, module) is False  # DDP itself: tests/test_growth_training.py
 
 
-def test_fsdp1_wrap_on_cpu_reads_the_strategy_settings():
-    from lightning.pytorch.strategies import FSDPStrategy
-
-    strategy = FSDPStrategy()
-    for name in ("cpu_offload", "mixed_precision_config", "sharding_strategy", "kwargs", "_activation_checkpointing_kwargs"):
-        assert hasattr(strategy, name), name  # the wrap itself runs in tests/test_fsdp_cpu.py
-    from lightning.fabric.strategies.fsdp import _setup_activation_checkpointing  # noqa: F401
-
-
 def test_continuing_csv_writer_keeps_rows_and_does_not_warn(tmp_path, recwarn):
     from lightning.pytorch.loggers import CSVLogger
 
@@ -125,3 +116,39 @@ def test_finish_wandb_run_finishes_the_run_the_logger_holds(tmp_path):
     logger._experiment = Run()  # what `logger.experiment` starts
     internals.finish_wandb_run(logger, exit_code=1)
     assert finished == [1] and logger._experiment is None
+
+
+def test_hydras_argument_parser_reads_train_py_command_lines():
+    args = internals.hydra_argument_parser().parse_args(["-m", "seed=1,2", "--config-name", "config"])
+    assert args.multirun and args.overrides == ["seed=1,2"] and args.config_name == "config"
+
+
+def test_sweeps_expand_as_hydras_basic_sweeper_runs_them():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(["seed=1,2", "model.d_model=range(64,193,64)", "growth=none"])
+    jobs = internals.expand_sweep(parsed)
+    assert len(jobs) == 6 and jobs[0] == ["seed=1", "model.d_model=64", "growth=none"]
+
+
+def test_group_listings_inside_an_initialized_hydra():
+    from hydra import initialize_config_dir
+
+    from dimba.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        assert {"data", "trainer", "progressive_checkpoints"} <= set(internals.hydra_groups())
+        assert {"cpu", "fsdp", "base_trainer"} <= set(internals.hydra_group_options("trainer"))
+
+
+def test_model_parallel_data_only_puts_every_rank_in_the_data_dimension():
+    from types import SimpleNamespace
+
+    strategy = SimpleNamespace(num_processes=4, num_nodes=2, _data_parallel_size="auto", _tensor_parallel_size="auto")
+    internals.model_parallel_data_only(strategy)
+    assert (strategy._data_parallel_size, strategy._tensor_parallel_size) == (8, 1)
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    real = ModelParallelStrategy()
+    assert hasattr(real, "_data_parallel_size") and hasattr(real, "_tensor_parallel_size")  # what it sets

@@ -68,11 +68,15 @@ CATALOGUE = [
     (["trainer.limit_val_batches=-1"], "trainer.limit_val_batches"),
     (["trainer.val_check_interval=0.5"], "trainer.val_check_interval"),
     (["trainer.use_distributed_sampler=true"], "trainer.use_distributed_sampler"),
-    (["trainer.strategy=fsdp"], "trainer.strategy"),
-    (["trainer=fsdp"], "trainer.strategy"),
-    (["trainer=fsdp", "growth=none", "progressive_checkpoints.async_save=true"], "progressive_checkpoints.async_save"),
+    (["trainer.strategy=fsdp"], "trainer.strategy"),  # Lightning's FSDP1: not dimba's trainer=fsdp
     (["trainer.strategy=deepspeed"], "trainer.strategy"),
     (["trainer.strategy=fsdp", "growth=none"], "trainer.strategy"),  # a full state dict gathered on one rank
+    (["trainer.logger=true"], "trainer.logger"),  # dimba sets it: the logger group
+    (["trainer.callbacks=[]"], "trainer.callbacks"),
+    (["trainer.enable_checkpointing=false"], "trainer.enable_checkpointing"),
+    (["data=text_files"], "data.files"),  # `files: ???`: the option needs it
+    (["data=text_files", "data.files=[/no/such/dir/*.txt]"], "data.files[0]"),
+    (["data=text_files", "data.files=[/no/such/file.txt]"], "data.files[0]"),
     (["compile=true", "trainer.strategy=ddp_spawn", "trainer.devices=2"], "compile"),
     (["data.seq_len=1000000"], "data.seq_len"),
     (["seed=-5"], "seed"),
@@ -86,6 +90,11 @@ CATALOGUE = [
     (["optim.weight_decay=-0.1"], "optim.weight_decay"),
     # resume targets and checkpoint cadence
     (["ckpt_path=/no/such/last.ckpt"], "ckpt_path"),
+    (["ckpt_path=/etc/passwd"], "ckpt_path"),
+    (["ckpt_path=tests/data/v1/run/progressive_checkpoints/checkpoint_6.0K_step_2.json"], "ckpt_path"),
+    (["ckpt_path=tests/data"], "ckpt_path"),
+    (["optim.total_steps=0"], "optim.total_steps"),
+    (["objective.mse_weight=-1"], "objective.mse_weight"),
     (["resume=yes"], "resume"),
     (["resume=auto", "ckpt_path=README.md"], "ckpt_path"),
     (["last_checkpoint_every_n_steps=0"], "last_checkpoint_every_n_steps"),
@@ -146,3 +155,31 @@ def test_gpu_presets_without_a_gpu_are_refused_before_training(preset, monkeypat
     config = validate(compose_config([f"trainer={preset}", "growth=none"]))
     with pytest.raises(ConfigError, match=r"^trainer.accelerator: 'gpu' is invalid; accepted: cpu or auto on this machine"):
         check_accelerator(config.trainer.accelerator)
+
+
+# Errors Hydra and OmegaConf raise while composing, before dimba's validation: the same one line.
+COMPOSITION = [
+    (["objective.use_consistency_training=maybe"], "objective.use_consistency_training: 'maybe' is invalid; accepted: true or false"),
+    (["optim.lr=abc"], "optim.lr: 'abc' is invalid; accepted: a number"),
+    (["model.n_layers=2.5"], "model.n_layers: 2.5 is invalid; accepted: an integer"),
+    (["data=text_files", "data.files=corpus.txt"], "data.files: 'corpus.txt' is invalid; accepted: a list in brackets"),
+    (["progressive_checkpoints.milestones=1B,5B"],
+     "progressive_checkpoints.milestones: '1B,5B' is invalid; accepted: a list in brackets, progressive_checkpoints.milestones=[1B,5B]"),
+    (["growth.schedule=[{step:a}]"], "growth.schedule[...].step: 'a' is invalid; accepted: an integer"),
+    (["progressive_checkpoint=billions"], "unknown config group or key 'progressive_checkpoint'; groups: data, experiment"),
+    (["trainer=gpuu"], "unknown group option 'gpuu' for trainer; available: cpu, ddp, ddp_cpu, fsdp, gpu (did you mean gpu?)"),
+    (["trainer=base_trainer"], "unknown group option 'base_trainer' for trainer; available: cpu, ddp, ddp_cpu, fsdp, gpu"),
+    (["hydra/launcher=jobllib"], "unknown group option 'jobllib' for hydra/launcher; available: basic, joblib"),
+    (["model.nope=1"], "unknown key 'model.nope'; model has: vocab_size, d_model"),
+    (["+seed=3"], "seed is already a key of the config: set it without '+'"),
+    (["trainer.max_steps"], "command line: "),
+]
+
+
+@pytest.mark.parametrize("overrides, message", COMPOSITION, ids=[" ".join(o) for o, _ in COMPOSITION])
+def test_composition_errors_are_one_line_too(overrides, message):
+    from dimba.command_line import check_job
+
+    job = check_job(overrides, CONF, "config")
+    assert job.error is not None and str(job.error).startswith(message), str(job.error)
+    assert "\n" not in str(job.error) and "base_trainer" not in str(job.error).split("available: ", 1)[-1]

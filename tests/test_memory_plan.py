@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dimba.errors import ConfigError
-from dimba.growth.memory import (GiB, MemorySetting, activation_elements, format_memory_table, growth_extra,
+from dimba.growth.memory import (MemorySetting, activation_elements, format_memory_table, growth_extra,
                                  memory_table, smallest_world_size, stage_memory)
 from dimba.growth.plan import count_parameters
 from dimba.growth.shapes import local_shape, parameter_count, parameter_shapes, shard_range

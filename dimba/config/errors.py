@@ -42,10 +42,15 @@ def _suggestion(word: str, candidates: Sequence[str]) -> str:
 
 
 def field_type(schema: Any, dotted: str) -> Any:
-    """The annotation of `dotted` (a.b.c, list positions skipped) in the dataclass `schema`."""
+    """The annotation of `dotted` (a.b.c, list positions skipped) in the dataclass `schema`.
+    A field typed Any whose group has several schemas (`data`) is looked up in each."""
     current: Any = schema
-    for part in dotted.split("."):
+    parts = dotted.split(".")
+    for index, part in enumerate(parts):
         current = _element(current)
+        if current is Any and index and ".".join(parts[:index]) in ALTERNATIVES:
+            found = [field_type(alt, ".".join(parts[index:])) for alt in ALTERNATIVES[".".join(parts[:index])]()]
+            return next((f for f in found if f is not None), None)
         if not (dataclasses.is_dataclass(current) and isinstance(current, type)):
             return None
         hints = typing.get_type_hints(current)
@@ -53,6 +58,15 @@ def field_type(schema: Any, dotted: str) -> Any:
             return None
         current = hints[part]
     return current
+
+
+def _data_schemas() -> tuple:
+    from dimba.data.config import DataConfig, ShardsDataConfig
+
+    return DataConfig, ShardsDataConfig
+
+
+ALTERNATIVES = {"data": _data_schemas}  # groups whose field in Config is typed Any
 
 
 def _element(tp: Any) -> Any:
@@ -126,6 +140,8 @@ def _unknown_key(key: str, schema: Any, groups: Sequence[str]) -> ConfigError:
     parent, _, name = key.rpartition(".")
     tp = field_type(schema, parent) if parent else schema
     tp = _element(tp)
+    if tp is Any and parent in ALTERNATIVES:
+        tp = ALTERNATIVES[parent]()[0]
     keys = [f.name for f in dataclasses.fields(tp)] if dataclasses.is_dataclass(tp) else []
     if parent:
         line = f"unknown key {key!r}; {parent} has: {', '.join(keys)}{_suggestion(name, keys)}"

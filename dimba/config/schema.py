@@ -10,9 +10,9 @@ from typing import Any, Mapping, Optional
 from omegaconf import MISSING
 
 from dimba.checkpointing.discovery import check_resumable
-from dimba.config.checks import int_at_least, positive_int
+from dimba.config.checks import finite, int_at_least, positive_int
 from dimba.config.loggers import LoggerConfig, check_logger_packages
-from dimba.config.trainer import GROWABLE_STRATEGIES, SUPPORTED_STRATEGIES, TrainerConfig
+from dimba.config.trainer import DIMBA_FSDP, SUPPORTED_STRATEGIES, TrainerConfig
 from dimba.config.training import GrowthConfig, OptimConfig, ProgressiveCheckpointsConfig
 from dimba.data.config import ShardsDataConfig, TokenizerConfig
 from dimba.errors import CheckpointLoadError, ConfigError
@@ -46,6 +46,10 @@ class Config:
     newest valid checkpoint (a fresh run if there is none). null: start fresh."""
     compile: bool = False
     """torch.compile the denoiser (a one-off compilation, and one more after each growth event)."""
+    trainer_memory_gb: Optional[float] = None
+    """Memory of one device (GB, 1e9 bytes) to plan against: `dry_run` shows what each stage
+    needs per rank, and a run whose stage cannot fit stops before training. null: detected
+    (the GPU's; on CPUs the host's memory shared by its processes)."""
     last_checkpoint_every_n_steps: int = 50
     """How often Lightning's `checkpoints/last.ckpt` is refreshed (it is also written at the
     end of training and when the process receives SIGTERM)."""
@@ -62,6 +66,8 @@ class Config:
         if self.resume is not None and self.ckpt_path is not None:
             raise ConfigError("ckpt_path", self.ckpt_path, "null when resume=auto (use one or the other)")
         positive_int("last_checkpoint_every_n_steps", self.last_checkpoint_every_n_steps)
+        if self.trainer_memory_gb is not None and not (finite(self.trainer_memory_gb) and self.trainer_memory_gb > 0):
+            raise ConfigError("trainer_memory_gb", self.trainer_memory_gb, "a positive number of GB, or null to detect it")
         if self.model.scan == "mamba_ssm" and not mamba_ssm_installed():
             raise ConfigError("model.scan", self.model.scan, "auto | torch (mamba-ssm is not installed here)")
         if self.compile and self.trainer.strategy_name == "ddp_spawn":
@@ -94,23 +100,19 @@ class Config:
         self.model = replace(self.model, vocab_size=int(vocabulary))
 
     def _check_strategy(self) -> None:
-        """Growth rebuilds parameters in place: DDP and single devices only. FSDP (sharded
-        milestones, written by every rank) takes milestones without growth."""
+        """Growth and milestones work on one device, DDP, and dimba's FSDP2 strategy
+        (`trainer=fsdp`: sharded milestones, growth shard by shard); any other sharding
+        strategy (Lightning's FSDP1 `trainer.strategy=fsdp`, DeepSpeed) would gather the model
+        on one rank or cannot be grown."""
         strategy = self.trainer.strategy_name
         progressive = self.progressive_checkpoints
         if strategy not in SUPPORTED_STRATEGIES and (self.growth.schedule or progressive.enabled):
             raise ConfigError("trainer.strategy", strategy,
                               f"{' | '.join(SUPPORTED_STRATEGIES)} with growth or milestone checkpoints "
                               "(or growth=none progressive_checkpoints=disabled)")
-        if strategy not in GROWABLE_STRATEGIES and self.growth.schedule:
-            raise ConfigError("trainer.strategy", strategy,
-                              "trainer=ddp (or a single device) while the model grows: growth rebuilds parameters that "
-                              f"{strategy} has sharded and flattened; or train without growth: growth=none")
         raw = self.trainer.strategy
-        if strategy == "fsdp" and progressive.enabled and not (isinstance(raw, Mapping) and raw.get("state_dict_type") == "sharded"):
+        ours = isinstance(raw, Mapping) and raw.get("_target_") == DIMBA_FSDP
+        if strategy == "fsdp" and not ours and (self.growth.schedule or progressive.enabled):
             raise ConfigError("trainer.strategy", raw if isinstance(raw, str) else dict(raw),
-                              "trainer=fsdp (FSDPStrategy with state_dict_type: sharded) for milestone checkpoints: "
-                              "each rank writes its shards, nothing is gathered on one rank")
-        if strategy == "fsdp" and progressive.enabled and progressive.async_save:
-            raise ConfigError("progressive_checkpoints.async_save", True,
-                              "false with trainer=fsdp (every rank writes its shards of a milestone synchronously)")
+                              f"trainer=fsdp (dimba's FSDP2 strategy, {DIMBA_FSDP}) with growth or milestone "
+                              "checkpoints: it grows shard by shard and each rank writes its own shards")

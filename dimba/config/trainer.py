@@ -11,7 +11,7 @@ from dimba.errors import ConfigError
 PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
 SUPPORTED_STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "single_device", "fsdp")
-GROWABLE_STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "single_device")
+DIMBA_FSDP = "dimba.training.fsdp.FSDPStrategy"  # FSDP2, the one sharded strategy milestones and growth take
 # How a `trainer.strategy` value (a name, or a `_target_` mapping) is called in messages.
 TARGET_NAMES = {"FSDPStrategy": "fsdp", "DDPStrategy": "ddp", "SingleDeviceStrategy": "single_device",
                 "DeepSpeedStrategy": "deepspeed", "ModelParallelStrategy": "model_parallel"}

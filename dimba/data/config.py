@@ -117,9 +117,9 @@ class DataConfig:
     """Text: the built-in corpus (`data=builtin`), or the user's own files (`data=text_files`)."""
 
     _target_: str = "dimba.data.TextDataModule"
-    files: List[str] = field(default_factory=list)
+    files: Optional[List[str]] = field(default_factory=list)
     """Text files, directories or globs to train on, in order; empty: the built-in offline
-    corpus. After validation the list of files they name."""
+    corpus; null (`data=text_files` until set): refused. After validation the files they name."""
     seq_len: int = 128
     """Tokens per training sequence."""
     batch_size: int = 16
@@ -136,6 +136,9 @@ class DataConfig:
             raise ConfigError("data.num_workers", self.num_workers, "an integer >= 0")
         if not isinstance(self.val_fraction, (int, float)) or not 0 < self.val_fraction < 0.5:
             raise ConfigError("data.val_fraction", self.val_fraction, "a number between 0 and 0.5")
+        if self.files is None:
+            raise ConfigError("data.files", None, "your text: data=text_files 'data.files=[corpus/*.txt]' (files, "
+                                                  "directories or globs), or data=builtin for the built-in corpus")
         self.files = [str(path) for i, name in enumerate(self.files) for path in _text_files(f"data.files[{i}]", name)]
         total = 0 if self.files else builtin_corpus_size()
         for i, name in enumerate(self.files):

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 STRATEGIES = ("single", "ddp", "fsdp")
 PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true")
 GiB = 1024**3
+GB = 10**9  # what the tables print, as `trainer_memory_gb` and device specifications count
 # trainer.precision -> bytes of (weights, gradients, each AdamW moment, activations). Under
 # autocast the saved activations are a mix (matmul outputs in 16 bits, norms, decays and the
 # log-softmax in 32): measured 0.65-0.71 of the fp32 bytes on CPU bf16, so 3 bytes each.
@@ -222,18 +223,18 @@ def memory_table(stages: Sequence[Tuple[str, "DIMBAConfig"]], setting: MemorySet
 
 
 def format_memory_table(rows: Sequence[MemoryRow], setting: MemorySetting) -> str:
-    head = (f"memory per rank (GiB), {setting.strategy} x {setting.world_size}, {setting.precision}, "
+    head = (f"memory per rank (GB), {setting.strategy} x {setting.world_size}, {setting.precision}, "
             f"micro-batch {setting.micro_batch} x {setting.seq_len} tokens"
             + (", activation checkpointing" if setting.activation_checkpointing else "")
-            + ("" if setting.device_bytes is None else f", device {setting.device_bytes / GiB:.1f} GiB"))
+            + ("" if setting.device_bytes is None else f", device {setting.device_bytes / GB:.1f} GB"))
     lines = [head, f"{'stage':<34} {'params':>16} {'weights':>8} {'grads':>8} {'adam':>8} {'steps':>6} "
                    f"{'activ':>8} {'transnt':>8} {'total':>8} {'growth':>8}  fits"]
     for row in rows:
         m = row.memory
         cells = [m.params, m.grads, m.optimizer, m.step_counts, m.activations, m.transient, m.total]
-        growth = "" if row.growth_peak is None else f"{row.growth_peak / GiB:8.2f}"
+        growth = "" if row.growth_peak is None else f"{row.growth_peak / GB:8.2f}"
         fits = {None: "", True: "yes"}.get(row.fits, "NO: " + (
             f"needs {row.smallest_world_size} ranks" if row.smallest_world_size else "at no world size"))
         lines.append(f"{row.label:<34} {row.params:>16,} " + " ".join(
-            f"{c / GiB:{6 if i == 3 else 8}.2f}" for i, c in enumerate(cells)) + f" {growth:>8}  {fits}")
+            f"{c / GB:{6 if i == 3 else 8}.2f}" for i, c in enumerate(cells)) + f" {growth:>8}  {fits}")
     return "\n".join(lines)

@@ -66,7 +66,7 @@ def read_record(filepath: PathLike, map_location: Any = "cpu") -> CheckpointReco
 def read_distributed_checkpoint(path: Path) -> Dict[str, Any]:
     """A sharded checkpoint directory as one full dictionary on the CPU.
 
-    Lightning keeps the module's state under "model" and the optimizers under
+    Lightning keeps the module's state under "state_dict" (FSDP2; "model" in FSDP1 checkpoints) and the optimizers under
     "optimizer_<i>" in the shards, everything else in `meta.pt`; they come back under the
     keys of a one-file checkpoint (`state_dict`, `optimizer_states`) plus the seed's
     `model_state_dict`. Both parts load with `weights_only=True`.
@@ -77,7 +77,7 @@ def read_distributed_checkpoint(path: Path) -> Dict[str, Any]:
         checkpoint = torch.load(meta, map_location="cpu", weights_only=True) if meta.is_file() else {}
     except Exception as exc:
         raise CheckpointLoadError(f"Cannot load checkpoint {path}: {first_line(exc)}") from exc
-    checkpoint["state_dict"] = shards.pop("model", {})
+    checkpoint["state_dict"] = shards.pop("state_dict", None) or shards.pop("model", {})  # FSDP2 / FSDP1
     optimizers = sorted(k for k in shards if k.startswith("optimizer_"))
     if optimizers:
         checkpoint["optimizer_states"] = [shards.pop(k) for k in optimizers]

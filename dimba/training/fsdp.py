@@ -1,27 +1,72 @@
-"""DIMBA under FSDP: one unit per Mamba-2 block, and sharded checkpoints swapped in whole."""
+"""`trainer=fsdp`: FSDP2 through Lightning's ModelParallelStrategy, data parallel over every
+process, one shard unit per Mamba-2 block (`DIMBALightningModule.configure_model` calls
+`dimba.training.fsdp2.shard_dimba`).
+
+Parameters, gradients and AdamW state are DTensor shards: a rank holds 1/world of each.
+The model grows shard by shard (`dimba.growth.apply.apply_sharded_growth`). Checkpoints are
+Distributed Checkpoint directories that every rank writes its shards into: `last.ckpt/` is
+written into a temporary directory and swapped in whole; milestones are published by the
+milestone writer, synchronously or (`progressive_checkpoints.async_save`) in the background
+through `torch.distributed.checkpoint.async_save`. Runs on GPUs (nccl, with a gloo group
+for the background saves) and on CPU processes (gloo): `trainer=fsdp trainer.accelerator=cpu`.
+"""
 
 from __future__ import annotations
 
-from typing import Set, Type
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Dict, Optional
 
-from lightning.pytorch.strategies import FSDPStrategy as LightningFSDPStrategy
-from torch import nn
+import torch
+from lightning.pytorch.strategies import ModelParallelStrategy
 
 from dimba import internals
-from dimba.model.layers import DIMBABlock
 from dimba.training.sharded_saves import WholeDirectorySaves
 
-
-def block_wrap_policy() -> Set[Type[nn.Module]]:
-    """Lightning's FSDPStrategy takes a set of module classes as `auto_wrap_policy`."""
-    return {DIMBABlock}
+METADATA_FILE = "meta.pt"  # what Lightning's sharded checkpoints keep beside the shards
 
 
-class FSDPStrategy(WholeDirectorySaves, LightningFSDPStrategy):
-    """Lightning's FSDPStrategy whose sharded checkpoints (`last.ckpt/`) are crash-safe,
-    and which also runs on CPU processes (gloo): `trainer=fsdp trainer.accelerator=cpu`."""
+class FSDPStrategy(WholeDirectorySaves, ModelParallelStrategy):
+    """FSDP2 over all ranks (no tensor parallelism). `mixed_precision: bf16` keeps fp32 master
+    weights and computes in bf16 through FSDP2's MixedPrecisionPolicy."""
 
-    def _setup_model(self, model: nn.Module) -> nn.Module:
-        if self.root_device.type != "cpu":
-            return super()._setup_model(model)
-        return internals.fsdp1_wrap_on_cpu(self, model)
+    def __init__(self, mixed_precision: Optional[str] = None, reshard_after_forward: bool = True, **kwargs: Any) -> None:
+        if mixed_precision not in (None, "bf16", "fp16"):
+            raise ValueError(f"trainer.strategy.mixed_precision: {mixed_precision!r} is invalid; accepted: null | bf16 | fp16")
+        super().__init__(tensor_parallel_size=1, save_distributed_checkpoint=True, **kwargs)
+        self.mixed_precision = mixed_precision
+        self.reshard_after_forward = reshard_after_forward
+        self.checkpoint_group: Optional[Any] = None
+
+    def setup_environment(self) -> None:
+        internals.model_parallel_data_only(self)  # every rank in the data-parallel dimension
+        super().setup_environment()
+        import torch.distributed as dist
+
+        self.checkpoint_group = dist.new_group(backend="gloo")  # background saves never share the training group
+
+    @property
+    def data_parallel_mesh(self) -> Any:
+        return self.device_mesh["data_parallel"]
+
+    def mp_policy(self) -> Optional[Any]:
+        if self.mixed_precision is None:
+            return None
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+
+        dtype = torch.bfloat16 if self.mixed_precision == "bf16" else torch.float16
+        return MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+
+    def async_save_shards(self, checkpoint: Dict[str, Any], directory: Path) -> Future:
+        """Start writing `checkpoint` into `directory` as `save_shards` would, in the background:
+        returns once this rank's shards are staged in host memory. Collective."""
+        import torch.distributed.checkpoint as dcp
+
+        directory = Path(directory)
+        converted = {"state_dict": checkpoint.pop("state_dict")}
+        converted.update({f"optimizer_{i}": state for i, state in enumerate(checkpoint.pop("optimizer_states", []))})
+        if self.is_global_zero:
+            directory.mkdir(parents=True, exist_ok=True)
+            torch.save(checkpoint, directory / METADATA_FILE)
+        self.barrier("dimba_async_shards_start")
+        return dcp.async_save(converted, checkpoint_id=str(directory), process_group=self.checkpoint_group)

@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
 from dimba.growth.schedule import GrowthEvent
+from dimba.training.fsdp import FSDPStrategy
 from dimba.training.steps import due_growth
 
 
@@ -22,10 +23,11 @@ class GrowthCallback(Callback):
         self.schedule = list(schedule)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit" and self.schedule and not isinstance(trainer.strategy, (SingleDeviceStrategy, DDPStrategy)):
+        growable = (SingleDeviceStrategy, DDPStrategy, FSDPStrategy)
+        if stage == "fit" and self.schedule and not isinstance(trainer.strategy, growable):
             raise ValueError(
-                f"growth.schedule: growing the model is supported with a single device or DDP "
-                f"(trainer.strategy=ddp), not with {type(trainer.strategy).__name__}; "
+                f"growth.schedule: growing the model is supported with a single device, DDP "
+                f"(trainer=ddp) or dimba's FSDP2 (trainer=fsdp), not with {type(trainer.strategy).__name__}; "
                 f"use growth=none with this strategy"
             )
 

@@ -18,14 +18,13 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from dimba import internals
-from dimba.checkpointing import atomic_io
-from dimba.checkpointing.format import milestone_entries, parse_name
+from dimba.checkpointing.format import milestone_entries
 from dimba.checkpointing.record import model_view
 from dimba.checkpointing.milestones import milestone_label
 from dimba.checkpointing.policy import MilestonePolicy, PendingSave
@@ -37,6 +36,8 @@ from dimba.io.manager import ProgressiveCheckpointManager
 from dimba.model.params import count_parameters
 from dimba.training.async_writer import BackgroundSave, BackgroundWriter
 from dimba.training.loggers import log_event, milestone_metrics
+from dimba.training.milestone_facts import held_elsewhere, milestone_metadata
+from dimba.training.sharded_milestones import ShardedWrites
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class ProgressiveCheckpointCallback(Callback):
         self._failed: Optional[str] = None  # a failed background write, reported at the next collective
         self._restored_save_dir: Optional[str] = None  # where the resumed checkpoint's run saved milestones
         self._claim: Optional[SaveDirClaim] = None  # rank zero's: this run alone writes into save_dir
+        self._shards = ShardedWrites(self.manager.save_dir)  # under a sharded strategy
 
     @property
     def enabled(self) -> bool:
@@ -105,9 +107,12 @@ class ProgressiveCheckpointCallback(Callback):
             return
         if self._background is not None and trainer.is_global_zero:
             self._collect(trainer)
+        if self._shards.in_flight is not None:  # every rank: have all finished their shards?
+            self._apply(trainer, self._shards.settle(trainer, self.manager.milestones, self.manager.tracker.reached,
+                                                     wait=False))
         pending = self.policy.due(trainer.global_step, self.parameter_count(pl_module))
         if pending is not None:
-            self.save(trainer, pl_module, replace(pending, metadata=self._metadata(trainer, pl_module)))
+            self.save(trainer, pl_module, replace(pending, metadata=milestone_metadata(trainer, pl_module)))
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
         """The optimizer is about to change the weights: the background copy must be complete."""
@@ -116,6 +121,9 @@ class ProgressiveCheckpointCallback(Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """The run is over only when every milestone write is durable (or has failed loudly)."""
+        if self._shards.in_flight is not None:
+            self._apply(trainer, self._shards.settle(trainer, self.manager.milestones, self.manager.tracker.reached,
+                                                     wait=True))
         error, self._failed = self._failed, None
         if trainer.is_global_zero:
             error = error or self._settle(trainer, wait=True)
@@ -128,6 +136,7 @@ class ProgressiveCheckpointCallback(Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         # Training failed, but the snapshot being written is good: let it finish.
+        self._shards.abandon()
         error = self._settle(trainer, wait=True) or self._failed
         if self.writer is not None:
             self.writer.close()
@@ -154,13 +163,19 @@ class ProgressiveCheckpointCallback(Callback):
         instead of leaving the others waiting in a barrier.
         """
         sharded = internals.writes_sharded_checkpoints(trainer.strategy)
-        background = self.writer is not None and not sharded
+        background = self.writer is not None
         final = writer.milestone_paths(self.manager.save_dir, pending)[pending.largest]
         error: Optional[str] = None
         try:
+            if sharded and self._shards.in_flight is not None:  # one write in flight at a time
+                self._apply(trainer, self._shards.settle(trainer, self.manager.milestones,
+                                                         self.manager.tracker.reached, wait=True))
             checkpoint = self._assemble(trainer, pl_module, pending, sharded)
-            if sharded:
-                error = self._write_shards(trainer, checkpoint, pending)
+            if sharded and background:
+                error = self._shards.start(trainer, checkpoint, pending)
+            elif sharded:
+                error = self._shards.write(trainer, checkpoint, pending, self.manager.milestones,
+                                           self.manager.tracker.reached)
             elif background and trainer.is_global_zero:
                 error = self._start_background(trainer, checkpoint, pending)
             elif trainer.is_global_zero:
@@ -195,29 +210,6 @@ class ProgressiveCheckpointCallback(Callback):
                                                  optimizers[0] if optimizers else None, names, pending,
                                                  milestones, reached)
 
-    def _write_shards(self, trainer: L.Trainer, checkpoint: Dict[str, Any], pending: PendingSave) -> Optional[str]:
-        """Every rank writes its shards into the save's temporary directory; all agree that
-        every rank did before rank zero publishes it."""
-        staging = writer.staging_path(self.manager.save_dir, pending)
-        final = writer.milestone_paths(self.manager.save_dir, pending)[pending.largest]
-        error: Optional[str] = None
-        try:
-            save_shards = getattr(trainer.strategy, "save_shards", trainer.strategy.save_checkpoint)
-            save_shards(checkpoint, staging)
-        except Exception as exc:
-            error = writer.milestone_failure(exc, final)
-        if trainer.strategy.reduce_boolean_decision(error is not None, all=False) and error is None:
-            error = f"Cannot write milestone checkpoint {final}: another rank could not write its shards"
-        if trainer.is_global_zero:
-            if error is None:
-                try:
-                    writer.publish(staging, pending, self.manager.save_dir, self.manager.milestones,
-                                   self.manager.tracker.reached)
-                except CheckpointWriteError as exc:
-                    error = str(exc)
-            atomic_io.discard(staging)
-        return error
-
     # ----------------------------------------------------------------- background writes
     def _start_background(self, trainer: L.Trainer, checkpoint: Dict[str, Any], pending: PendingSave) -> Optional[str]:
         """Queue the copy and the write; return at once. A previous background write that
@@ -231,6 +223,16 @@ class ProgressiveCheckpointCallback(Callback):
         self._background = self.writer.submit(
             pending, checkpoint, lambda copy: writer.write_milestones(copy, pending, save_dir, milestones, reached))
         return None
+
+    def _apply(self, trainer: L.Trainer, outcome: Optional[Tuple[PendingSave, Optional[str]]]) -> None:
+        """A sharded write's outcome, the same on every rank: published, or every rank stops."""
+        if outcome is None:
+            return
+        pending, error = outcome
+        if error is not None:
+            self.policy.abandoned(pending.milestones)
+            raise CheckpointWriteError(error)
+        self._published(trainer, pending)
 
     def _published(self, trainer: L.Trainer, pending: PendingSave) -> None:
         """A save is durable: its milestones are reached, and every logger hears of it."""
@@ -268,38 +270,9 @@ class ProgressiveCheckpointCallback(Callback):
         started from another run's checkpoint does not save that run's milestones again)."""
         reached = None
         if trainer.is_global_zero:
-            lost = self.policy.reconcile(self.manager.saved_milestones(), held_elsewhere=self._held_elsewhere(trainer))
+            lost = self.policy.reconcile(self.manager.saved_milestones(), held_elsewhere=held_elsewhere(self._restored_save_dir, trainer.ckpt_path, self.manager.save_dir))
             if lost:
                 log.warning("Milestones without a checkpoint in %s will be saved again: %s",
                             self.manager.save_dir, ", ".join(milestone_label(m) for m in lost))
             reached = self.manager.tracker.reached
         self.manager.tracker.reached = list(trainer.strategy.broadcast(reached, src=0))
-
-    def _held_elsewhere(self, trainer: L.Trainer) -> List[int]:
-        """Milestones saved in the resumed checkpoint's own save directory, if that is not ours.
-        Checkpoints without that record (format 1): a milestone file's directory is its save
-        directory; a run's `checkpoints/last.ckpt` has its milestones beside, as train.py lays out."""
-        source = self._restored_save_dir
-        path = Path(str(trainer.ckpt_path))
-        if source is None and parse_name(path.name) is not None:
-            source = str(path.parent)
-        elif source is None and (path.parent.parent / "progressive_checkpoints").is_dir():
-            source = str(path.parent.parent / "progressive_checkpoints")
-        if source is None or Path(source).resolve() == self.manager.save_dir.resolve():
-            return []
-        return ProgressiveCheckpointManager([], source, enabled=False).saved_milestones()
-
-    @staticmethod
-    def _metadata(trainer: L.Trainer, pl_module: L.LightningModule) -> Dict[str, Any]:
-        metadata: Dict[str, Any] = {"epoch": trainer.current_epoch}
-        for key, value in trainer.callback_metrics.items():
-            if key.startswith("train/") or key.startswith("val/"):
-                metadata[key] = float(value)
-        if any(key.startswith("val/") for key in metadata):  # train/* are this step's; val/* are older
-            metadata["val_step"] = getattr(pl_module, "last_validation_step", None)
-        if trainer.optimizers:
-            metadata["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
-        describe = getattr(pl_module, "checkpoint_record", None)
-        if callable(describe):
-            metadata.update(describe())
-        return metadata

@@ -9,7 +9,9 @@ plain `Trainer` works.
 
 from __future__ import annotations
 
+import functools
 import logging
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 import lightning as L
@@ -18,7 +20,9 @@ import torch
 from dimba import internals
 from dimba.checkpointing.milestones import format_param_count
 from dimba.config.recipe import Recipe
-from dimba.growth.apply import apply_growth
+from dimba.growth.apply import apply_growth, apply_sharded_growth
+from dimba.growth.sharded import build_sharded
+from dimba.growth.shards import is_sharded
 from dimba.growth.operators import adopt_architecture
 from dimba.growth.schedule import GrowthEvent
 from dimba.checkpointing.record import CheckpointRecord
@@ -27,6 +31,7 @@ from dimba.io.writer import model_record
 from dimba.model import DIMBA, DIMBAConfig
 from dimba.model.params import architecture_parameters, count_parameters
 from dimba.training import steps
+from dimba.training.fsdp2 import shard_dimba
 from dimba.training.loggers import growth_metrics, log_event
 
 log = logging.getLogger(__name__)
@@ -103,8 +108,13 @@ class DIMBALightningModule(L.LightningModule):
         before = self.parameter_count()
         trainer = internals.attached_trainer(self)
         optimizer = trainer.optimizers[0] if trainer is not None and trainer.optimizers else None
-        record = apply_growth(self.model, event, steps.growth_seed(self.recipe.seed, event), optimizer,
-                              steps.param_group_for)
+        seed = steps.growth_seed(self.recipe.seed, event)
+        if is_sharded(self.model):  # FSDP2: shard by shard into a new model, no rank holds it whole
+            self.model, record = apply_sharded_growth(self.model, event, seed, optimizer, steps.param_group_for)
+            if self.recipe.compile:
+                self.model.compile_denoiser()
+        else:
+            record = apply_growth(self.model, event, seed, optimizer, steps.param_group_for)
         self.growth_history.append({**record, "applied_at_step": int(global_step)})
         self.structure_version += 1
         if trainer is not None:
@@ -113,6 +123,36 @@ class DIMBALightningModule(L.LightningModule):
             log_event(trainer, growth_metrics(record["params"], config.n_layers, config.d_model), global_step)
         log.info("Grew the model after step %d: %s (%s -> %s parameters)", global_step, event.describe(),
                  format_param_count(before), format_param_count(record["params"]))
+
+    def configure_model(self) -> None:
+        """Under `trainer=fsdp` (dimba's FSDP2 strategy): shard the model, one unit per block.
+        Resuming a grown run, the model is first built at the checkpoint's shape on the meta
+        device, so each rank only ever holds its own shards of it."""
+        trainer = internals.attached_trainer(self)
+        strategy = trainer.strategy if trainer is not None else None
+        if not hasattr(strategy, "data_parallel_mesh") or is_sharded(self.model):
+            return
+        shard = functools.partial(shard_dimba, mesh=strategy.data_parallel_mesh, mp_policy=strategy.mp_policy(),
+                                  reshard_after_forward=strategy.reshard_after_forward)
+        recorded = self._architecture_to_resume(trainer)
+        if recorded is not None and recorded != self.model.config:
+            self.model = build_sharded(recorded, shard, strategy.root_device)  # the shards load from the checkpoint
+        else:
+            shard(self.model)
+        if self.recipe.compile:
+            self.model.compile_denoiser()
+        self.structure_version += 1
+
+    def _architecture_to_resume(self, trainer: Any) -> Optional[DIMBAConfig]:
+        """The (grown) architecture of the checkpoint `fit(ckpt_path=...)` resumes, read from its
+        metadata alone (a sharded checkpoint's meta.pt, or the file memory-mapped)."""
+        path = getattr(trainer, "ckpt_path", None)
+        if not path:
+            return None
+        path = Path(path)
+        target = path / "meta.pt" if path.is_dir() else path
+        record = CheckpointRecord(torch.load(target, map_location="cpu", weights_only=True, mmap=True))
+        return recorded_config(record, path, runtime=self.model.config) if record.architecture else None
 
     # ----------------------------------------------------------------- steps
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -137,19 +177,6 @@ class DIMBALightningModule(L.LightningModule):
         self.last_validation_step = self.global_step
 
     # ----------------------------------------------------------------- optimizer
-    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: Optional[Union[int, float]] = None,
-                                    gradient_clip_algorithm: Optional[str] = None) -> None:
-        """Under FSDP each rank holds shards of the gradients: the norm must be the global one,
-        which only the FSDP module can compute (Lightning's default refuses FSDP)."""
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
-        trainer = internals.attached_trainer(self)
-        wrapped = trainer.strategy.model if trainer is not None else None
-        if gradient_clip_val and isinstance(wrapped, FullyShardedDataParallel) and gradient_clip_algorithm in (None, "norm"):
-            wrapped.clip_grad_norm_(gradient_clip_val)
-            return
-        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
-
     def configure_optimizers(self) -> Dict[str, Any]:
         optimizer = steps.build_optimizer(self.model, self.recipe.optim)
         multiplier = steps.lr_multiplier(self.recipe.optim, self.recipe.total_steps or self._trainer_total_steps(),

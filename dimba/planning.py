@@ -1,0 +1,129 @@
+"""The run's plan before it starts: the growth stages, the step of each milestone, and the
+memory each stage needs per rank for the configured strategy and world size.
+
+`dry_run=true` prints it; a real run logs it and stops, in one line, when a stage cannot fit
+in the device memory (`trainer_memory_gb`, else detected: the GPU's, or the host's shared
+by its processes), naming the smallest world size that would fit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import List, Optional, Tuple
+
+from dimba.checkpointing.milestones import format_param_count, milestone_label
+from dimba.config import Config
+from dimba.errors import ConfigError
+from dimba.growth.memory import MemoryRow, MemorySetting, format_memory_table, memory_table
+from dimba.growth.plan import GrowthPlan, build_plan
+from dimba.growth.schedule import validate_schedule
+
+log = logging.getLogger("dimba.run")
+GB = 10**9
+
+
+def growth_plan(config: Config) -> GrowthPlan:
+    progressive = config.progressive_checkpoints
+    milestones = progressive.milestones if progressive.enabled else []
+    return build_plan(config.model, config.growth.schedule, milestones, config.trainer.max_steps)
+
+
+def unreached_warning(plan: GrowthPlan) -> Optional[str]:
+    if not plan.unreached:
+        return None
+    return (f"Milestones this configuration never reaches: {', '.join(milestone_label(m) for m in plan.unreached)} "
+            f"(the model ends at {format_param_count(plan.final.params)} parameters). Grow further (growth.schedule), "
+            "start larger (model.*), train longer (trainer.max_steps) or lower progressive_checkpoints.milestones.")
+
+
+def world_size(config: Config) -> int:
+    devices = config.trainer.devices
+    if isinstance(devices, (list, tuple)):
+        count = len(devices)
+    elif devices == "auto":
+        count = _detected_devices(config.trainer.accelerator)
+    else:
+        count = int(devices)
+    return count * int(config.trainer.num_nodes)
+
+
+def _detected_devices(accelerator: str) -> int:
+    if accelerator in ("gpu", "cuda", "auto"):
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.device_count()
+    return 1
+
+
+def device_memory(config: Config) -> Optional[int]:
+    """Bytes one rank may use: `trainer_memory_gb`, else the GPU's, else the host's memory
+    shared by the processes this machine runs."""
+    if config.trainer_memory_gb is not None:
+        return int(config.trainer_memory_gb * GB)
+    if config.trainer.accelerator in ("gpu", "cuda", "auto"):
+        import torch
+
+        if torch.cuda.is_available():
+            return int(torch.cuda.get_device_properties(0).total_memory)
+        if config.trainer.accelerator != "auto":
+            return None
+    try:
+        host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
+    return host // max(1, world_size(config) // int(config.trainer.num_nodes))
+
+
+def memory_setting(config: Config) -> MemorySetting:
+    name = config.trainer.strategy_name
+    world = world_size(config)
+    strategy = "fsdp" if name == "fsdp" else ("single" if world == 1 and name in ("auto", "single_device") else "ddp")
+    return MemorySetting(strategy=strategy, world_size=world, precision=str(config.trainer.precision),
+                         micro_batch=config.data.batch_size, seq_len=config.data.seq_len,
+                         device_bytes=device_memory(config))
+
+
+def memory_rows(config: Config) -> Tuple[List[MemoryRow], MemorySetting]:
+    """Per-rank memory of every stage the run reaches (from the architecture: no torch)."""
+    setting = memory_setting(config)
+    events = [e for e in config.growth.schedule if e.step <= config.trainer.max_steps]
+    stages = [("start", config.model)] + [(e.describe(), c) for e, c in zip(events, validate_schedule(config.model, events))]
+    return memory_table(stages, setting), setting
+
+
+def check_memory(rows: List[MemoryRow], setting: MemorySetting) -> None:
+    """Refuse, in one line, a run with a stage that cannot fit on its ranks."""
+    for row in rows:
+        if row.fits is False:
+            fix = (f"a world size of at least {row.smallest_world_size} (trainer.devices x trainer.num_nodes)"
+                   if row.smallest_world_size else "a smaller data.batch_size or data.seq_len (no world size fits it)")
+            raise ConfigError("trainer.devices", setting.world_size, fix, line=(
+                f"trainer.devices x trainer.num_nodes: stage '{row.label}' ({format_param_count(row.params)} "
+                f"parameters) needs {row.peak / GB:.1f} GB per rank on {setting.world_size} rank(s) of "
+                f"{setting.device_bytes / GB:.1f} GB; accepted: {fix}"))
+
+
+def plan_text(config: Config) -> str:
+    """The plan as `dry_run=true` prints it (on stdout)."""
+    plan = growth_plan(config)
+    rows, setting = memory_rows(config)
+    text = (f"Growth plan (trainer.max_steps={config.trainer.max_steps}):\n{plan.table()}\n\n"
+            f"{format_memory_table(rows, setting)}")
+    warning = unreached_warning(plan)
+    return text + (f"\nWarning: {warning}" if warning else "")
+
+
+def log_plan(config: Config) -> GrowthPlan:
+    """At the start of a run: log the plan, warn about milestones it never reaches, and stop
+    if a stage cannot fit in memory."""
+    plan = growth_plan(config)
+    rows, setting = memory_rows(config)
+    log.info("Growth plan (trainer.max_steps=%d):\n%s\n%s", config.trainer.max_steps, plan.table(),
+             format_memory_table(rows, setting))
+    warning = unreached_warning(plan)
+    if warning:
+        log.warning("%s", warning)
+    check_memory(rows, setting)
+    return plan
