@@ -151,7 +151,7 @@ def measure(name: str, config: DIMBAConfig, workdir: Path, repeats: int, acceler
         "params": sum(p.numel() for p in DIMBALightningModule(model_config=config).parameters()),
         "checkpoint_bytes": size,
         "sync_stall_s": sync_s, "async_stall_s": async_s,
-        "async_background_copy_s": median([r["copy_s"] for r in rows["async"]]),
+        "async_background_copy_s": median([r["copy_s"] for r in rows["async"]]) if not SHARDED else None,
         "fit_two_steps_s": median([r["fit_s"] for r in rows["sync"]]),
         "async_stall_fraction_of_sync": async_s / sync_s,
         "sync_stalls_s": [r["stall_s"] for r in rows["sync"]], "async_stalls_s": [r["stall_s"] for r in rows["async"]],

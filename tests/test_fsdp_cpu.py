@@ -63,7 +63,7 @@ def test_train_py_with_fsdp_resumes_a_grown_run_on_two_ranks_and_on_one(tmp_path
             "model.d_model=64", "model.n_layers=2", "data.seq_len=64", "data.batch_size=4",
             "growth.schedule=[{step:2,op:depth,n_layers:3},{step:3,op:width,d_model:96}]",
             "trainer.val_check_interval=2", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
-            "last_checkpoint_every_n_steps=2", "progressive_checkpoints.milestones=[100K,300K]",
+            "last_checkpoint_every_n_steps=2", "progressive_checkpoints.milestones=[100K,250K]",
             "optim.total_steps=8", f"hydra.run.dir={run_dir}", "resume=auto"]
     first = run(*args, "trainer.devices=2", "trainer.max_steps=4")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -80,4 +80,4 @@ def test_train_py_with_fsdp_resumes_a_grown_run_on_two_ranks_and_on_one(tmp_path
     assert (model.config.n_layers, model.config.d_model) == (3, 96)  # the grown shape, resumed twice
     milestones = sorted(p.name for p in (run_dir / "progressive_checkpoints").iterdir() if not p.name.startswith("."))
     assert milestones == ["checkpoint_100.0K_step_1.json", "checkpoint_100.0K_step_1.pt",
-                          "checkpoint_300.0K_step_3.json", "checkpoint_300.0K_step_3.pt"]  # each once
+                          "checkpoint_250.0K_step_3.json", "checkpoint_250.0K_step_3.pt"]  # each once

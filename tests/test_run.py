@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -51,3 +52,76 @@ def test_every_logger_hears_the_growth_and_milestone_events(tmp_path):
     with open(tmp_path / "logs" / "metrics.csv", newline="") as handle:
         reached = [float(r["milestone/reached"]) for r in csv.DictReader(handle) if r.get("milestone/reached")]
     assert reached == [20_000.0, 40_000.0]
+
+
+def test_a_new_run_from_another_runs_milestone_does_not_save_it_again(tmp_path):
+    """`ckpt_path=<milestone>`: the milestones that checkpoint holds count as reached, wherever
+    the new run writes (before, it saved 1.0M again under the wrong step)."""
+    first = compose_config("trainer.max_steps=2", "trainer.val_check_interval=2", "progressive_checkpoints=millions",
+                           "progressive_checkpoints.milestones=[20K,1M]")
+    train(first, tmp_path / "a")
+    milestone = tmp_path / "a" / "progressive_checkpoints" / "checkpoint_20.0K_step_1.pt"
+    assert milestone.exists()
+    second = compose_config("trainer.max_steps=4", "trainer.val_check_interval=2", "progressive_checkpoints=millions",
+                            "progressive_checkpoints.milestones=[20K,1M]", f"ckpt_path={milestone}")
+    result = train(second, tmp_path / "b")
+    assert result.trainer.global_step == 4
+    assert not list((tmp_path / "b" / "progressive_checkpoints").glob("checkpoint_*"))
+
+
+def test_a_milestone_records_the_step_of_its_validation_metrics(tmp_path):
+    config = compose_config("trainer.max_steps=5", "trainer.val_check_interval=2",
+                            "growth.schedule=[{step:5,op:width,d_model:48}]", "progressive_checkpoints=millions",
+                            "progressive_checkpoints.milestones=[40K]")
+    train(config, tmp_path)
+    sidecar = json.loads(next((tmp_path / "progressive_checkpoints").glob("*.json")).read_text())
+    assert sidecar["global_step"] == 5 and sidecar["metadata"]["val_step"] == 4  # val/* are from step 4
+    assert "val/loss" in sidecar["metadata"] and "train/loss" in sidecar["metadata"]
+
+
+def test_a_resumed_run_keeps_its_metrics_without_lightnings_deletion_warning(tmp_path, recwarn):
+    config = compose_config("trainer.max_steps=2", "trainer.val_check_interval=2", "last_checkpoint_every_n_steps=2")
+    train(config, tmp_path)
+    resumed = compose_config("trainer.max_steps=4", "trainer.val_check_interval=2", "last_checkpoint_every_n_steps=2",
+                             f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}")
+    train(resumed, tmp_path)
+    assert not [w for w in recwarn if "will be deleted" in str(w.message)]
+    with open(tmp_path / "logs" / "metrics.csv", newline="") as handle:
+        steps = [int(r["step"]) for r in csv.DictReader(handle) if r.get("train/loss")]
+    assert steps == [0, 1, 2, 3]  # per step, the first run's rows kept
+
+
+def test_data_files_take_directories_and_globs(tmp_path):
+    corpus = tmp_path / "corpus"
+    (corpus / "deeper").mkdir(parents=True)
+    for name in ("a.txt", "deeper/b.md", "ignored.bin"):
+        (corpus / name).write_text("the text of " + name + ". " * 2000)
+    config = compose_config("data=text_files", f"data.files=[{corpus},{tmp_path}/corpus/*.txt]", "trainer.max_steps=1",
+                            "trainer.limit_val_batches=0")
+    assert config.data.files == [str(corpus / "a.txt"), str(corpus / "deeper" / "b.md"), str(corpus / "a.txt")]
+    assert train(config, tmp_path / "run").trainer.global_step == 1
+
+
+def test_the_plot_steps_at_growth_events_and_shows_the_size_a_run_ends_with(tmp_path):
+    """A 3-step run that grows at its last step: the curve ends at the grown size."""
+    from dimba.plotting import read_run
+
+    config = compose_config("trainer.max_steps=3", "trainer.val_check_interval=3",
+                            "growth.schedule=[{step:3,op:width,d_model:48}]", "progressive_checkpoints=disabled")
+    train(config, tmp_path)
+    assert (tmp_path / "training.png").is_file()  # every run writes its plot
+    record = read_run(tmp_path)
+    assert record.params_source == "growth history" and [g.step for g in record.growth] == [3]
+    start, grown = record.params[0][1], record.params[-1][1]
+    assert record.params[0][0] == 0 and record.params[-1] == (3.0, grown) and grown > start
+
+
+def test_a_simple_trainer_checkpoint_is_refused_as_ckpt_path_before_training(tmp_path):
+    import pytest
+
+    from dimba.errors import CheckpointLoadError
+
+    simple = Path(__file__).resolve().parent / "data" / "v1" / "simple" / "checkpoint_8.0K_step_2.pt"
+    with pytest.raises(CheckpointLoadError, match=r"holds no Lightning training state .* SimpleTrainer.resume"):
+        train(compose_config("trainer.max_steps=2", f"ckpt_path={simple}"), tmp_path)
+    assert not (tmp_path / "checkpoints").exists()  # nothing trained, nothing written

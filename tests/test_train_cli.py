@@ -212,3 +212,31 @@ def test_an_optuna_sweep_minimizes_the_final_validation_loss(tmp_path):
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_value"] == pytest.approx(min(finals), rel=1e-6)
     assert 1e-4 <= best["best_params"]["optim.lr"] <= 1e-2
+
+
+def test_a_sweep_with_an_invalid_job_starts_no_job_and_names_it(tmp_path):
+    result = train("-m", *FAST, "model.d_model=-3,128", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[0] == "Invalid sweep: 1 of 2 jobs are invalid; no job was started:"
+    assert lines[1].startswith("  job 0 (") and "model.d_model=-3" in lines[1]
+    assert "model.d_model: -3 is invalid; accepted: a positive integer" in lines[1] and len(lines) == 2
+    assert not (tmp_path / "sweep").exists() and not (tmp_path / "outputs").exists()
+
+
+def test_a_typo_is_one_line_and_writes_nothing(tmp_path):
+    result = train("trainer=gpuu", cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == ("Invalid config: unknown group option 'gpuu' for trainer; available: cpu, ddp, "
+                                     "ddp_cpu, fsdp, gpu (did you mean gpu?)")
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_ckpt_path_to_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path):
+    truncated = tmp_path / "last.ckpt"
+    truncated.write_bytes(b"PK\x03\x04" + b"\0" * 100)  # a zip's first bytes, cut off
+    for target, reason in ((truncated, "is truncated or corrupt"), (Path("/etc/passwd"), "is not a checkpoint")):
+        result = train(*FAST, f"ckpt_path={target}", cwd=tmp_path)
+        assert result.returncode == 2
+        assert result.stderr.strip().count("\n") == 0 and reason in result.stderr and str(target) in result.stderr
+    assert not (tmp_path / "outputs").exists()

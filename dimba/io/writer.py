@@ -117,6 +117,8 @@ def publish(written: Path, pending: PendingSave, save_dir: Path, milestones: Seq
         atomic_io.fsync_path(written)
         size = atomic_io.size_on_disk(written)
         for milestone, path in paths.items():
+            if path.exists():  # never replace a checkpoint: it is another save's (a sidecar describes it)
+                raise FileExistsError("a checkpoint of that name exists and is not replaced")
             sidecar = ckpt_format.new_sidecar(path, milestone, list(paths.values()), pending.global_step,
                                               pending.current_params, list(milestones), all_reached,
                                               pending.metadata, size, sharded=written.is_dir())

@@ -57,6 +57,15 @@ class FSDPStrategy(WholeDirectorySaves, ModelParallelStrategy):
         dtype = torch.bfloat16 if self.mixed_precision == "bf16" else torch.float16
         return MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
 
+    def load_checkpoint(self, checkpoint_path: Any, weights_only: Optional[bool] = None) -> Dict[str, Any]:
+        """A checkpoint of a grown run loads into a model of its shape: the module rebuilds its
+        sharded model at the recorded architecture first, and the optimizers follow it."""
+        path = Path(self.broadcast(checkpoint_path))
+        adopt = getattr(self.lightning_module, "adopt_checkpoint_shape", None)
+        if callable(adopt) and adopt(path):
+            self.setup_optimizers(self.lightning_module.trainer)
+        return super().load_checkpoint(path, weights_only)
+
     def async_save_shards(self, checkpoint: Dict[str, Any], directory: Path) -> Future:
         """Start writing `checkpoint` into `directory` as `save_shards` would, in the background:
         returns once this rank's shards are staged in host memory. Collective."""

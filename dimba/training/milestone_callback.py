@@ -88,6 +88,17 @@ class ProgressiveCheckpointCallback(Callback):
         if error is not None:
             raise ConfigError("progressive_checkpoints.save_dir", str(self.manager.save_dir), "", line=error)
 
+    def _refuse_another_runs_milestones(self, trainer: L.Trainer) -> Optional[str]:
+        """A fresh run (nothing resumed) must not write into a directory holding another run's
+        milestones: its saves would sit beside, or on the names of, checkpoints it did not make."""
+        saved = self.manager.valid_checkpoints()
+        if not saved:
+            return None
+        names = ", ".join(Path(e["path"]).name for e in saved[:3]) + (", ..." if len(saved) > 3 else "")
+        return (f"progressive_checkpoints.save_dir: {self.manager.save_dir} already holds another run's milestone "
+                f"checkpoints ({names}); accepted: an empty directory, or the run's own to continue it "
+                "(resume=auto or ckpt_path=...)")
+
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._release()
 
@@ -100,6 +111,11 @@ class ProgressiveCheckpointCallback(Callback):
         self.policy.start_at(trainer.global_step)
         if self.enabled and trainer.ckpt_path is not None:
             self._reconcile_with_disk(trainer)
+        elif self.enabled:
+            error = self._refuse_another_runs_milestones(trainer) if trainer.is_global_zero else None
+            error = trainer.strategy.broadcast(error, src=0)
+            if error is not None:
+                raise ConfigError("progressive_checkpoints.save_dir", str(self.manager.save_dir), "", line=error)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

@@ -60,6 +60,7 @@ class DIMBALightningModule(L.LightningModule):
         self.growth_history: List[Dict[str, Any]] = []
         self.last_validation_step: Optional[int] = None  # the step the latest val/* metrics belong to
         self.tokenizer_record: Optional[Dict[str, Any]] = None  # None: bytes
+        self._shard: Optional[Any] = None  # under trainer=fsdp: how the model is sharded
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, tokenizer_record: Optional[Dict[str, Any]] = None) -> "DIMBALightningModule":
@@ -132,27 +133,29 @@ class DIMBALightningModule(L.LightningModule):
         strategy = trainer.strategy if trainer is not None else None
         if not hasattr(strategy, "data_parallel_mesh") or is_sharded(self.model):
             return
-        shard = functools.partial(shard_dimba, mesh=strategy.data_parallel_mesh, mp_policy=strategy.mp_policy(),
-                                  reshard_after_forward=strategy.reshard_after_forward)
-        recorded = self._architecture_to_resume(trainer)
-        if recorded is not None and recorded != self.model.config:
-            self.model = build_sharded(recorded, shard, strategy.root_device)  # the shards load from the checkpoint
-        else:
-            shard(self.model)
+        self._shard = functools.partial(shard_dimba, mesh=strategy.data_parallel_mesh, mp_policy=strategy.mp_policy(),
+                                        reshard_after_forward=strategy.reshard_after_forward)
+        self._shard(self.model)
         if self.recipe.compile:
             self.model.compile_denoiser()
         self.structure_version += 1
 
-    def _architecture_to_resume(self, trainer: Any) -> Optional[DIMBAConfig]:
-        """The (grown) architecture of the checkpoint `fit(ckpt_path=...)` resumes, read from its
-        metadata alone (a sharded checkpoint's meta.pt, or the file memory-mapped)."""
-        path = getattr(trainer, "ckpt_path", None)
-        if not path:
-            return None
+    def adopt_checkpoint_shape(self, path: Path) -> bool:
+        """Before a sharded model loads a checkpoint of a grown run: rebuild it at the recorded
+        shape on the meta device and give each rank memory for its own shards only (the shards
+        then load into it). True if the shape changed (the optimizers must be built anew)."""
         path = Path(path)
         target = path / "meta.pt" if path.is_dir() else path
         record = CheckpointRecord(torch.load(target, map_location="cpu", weights_only=True, mmap=True))
-        return recorded_config(record, path, runtime=self.model.config) if record.architecture else None
+        recorded = recorded_config(record, path, runtime=self.model.config) if record.architecture else None
+        if recorded is None or recorded == self.model.config:
+            return False
+        reference = next(self.model.parameters())
+        self.model = build_sharded(recorded, self._shard, reference.device, reference.dtype)
+        if self.recipe.compile:
+            self.model.compile_denoiser()
+        self.structure_version += 1
+        return True
 
     # ----------------------------------------------------------------- steps
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
