@@ -13,9 +13,10 @@ for the background saves) and on CPU processes (gloo): `trainer=fsdp trainer.acc
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
@@ -37,6 +38,7 @@ class FSDPStrategy(WholeDirectorySaves, ModelParallelStrategy):
         self.mixed_precision = mixed_precision
         self.reshard_after_forward = reshard_after_forward
         self.checkpoint_group: Optional[Any] = None
+        self._writer: Optional[ThreadPoolExecutor] = None  # one thread: background sharded writes
 
     def setup_environment(self) -> None:
         internals.model_parallel_data_only(self)  # every rank in the data-parallel dimension
@@ -66,9 +68,12 @@ class FSDPStrategy(WholeDirectorySaves, ModelParallelStrategy):
             self.setup_optimizers(self.lightning_module.trainer)
         return super().load_checkpoint(path, weights_only)
 
-    def async_save_shards(self, checkpoint: Dict[str, Any], directory: Path) -> Future:
-        """Start writing `checkpoint` into `directory` as `save_shards` would, in the background:
-        returns once this rank's shards are staged in host memory. Collective."""
+    def async_save_shards(self, checkpoint: Dict[str, Any], directory: Path) -> Tuple[threading.Event, Future]:
+        """Write `checkpoint` into `directory` as `save_shards` would, in the background, and
+        return at once: (set once this rank's shards are staged in host memory, the write's
+        future). Every rank calls it; Distributed Checkpoint's planning, staging and writing
+        run in this rank's writer thread over the checkpoint process group, so the training
+        thread only waits for the staging, before the next optimizer step changes the weights."""
         import torch.distributed.checkpoint as dcp
 
         directory = Path(directory)
@@ -77,5 +82,25 @@ class FSDPStrategy(WholeDirectorySaves, ModelParallelStrategy):
         if self.is_global_zero:
             directory.mkdir(parents=True, exist_ok=True)
             torch.save(checkpoint, directory / METADATA_FILE)
-        self.barrier("dimba_async_shards_start")
-        return dcp.async_save(converted, checkpoint_id=str(directory), process_group=self.checkpoint_group)
+        staged, written = threading.Event(), Future()
+
+        def write() -> None:
+            try:
+                try:
+                    pending = dcp.async_save(converted, checkpoint_id=str(directory), process_group=self.checkpoint_group)
+                finally:
+                    staged.set()
+                written.set_result(pending.result())
+            except BaseException as exc:
+                written.set_exception(exc)
+
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dimba-shard-writer")
+        self._writer.submit(write)
+        return staged, written
+
+    def teardown(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+        super().teardown()

@@ -134,6 +134,7 @@ class ProgressiveCheckpointCallback(Callback):
         """The optimizer is about to change the weights: the background copy must be complete."""
         if self._background is not None:
             self._background.wait_copied()
+        self._shards.wait_staged()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """The run is over only when every milestone write is durable (or has failed loudly)."""

@@ -11,6 +11,7 @@ published (or, if a rank failed, every rank stops with the same one-line error).
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from dimba.io import writer
 @dataclass
 class InFlight:
     pending: PendingSave
+    staged: threading.Event  # this rank's shards are copied: the weights may change again
     future: Future
     staging: Path
 
@@ -56,8 +58,8 @@ class ShardedWrites:
         staging = writer.staging_path(self.save_dir, pending)
         error: Optional[str] = None
         try:
-            future = trainer.strategy.async_save_shards(checkpoint, staging)
-            self.in_flight = InFlight(pending, future, staging)
+            staged, future = trainer.strategy.async_save_shards(checkpoint, staging)
+            self.in_flight = InFlight(pending, staged, future, staging)
         except Exception as exc:
             error = writer.milestone_failure(exc, self._final(pending))
         failed = trainer.strategy.reduce_boolean_decision(error is not None, all=False)
@@ -95,6 +97,10 @@ class ShardedWrites:
                     error = str(exc)
             atomic_io.discard(staging)
         return trainer.strategy.broadcast(error, src=0)
+
+    def wait_staged(self) -> None:
+        if self.in_flight is not None:
+            self.in_flight.staged.wait()
 
     def abandon(self) -> None:
         """After a failure elsewhere: let this rank's write end; never publish it (the other
