@@ -13,18 +13,22 @@ from dimba.checkpointing.atomic_io import write_json_atomic
 GOAL = 0.5
 
 
-def ratio(record: Dict[str, Any], split: str) -> Optional[float]:
-    """FLOPs-to-target on `split` (None: not reached within scratch's FLOPs)."""
-    crossing = record["crossing"].get(split)
+def ratio(record: Dict[str, Any], key: str) -> Optional[float]:
+    """FLOPs-to-target for target `key` ("split": cosine scratch's final loss on that split,
+    "split@best": the better scratch's); None: not reached within scratch's FLOPs."""
+    crossing = record["crossing"].get(key)
     return None if crossing is None else crossing["ratio"]
 
 
-def score(record: Dict[str, Any], split: str) -> float:
+def gap(record: Dict[str, Any], key: str) -> float:
+    """Final loss minus the target (what is left at equal FLOPs when it was not reached)."""
+    return record["final"]["loss"][key.split("@")[0]] - record["targets"][key]
+
+
+def score(record: Dict[str, Any], key: str) -> float:
     """For ranking: the ratio when reached, else 1 + the relative gap left at equal FLOPs."""
-    value = ratio(record, split)
-    if value is not None:
-        return value
-    return 1.0 + (record["final"]["loss"][split] - record["targets"][split]) / record["targets"][split]
+    value = ratio(record, key)
+    return value if value is not None else 1.0 + gap(record, key) / record["targets"][key]
 
 
 def by_recipe(records: Iterable[Dict[str, Any]], phase: str) -> Dict[str, List[Dict[str, Any]]]:
@@ -58,10 +62,10 @@ def best_recipe(records: List[Dict[str, Any]], phase: str, split: str) -> Option
                key=lambda n: statistics.mean(score(r, split) for r in groups[n]))
 
 
-def smoothed_ratio(record: Dict[str, Any], split: str) -> Optional[float]:
+def smoothed_ratio(record: Dict[str, Any], key: str) -> Optional[float]:
     """A check on the headline's luck: the first evaluation where the mean of it and the
     next evaluation is at or below the target (one lucky dip does not count)."""
-    target = record["targets"][split]
+    target, split = record["targets"][key], key.split("@")[0]
     points = [p for p in record["points"] if p["tag"] != "after_growth"]
     for a, b in zip(points, points[1:]):
         if (a["loss"][split] + b["loss"][split]) / 2 <= target:
@@ -81,8 +85,7 @@ def table(records: Iterable[Dict[str, Any]], phase: str, split: str) -> List[Dic
             "mean": statistics.mean(values) if len(reached) == len(values) else None,
             "min": min(reached) if reached else None, "max": max(reached) if len(reached) == len(values) else None,
             "reached": f"{len(reached)}/{len(values)}",
-            "gap_at_equal_flops": [round(r["final"]["loss"][split] - r["targets"][split], 4) if ratio(r, split) is None
-                                   else None for r in runs],
+            "gap_at_equal_flops": [round(gap(r, split), 4) if ratio(r, split) is None else None for r in runs],
             "score": statistics.mean(score(r, split) for r in runs),
             "smoothed_flops_to_target": [smoothed_ratio(r, split) for r in runs],
             "resolution": [None if ratio(r, split) is None
@@ -98,43 +101,55 @@ def _sequence_means(samples: List[float], sequences: int) -> List[float]:
     return [statistics.mean(samples[d * sequences + i] for d in range(draws)) for i in range(sequences)]
 
 
+def baselines(records: Iterable[Dict[str, Any]], phase: str) -> List[Dict[str, Any]]:
+    """Runs trained to the full budget without a target (scratch cosine, and wsd in confirm)."""
+    return sorted((r for r in records if r["phase"] == phase and r["targets"] is None), key=lambda r: r["seed"])
+
+
+def _absolute_noise(record: Dict[str, Any]) -> List[Dict[str, Any]]:
+    rows, n = [], record["sequences_per_split"]
+    for split, samples in record["points"][-1].get("samples", {}).items():
+        per_seq, half, draws = _sequence_means(samples, n), n // 2, len(samples) // n
+        draw_means = [statistics.mean(samples[d * n:(d + 1) * n]) for d in range(draws)]
+        rows.append({"recipe": record["recipe"]["name"], "seed": record["seed"], "split": split,
+                     "loss": statistics.mean(samples),
+                     "standard_error": statistics.stdev(per_seq) / math.sqrt(n),
+                     "halves_difference": statistics.mean(per_seq[:half]) - statistics.mean(per_seq[half: 2 * half]),
+                     "draws_spread": max(draw_means) - min(draw_means) if draws > 1 else None})
+    return rows
+
+
 def noise(records: Iterable[Dict[str, Any]], phase: str) -> Dict[str, Any]:
-    """How noisy one evaluation is, on the scratch models' final evaluations and on each
-    crossing (a grown model at the target against the scratch model that set it)."""
+    """How noisy one evaluation is. `absolute`: a scratch model's final loss (its standard
+    error over sequences, the difference between the two halves of the split, the spread
+    between draws). `paired_at_crossing`: a grown model at its crossing against the
+    scratch model that set the target, on the same (sequence, t, noise) triples, and what
+    that standard error means for FLOPs-to-target through the curve's slope."""
     records = list(records)
-    scratch = {r["seed"]: r for r in records if r["phase"] == phase and r["targets"] is None}
-    out: Dict[str, Any] = {"absolute": [], "paired_at_crossing": []}
-    for seed, record in sorted(scratch.items()):
-        final = record["points"][-1]
-        for split, samples in final.get("samples", {}).items():
-            per_seq = _sequence_means(samples, record["sequences_per_split"])
-            half = len(per_seq) // 2
-            draws = len(samples) // record["sequences_per_split"]
-            draw_means = [statistics.mean(samples[d * record["sequences_per_split"]:(d + 1) * record["sequences_per_split"]])
-                          for d in range(draws)]
-            out["absolute"].append({
-                "seed": seed, "split": split, "loss": statistics.mean(samples),
-                "standard_error": statistics.stdev(per_seq) / math.sqrt(len(per_seq)),
-                "halves_difference": statistics.mean(per_seq[:half]) - statistics.mean(per_seq[half: 2 * half]),
-                "draws_spread": max(draw_means) - min(draw_means) if draws > 1 else None})
+    base = baselines(records, phase)
+    out: Dict[str, Any] = {"absolute": [row for r in base for row in _absolute_noise(r)], "paired_at_crossing": []}
     for record in records:
-        base = scratch.get(record["seed"])
-        if record["phase"] != phase or record["targets"] is None or base is None:
+        if record["phase"] != phase or record["targets"] is None:
             continue
-        for split, crossing in record["crossing"].items():
-            n = record["sequences_per_split"]
+        for key, crossing in record["crossing"].items():
+            split, n = key.split("@")[0], record["sequences_per_split"]
+            setter = next((b for b in base if b["seed"] == record["seed"]
+                           and b["final"]["loss"][split] == record["targets"][key]), None)
+            if setter is None or "samples" not in setter["points"][-1]:
+                continue
             diff = [a - b for a, b in zip(_sequence_means(crossing["samples"], n),
-                                          _sequence_means(base["points"][-1]["samples"][split], n))]
+                                          _sequence_means(setter["points"][-1]["samples"][split], n))]
+            se = statistics.stdev(diff) / math.sqrt(n)
             out["paired_at_crossing"].append({
-                "recipe": record["recipe"]["name"], "seed": record["seed"], "split": split,
-                "mean_difference": statistics.mean(diff), "standard_error": statistics.stdev(diff) / math.sqrt(n),
-                "ratio_uncertainty": _ratio_uncertainty(record, split, statistics.stdev(diff) / math.sqrt(n))})
+                "recipe": record["recipe"]["name"], "seed": record["seed"], "target": key,
+                "against": setter["recipe"]["name"], "mean_difference": statistics.mean(diff),
+                "standard_error": se, "ratio_uncertainty": _ratio_uncertainty(record, key, se)})
     return out
 
 
-def _ratio_uncertainty(record: Dict[str, Any], split: str, loss_se: float) -> Optional[float]:
+def _ratio_uncertainty(record: Dict[str, Any], key: str, loss_se: float) -> Optional[float]:
     """Loss noise turned into FLOPs-to-target noise through the curve's slope before the crossing."""
-    crossing = record["crossing"][split]
+    crossing, split = record["crossing"][key], key.split("@")[0]
     points = [p for p in record["points"] if p["flops"] <= crossing["flops"] and p["tag"] != "after_growth"]
     budget = record["plan"]["budget_flops"]
     before = [p for p in points if p["flops"] <= crossing["flops"] - 0.02 * budget]
@@ -172,35 +187,49 @@ def timings(records: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
     return {phase: {**row, "total_h": round((row["train_s"] + row["eval_s"]) / 3600, 2)} for phase, row in out.items()}
 
 
-def plot(records: List[Dict[str, Any]], recipe: str, phase: str, split: str, path: Path) -> None:
+def _curve(record: Dict[str, Any], split: str, budget: float) -> Tuple[List[float], List[float]]:
+    pts = [p for p in record["points"] if p["step"] > 0]
+    return [p["flops"] / budget for p in pts], [p["loss"][split] for p in pts]
+
+
+def plot(records: List[Dict[str, Any]], recipe: str, phase: str, key: str, path: Path) -> None:
+    """Held-out loss against training FLOPs (in units of scratch's), every seed: scratch
+    (cosine, and wsd where it ran), the recipe, and the target it was measured against."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    scratch = sorted((r for r in records if r["phase"] == phase and r["targets"] is None), key=lambda r: r["seed"])
+    split = key.split("@")[0]
+    fig, ax = plt.subplots(figsize=(10, 6))
     grown = {r["seed"]: r for r in records if r["phase"] == phase and r["recipe"]["name"] == recipe}
+    styles = {"scratch|cosine|h1": ("--", "scratch (cosine)"), "scratch|wsd|h1": (":", "scratch (wsd)")}
     tail: List[float] = []
-    for i, base in enumerate(scratch):
-        color = f"C{i}"
-        for record, style, label in ((base, "--", "scratch"), (grown.get(base["seed"]), "-", "grown")):
-            if record is None:
-                continue
-            pts = [p for p in record["points"] if p["step"] > 0]
-            x = [p["flops"] / base["plan"]["budget_flops"] for p in pts]
-            y = [p["loss"][split] for p in pts]
-            tail += [v for xi, v in zip(x, y) if xi > 0.2]
-            ax.plot(x, y, style, color=color, lw=1.3, label=f"{label}, seed {record['seed']}")
-            for event in record["growth"]:
-                ax.plot(event["flops"] / base["plan"]["budget_flops"], event["loss_after"][split], "v", color=color, ms=5)
-        ax.axhline(base["final"]["loss"][split], color=color, ls=":", lw=0.8)
+    for base in baselines(records, phase):
+        color = f"C{sorted({r['seed'] for r in baselines(records, phase)}).index(base['seed'])}"
+        budget = base["plan"]["budget_flops"]
+        style, label = styles.get(base["recipe"]["name"], ("-.", base["recipe"]["name"]))
+        x, y = _curve(base, split, budget)
+        ax.plot(x, y, style, color=color, lw=1.1, label=f"{label}, seed {base['seed']}")
+        tail += [v for xi, v in zip(x, y) if xi > 0.2]
+        record = grown.get(base["seed"])
+        if record is None or base["recipe"]["name"] != "scratch|cosine|h1":
+            continue
+        x, y = _curve(record, split, budget)
+        ax.plot(x, y, "-", color=color, lw=1.8, label=f"grown, seed {record['seed']}")
+        tail += [v for xi, v in zip(x, y) if xi > 0.2]
+        for event in record["growth"]:
+            ax.plot(event["flops"] / budget, event["loss_after"][split], "v", color=color, ms=6)
+        ax.axhline(record["targets"][key], color=color, lw=0.7, alpha=0.7)
+        if key in record["crossing"]:
+            ax.plot(record["crossing"][key]["ratio"], record["targets"][key], "o", color=color, ms=8, mfc="none")
     ax.axvline(GOAL, color="gray", lw=0.8)
     if tail:
-        ax.set_ylim(min(tail) * 0.97, max(tail) * 1.05)
-    ax.set(xlabel="training FLOPs / scratch's training FLOPs", ylabel=f"held-out loss ({split} split)",
-           title=f"{recipe} vs scratch ({phase}); dotted: scratch's final loss (target), v: growth")
-    ax.legend(fontsize=8)
+        ax.set_ylim(min(tail) * 0.97, max(tail) * 1.03)
+    ax.set(xlabel="training FLOPs / scratch's training FLOPs (evaluation not counted)",
+           ylabel=f"held-out loss ({split} split, x0 MSE + CE)",
+           title=f"{phase}: {recipe} vs scratch\nthin line: target ({key}); o: first evaluation at or below it; v: growth")
+    ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -208,21 +237,26 @@ def plot(records: List[Dict[str, Any]], recipe: str, phase: str, split: str, pat
 
 
 def write_report(records: List[Dict[str, Any]], results: Path) -> Dict[str, Any]:
-    """growth_experiment.json (summary plus every run) and growth_experiment.png."""
+    """growth_experiment.json (summary plus every run) and growth_experiment.png.
+
+    The grid is read on the select split against cosine scratch (its only baseline); each
+    confirmation (`confirm`, `confirm@grid`, `confirm@mid`: other seeds, other sizes) on the
+    report split, against the better of the two scratch runs (`@best`) and, for the record,
+    against cosine scratch alone. One plot per phase: growth_experiment[_phase].png."""
     summary: Dict[str, Any] = {"goal": f"FLOPs-to-target <= {GOAL} on every seed", "timings": timings(records)}
-    for phase, split in (("grid", "select"), ("confirm", "report")):
-        rows = table(records, phase, split)
+    phases = sorted({r["phase"] for r in records}, key=lambda p: (p != "grid", p))
+    for phase in phases:
+        key = "select" if phase == "grid" else "report@best"
+        rows = table(records, phase, key)
         if not rows:
             continue
-        summary[phase] = {"split": split, "table": rows, "other_split": table(records, phase, "select" if split == "report" else "report"),
-                          "noise": noise(records, phase)}
-        best = best_recipe(records, phase, split)
-        summary[phase]["best"] = best
-        if best:
-            summary[phase]["recovery"] = {r["seed"]: recovery(r, split) for r in records
-                                          if r["phase"] == phase and r["recipe"]["name"] == best}
-    phase = "confirm" if "confirm" in summary else "grid"
-    if summary.get(phase, {}).get("best"):
-        plot(records, summary[phase]["best"], phase, summary[phase]["split"], results / "growth_experiment.png")
+        others = ["report"] if phase == "grid" else ["report", "select@best", "select"]
+        summary[phase] = {"headline_target": key, "table": rows, "other_targets": {k: table(records, phase, k) for k in others},
+                          "noise": noise(records, phase), "best": best_recipe(records, phase, key)}
+        if summary[phase]["best"]:
+            summary[phase]["recovery"] = {str(r["seed"]): recovery(r, key.split("@")[0]) for r in records
+                                          if r["phase"] == phase and r["recipe"]["name"] == summary[phase]["best"]}
+            suffix = "" if phase == "grid" else "_" + phase.replace("@", "_")
+            plot(records, summary[phase]["best"], phase, key, results / f"growth_experiment{suffix}.png")
     write_json_atomic(results / "growth_experiment.json", {"summary": summary, "runs": records})
     return summary

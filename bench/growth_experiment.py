@@ -17,7 +17,8 @@ restart skips finished runs):
 
     python bench/growth_experiment.py grid --seeds 10                # every grid recipe
     python bench/growth_experiment.py grid --seeds 11 --recipes top:6  # the best 6 on a 2nd seed
-    python bench/growth_experiment.py confirm --seeds 0,1,2           # scratch, the winner, controls
+    python bench/growth_experiment.py confirm --seeds 0,1,2 --recipes 'NAME'   # scratch (cosine, wsd), the winner
+    python bench/growth_experiment.py confirm --scale grid ...        # the same on fresh seeds at the grid's sizes
     python bench/growth_experiment.py report                          # JSON + plot from the runs
 
 Run from the repo root, one thread (OMP_NUM_THREADS=1). Prints one JSON object on stdout for
@@ -56,6 +57,8 @@ SEQ_LEN, BATCH, VERSION = 128, 16, "v1"
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = RESULTS / "growth_experiment_runs.jsonl"
 COARSE, FINE, FINE_MARGIN, AFTER_CROSSING = 25, 100, 0.03, 0.03
+SCRATCH_WSD = Recipe("scratch", schedule="wsd")
+BASELINES = {"grid": [SCRATCH], "confirm": [SCRATCH, SCRATCH_WSD]}  # trained to the full budget, no target
 
 
 class Flops:
@@ -90,22 +93,22 @@ class Flops:
 
 
 def load_runs() -> Dict[str, Dict[str, Any]]:
-    if not RUNS.exists():
-        return {}
+    """Every run in every runs file (one file per concurrent process, `--runs`)."""
     runs = {}
-    for line in RUNS.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            runs[record["key"]] = record
+    for path in sorted(RESULTS.glob("growth_experiment_runs*.jsonl")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                runs[record["key"]] = record
     return runs
 
 
-def append_run(record: Dict[str, Any]) -> None:
+def append_run(record: Dict[str, Any], path: Path = RUNS) -> None:
     """Rewrite the whole file atomically: a crash never leaves half a line."""
-    lines = RUNS.read_text().splitlines() if RUNS.exists() else []
+    lines = path.read_text().splitlines() if path.exists() else []
     lines.append(json.dumps(record, separators=(",", ":")))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    write_atomic(RUNS, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
 
 
 def run_key(phase: str, scale: Scale, recipe: Recipe, seed: int) -> str:
@@ -146,8 +149,13 @@ def train_one(phase: str, scale: Scale, recipe: Recipe, seed: int, draws: int, f
 
 
 def scratch_targets(runs: Dict[str, Dict[str, Any]], phase: str, scale: Scale, seed: int) -> Dict[str, float]:
-    record = runs[run_key(phase, scale, SCRATCH, seed)]
-    return dict(record["final"]["loss"])
+    """Scratch's (cosine) final loss per split; with a full wsd scratch run too, also
+    `split@best`: the lower of the two, the strongest scratch baseline this seed has."""
+    targets = dict(runs[run_key(phase, scale, SCRATCH, seed)]["final"]["loss"])
+    wsd = runs.get(run_key(phase, scale, SCRATCH_WSD, seed))
+    if wsd is not None and wsd["targets"] is None:
+        targets.update({f"{split}@best": min(value, wsd["final"]["loss"][split]) for split, value in list(targets.items())})
+    return targets
 
 
 def choose(spec: str, runs: Dict[str, Dict[str, Any]]) -> List[Recipe]:
@@ -170,21 +178,24 @@ def choose(spec: str, runs: Dict[str, Dict[str, Any]]) -> List[Recipe]:
     return list(dict.fromkeys(chosen))
 
 
-def run_phase(phase: str, seeds: List[int], recipes_arg: str, draws: int, scratch_steps: int = 0) -> None:
-    scale, flops = SCALES[phase], Flops()
+def run_phase(phase: str, seeds: List[int], recipes_arg: str, draws: int, scratch_steps: int = 0,
+              scale_name: str = "", runs_file: Path = RUNS) -> None:
+    scale, flops = SCALES[scale_name or phase], Flops()
     if scratch_steps:
         scale = replace(scale, scratch_steps=scratch_steps)
-    recipes = [SCRATCH] + [r for r in choose(recipes_arg, load_runs()) if r != SCRATCH]
-    log.info("%s on seeds %s: %s", phase, seeds, [r.name for r in recipes])
+    baselines = BASELINES[phase]
+    label = phase if scale.name == phase else f"{phase}@{scale.name}"  # e.g. confirm@grid: fresh seeds, grid sizes
+    recipes = baselines + [r for r in choose(recipes_arg, load_runs()) if r not in baselines]
+    log.info("%s on seeds %s: %s", label, seeds, [r.name for r in recipes])
     for seed in seeds:
         for recipe in recipes:
             runs = load_runs()
-            if run_key(phase, scale, recipe, seed) in runs:
+            if run_key(label, scale, recipe, seed) in runs:
                 log.info("done already: %s seed %d", recipe.name, seed)
                 continue
-            targets = None if recipe == SCRATCH else scratch_targets(runs, phase, scale, seed)
-            record = train_one(phase, scale, recipe, seed, draws, flops, targets)
-            append_run(record)
+            targets = None if recipe in baselines else scratch_targets(runs, label, scale, seed)
+            record = train_one(label, scale, recipe, seed, draws, flops, targets)
+            append_run(record, runs_file)
             log.info("finished %s seed %d: crossing %s, train %.0f s, eval %.0f s", recipe.name, seed,
                      {k: round(v["ratio"], 4) for k, v in record["crossing"].items()},
                      record["wall_train_s"], record["wall_eval_s"])
@@ -196,6 +207,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="10", help="comma-separated training seeds")
     parser.add_argument("--recipes", default="all", help="all | top:K | names joined by ';' (see growth_recipes.py)")
     parser.add_argument("--draws", type=int, default=2, help="(t, noise) draws per held-out sequence")
+    parser.add_argument("--scale", default="", choices=["", *SCALES], help="model sizes (default: the phase's own)")
+    parser.add_argument("--runs", default=RUNS.name, help="runs file under bench/results (one per concurrent process)")
     parser.add_argument("--scratch-steps", type=int, default=0, help="override the scale's scratch budget (smoke tests)")
     args = parser.parse_args()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -205,7 +218,8 @@ def main() -> None:
 
         print(json.dumps(write_report(list(load_runs().values()), RESULTS), indent=2))
         return
-    run_phase(args.phase, [int(s) for s in args.seeds.split(",")], args.recipes, args.draws, args.scratch_steps)
+    run_phase(args.phase, [int(s) for s in args.seeds.split(",")], args.recipes, args.draws, args.scratch_steps,
+              args.scale, RESULTS / args.runs)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ class Scale:
 
 SCALES = {
     "grid": Scale("grid", 128, 4, 240),  # d64x2 -> d128x4 (model=small), the default run's 240 steps
+    "mid": Scale("mid", 128, 8, 300),  # d64x4 -> d128x8
     "confirm": Scale("confirm", 256, 8, 400),  # today's size: d128x4 -> d256x8, the 400 steps
 }
 

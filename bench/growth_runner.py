@@ -56,7 +56,7 @@ class Plan:
     eval_every_flops: float  # the coarse grid
     fine_every_flops: float  # the grid once within `fine_margin` of the target
     fine_margin: float
-    targets: Optional[Dict[str, float]] = None  # stop once every split is at or below its target ...
+    targets: Optional[Dict[str, float]] = None  # "split" or "split@which": stop once at or below all ...
     after_crossing_flops: float = 0.0  # ... and this many FLOPs more (to see whether it stays there)
 
 
@@ -165,15 +165,15 @@ class Runner:
 
     def _record_crossings(self, point: Dict[str, Any]) -> None:
         for name, target in (self.plan.targets or {}).items():
-            if name not in self.trace.crossing and point["loss"][name] <= target:
+            if name not in self.trace.crossing and point["loss"][name.split("@")[0]] <= target:
                 previous = [p for p in self.trace.points[:-1] if p["tag"] != "after_growth"]
                 self.trace.crossing[name] = {"step": point["step"], "flops": point["flops"],
                                              "previous_eval_flops": previous[-1]["flops"] if previous else 0,
-                                             "samples": point["_samples"][name].tolist()}
+                                             "samples": point["_samples"][name.split("@")[0]].tolist()}
 
     def _advance_grid(self, point: Dict[str, Any]) -> None:
         targets = self.plan.targets or {}
-        near = any(point["loss"][n] <= t * (1 + self.plan.fine_margin) for n, t in targets.items())
+        near = any(point["loss"][n.split("@")[0]] <= t * (1 + self.plan.fine_margin) for n, t in targets.items())
         every = self.plan.fine_every_flops if near else self.plan.eval_every_flops
         while self.next_eval <= self.flops:
             self.next_eval += every
