@@ -1,14 +1,28 @@
-"""Growth vs. scratch: does growing the model reach the same loss for fewer training FLOPs?
+"""Growth vs. scratch, fairly: FLOPs for a grown run to reach the final size's scratch loss.
 
-Growing only pays off if a model trained while it grows reaches the loss of the final-size
-model trained from scratch for less compute. On the built-in corpus this trains (a) the
-final architecture (d_model=256, n_layers=8) from scratch and (b) the growth schedule
-(d_model=128, n_layers=4; depth -> 8 identity at 1/4, width -> 192 at 1/2, width -> 256 at
-3/4 of the steps) with the same optimizer, LR schedule, data order and diffusion noise,
-counts training FLOPs, and evaluates a fixed validation loss. The goal: (b) needs at most
-50% of (a)'s FLOPs to reach (a)'s final validation loss. Prints one JSON object on stdout
-(logs go to stderr), writes it and a plot to bench/results/. Run from the repo root:
-`python bench/growth_experiment.py [--steps N] [--eval-every K]`.
+Per seed, scratch (the final architecture, cosine schedule, `scratch_steps` steps) trains to
+its budget B and sets the target: its final validation loss on each held-out split. Every
+other run trains until it is at or below the target on both splits, or until it has used
+B training FLOPs, whichever comes first. FLOPs-to-target = its training FLOPs at the first
+evaluation at or below the target, divided by B. Evaluations lie on a FLOP grid (B/25,
+B/100 once within 3% of a target, plus before/after each growth and 4 and 16 steps after
+it); their FLOPs and time are counted apart from training. After reaching the target a run
+trains 0.03 B further, to show whether it stays there (`smoothed_flops_to_target`).
+
+Splits: dimba's validation split cut in two halves, `select` (the grid is ranked on it) and
+`report` (the confirmation's figures). Recipes are defined in `growth_recipes.py`.
+
+Phases (each run appends one JSON line to bench/results/growth_experiment_runs.jsonl and a
+restart skips finished runs):
+
+    python bench/growth_experiment.py grid --seeds 10                # every grid recipe
+    python bench/growth_experiment.py grid --seeds 11 --recipes top:6  # the best 6 on a 2nd seed
+    python bench/growth_experiment.py confirm --seeds 0,1,2 --recipes 'NAME'   # scratch (cosine, wsd), the winner
+    python bench/growth_experiment.py confirm --scale grid ...        # the same on fresh seeds at the grid's sizes
+    python bench/growth_experiment.py report                          # JSON + plot from the runs
+
+Run from the repo root, one thread (OMP_NUM_THREADS=1). Prints one JSON object on stdout for
+`report`; logs go to stderr.
 """
 
 from __future__ import annotations
@@ -16,203 +30,196 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from dimba.checkpointing.atomic_io import write_atomic  # noqa: E402
 from dimba.data.datamodule import TextDataModule  # noqa: E402
-from dimba.growth.operators import grow_depth, grow_width  # noqa: E402
-from dimba.growth.optim import GrowableAdamW, transfer_optimizer_state  # noqa: E402
 from dimba.model import DIMBA, DIMBAConfig  # noqa: E402
-from dimba.training.lr_schedule import WarmupCosine  # noqa: E402
+
+from flops import count_flops, training_step_flops  # noqa: E402
+from growth_eval import build_evalsets, evaluate  # noqa: E402
+from growth_recipes import SCALES, SCRATCH, Recipe, Scale, grid_recipes, parse_recipe, plan_steps, with_horizon  # noqa: E402
+from growth_runner import Plan, Runner, finish_points  # noqa: E402
 
 log = logging.getLogger("bench.growth_experiment")
 
-SEQ_LEN, BATCH, THREADS, SEED, GOAL_RATIO = 128, 16, 2, 0, 0.5
-LR, BETAS, WEIGHT_DECAY, WARMUP, MIN_LR_RATIO, CLIP = 2e-3, (0.9, 0.99), 0.01, 20, 0.1, 1.0
-FINAL = DIMBAConfig(d_model=256, n_layers=8)
-START = replace(FINAL, d_model=128, n_layers=4)
+SEQ_LEN, BATCH, VERSION = 128, 16, "v1"
 RESULTS = Path(__file__).resolve().parent / "results"
-Event = Tuple[int, str, int]  # (after optimizer step, "depth" | "width", target size)
+RUNS = RESULTS / "growth_experiment_runs.jsonl"
+COARSE, FINE, FINE_MARGIN, AFTER_CROSSING = 25, 100, 0.03, 0.03
+SCRATCH_WSD = Recipe("scratch", schedule="wsd")
+BASELINES = {"grid": [SCRATCH], "confirm": [SCRATCH, SCRATCH_WSD]}  # trained to the full budget, no target
 
 
-def group_for(param: torch.nn.Parameter) -> int:
-    return 0 if param.dim() >= 2 else 1  # as DIMBALightningModule: decay on matrices only
+class Flops:
+    """Training-step and per-sample evaluation FLOPs per architecture, counted once."""
 
+    def __init__(self) -> None:
+        self.train: Dict[str, int] = {}
+        self.eval: Dict[str, int] = {}
 
-_FLOPS: Dict[str, int] = {}
+    @staticmethod
+    def key(config: DIMBAConfig) -> str:
+        return f"d{config.d_model}xL{config.n_layers}"
 
-
-def flops_per_step(config: DIMBAConfig) -> int:
-    """Forward + backward FLOPs of one training batch (matmuls/convs, as FlopCounterMode counts)."""
-    key = f"d{config.d_model}xL{config.n_layers}"  # the only fields that differ between stages
-    if key not in _FLOPS:
+    def _count(self, config: DIMBAConfig) -> None:
         with torch.random.fork_rng():
-            model, tokens = DIMBA(config), torch.randint(0, config.vocab_size, (BATCH, SEQ_LEN))
-            with FlopCounterMode(display=False) as counter:
-                model.loss(tokens)["loss"].backward()
-        _FLOPS[key] = counter.get_total_flops()
-        log.info("d_model=%d n_layers=%d: %.3e FLOPs per step", config.d_model, config.n_layers, _FLOPS[key])
-    return _FLOPS[key]
+            torch.manual_seed(0)
+            model = DIMBA(config)
+            tokens = torch.randint(0, config.vocab_size, (BATCH, SEQ_LEN))
+            t, noise = torch.randint(1, config.diffusion_steps + 1, (BATCH,)), torch.randn(BATCH, SEQ_LEN, config.d_embed)
+            self.train[self.key(config)] = training_step_flops(model, tokens, t, noise)
+            probe = build_evalsets(tokens, 1, config.diffusion_steps, config.d_embed)[0]
+            self.eval[self.key(config)] = count_flops(lambda: evaluate(model, probe)) // probe.tokens.shape[0]
+
+    def step(self, config: DIMBAConfig) -> int:
+        if self.key(config) not in self.train:
+            self._count(config)
+        return self.train[self.key(config)]
+
+    def per_eval_sample(self, config: DIMBAConfig) -> int:
+        self.step(config)
+        return self.eval[self.key(config)]
 
 
-def batches(data: TextDataModule) -> Iterator[torch.Tensor]:
-    """Training batches forever, in a seeded order (the same for every run)."""
-    loader = DataLoader(data.train_set, batch_size=BATCH, shuffle=True, drop_last=True,
-                        generator=torch.Generator().manual_seed(SEED))
-    while True:
-        yield from loader
+def load_runs() -> Dict[str, Dict[str, Any]]:
+    """Every run in every runs file (one file per concurrent process, `--runs`)."""
+    runs = {}
+    for path in sorted(RESULTS.glob("growth_experiment_runs*.jsonl")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                runs[record["key"]] = record
+    return runs
 
 
-@torch.no_grad()
-def evaluate(model: DIMBA, val_batches: List[torch.Tensor]) -> float:
-    """Mean validation loss with fixed t and noise per batch, as validation_step draws them."""
-    model.eval()
-    losses = []
-    for idx, batch in enumerate(val_batches):
-        gen = torch.Generator().manual_seed(idx)
-        t = model.schedule.sample_timesteps(batch.shape[0], torch.device("cpu"), gen)
-        noise = torch.randn(*batch.shape, model.config.d_embed, generator=gen)
-        losses.append(float(model.loss(batch, t=t, noise=noise)["loss"]))
-    model.train()
-    return sum(losses) / len(losses)
+def append_run(record: Dict[str, Any], path: Path = RUNS) -> None:
+    """Rewrite the whole file atomically: a crash never leaves half a line."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    lines.append(json.dumps(record, separators=(",", ":")))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
 
 
-def train(name: str, events: List[Event], steps: int, eval_every: int, data: TextDataModule,
-          val_batches: List[torch.Tensor]) -> Dict[str, Any]:
-    torch.manual_seed(SEED)
-    model = DIMBA(START if events else FINAL).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = GrowableAdamW([{"params": [p for p in params if group_for(p) == 0], "weight_decay": WEIGHT_DECAY},
-                               {"params": [p for p in params if group_for(p) == 1], "weight_decay": 0.0}],
-                              lr=LR, betas=BETAS)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(WARMUP, steps, MIN_LR_RATIO))
-    noise_gen = torch.Generator().manual_seed(SEED + 1)  # same training t/noise in both runs
-    curve: Dict[str, List[float]] = {"steps": [0], "flops": [0], "val_loss": [evaluate(model, val_batches)]}
-    growth: List[Dict[str, Any]] = []
-    flops, start, batch_iter = 0, time.perf_counter(), batches(data)
-    for step in range(1, steps + 1):
-        tokens = next(batch_iter)
-        t = model.schedule.sample_timesteps(tokens.shape[0], torch.device("cpu"), noise_gen)
-        noise = torch.randn(*tokens.shape, model.config.d_embed, generator=noise_gen)
-        model.loss(tokens, t=t, noise=noise)["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        flops += flops_per_step(model.config)
-        for at, op, size in events:  # after the optimizer step, as GrowthCallback does
-            if at == step:
-                remaps = grow_depth(model, size, "identity", seed=at) if op == "depth" else grow_width(model, size, seed=at)
-                transfer_optimizer_state(optimizer, remaps, model, group_for)
-                growth.append({"step": step, "flops": flops, "op": op, "size": size,
-                               "params": sum(p.numel() for p in model.parameters())})
-        if step % eval_every == 0 or step == steps:
-            curve["steps"].append(step)
-            curve["flops"].append(flops)
-            curve["val_loss"].append(evaluate(model, val_batches))
-            log.info("%s step %d/%d: val %.4f, %.3e FLOPs, %.0f s", name, step, steps, curve["val_loss"][-1],
-                     flops, time.perf_counter() - start)
-    return {"curve": curve, "growth_events": growth, "final_val_loss": curve["val_loss"][-1],
-            "total_flops": flops, "final_params": sum(p.numel() for p in model.parameters()),
-            "wall_s": time.perf_counter() - start}
+def run_key(phase: str, scale: Scale, recipe: Recipe, seed: int) -> str:
+    return f"{VERSION}|{phase}|{scale.name}:{scale.scratch_steps}|{recipe.name}|seed{seed}"
 
 
-def flops_to_reach(curve: Dict[str, List[float]], target: float) -> Tuple[Optional[float], Optional[float]]:
-    """FLOPs at which the val curve first reaches `target`: (linearly interpolated, at eval resolution)."""
-    f, loss = curve["flops"], curve["val_loss"]
-    for i, value in enumerate(loss):
-        if value <= target:
-            if i == 0:
-                return float(f[0]), float(f[0])
-            frac = (loss[i - 1] - target) / (loss[i - 1] - value)
-            return f[i - 1] + frac * (f[i] - f[i - 1]), float(f[i])
-    return None, None
+def train_one(phase: str, scale: Scale, recipe: Recipe, seed: int, draws: int, flops: Flops,
+              targets: Dict[str, float] | None) -> Dict[str, Any]:
+    data = TextDataModule(seq_len=SEQ_LEN, batch_size=BATCH, seed=seed)
+    data.setup()
+    val = torch.stack([data.val_set[i] for i in range(len(data.val_set))])
+    evalsets = build_evalsets(val, draws, scale.final.diffusion_steps, scale.final.d_embed)
+    start, events, total = plan_steps(recipe, scale, flops.step)
+    budget = scale.scratch_steps * flops.step(scale.final)
+    plan = Plan(start, events, recipe.schedule, total, recipe.decay_fraction, recipe.rewarm_steps, recipe.lr_restart,
+                budget, budget / COARSE, budget / FINE, FINE_MARGIN, targets, AFTER_CROSSING * budget)
+    log.info("%s %s seed %d: start d%d x %d, events %s, schedule over %d steps, budget %.3e FLOPs",
+             phase, recipe.name, seed, start.d_model, start.n_layers,
+             [(e.step, e.op, e.size, e.mode) for e in events], total, budget)
+    runner = Runner(plan, seed, data.train_dataloader(), evalsets, flops.step, flops.per_eval_sample)
+    trace, train_wall = runner.run()
+    crossing = {name: {**c, "ratio": c["flops"] / budget, "previous_ratio": c["previous_eval_flops"] / budget}
+                for name, c in trace.crossing.items()}
+    last = trace.points[-1]
+    return {
+        "key": run_key(phase, scale, recipe, seed), "phase": phase, "scale": asdict(scale), "recipe": recipe.to_dict(),
+        "seed": seed, "draws": draws, "sequences_per_split": evalsets[0].sequences,
+        "plan": {"start": {"d_model": start.d_model, "n_layers": start.n_layers}, "events": [asdict(e) for e in events],
+                 "total_steps": total, "budget_flops": budget},
+        "targets": targets, "points": finish_points(trace, keep_final_samples=targets is None),
+        "train_loss": trace.train_loss, "lr": trace.lr, "growth": trace.growth, "crossing": crossing,
+        "final": {"step": last["step"], "flops": last["flops"], "loss": last["loss"]},
+        "train_flops": runner.flops, "eval_flops": trace.eval_flops,
+        "wall_train_s": round(train_wall, 1), "wall_eval_s": round(trace.eval_wall_s, 1),
+        "flops_per_step": dict(flops.train), "eval_flops_per_sample": dict(flops.eval),
+        "num_threads": torch.get_num_threads(), "torch": torch.__version__, "finished_at": time.time(),
+    }
 
 
-def loss_at(curve: Dict[str, List[float]], flops: float) -> float:
-    """Validation loss linearly interpolated at `flops` (clamped to the curve's ends)."""
-    return float(np.interp(flops, curve["flops"], curve["val_loss"]))
+def scratch_targets(runs: Dict[str, Dict[str, Any]], phase: str, scale: Scale, seed: int) -> Dict[str, float]:
+    """Scratch's (cosine) final loss per split; with a full wsd scratch run too, also
+    `split@best`: the lower of the two, the strongest scratch baseline this seed has."""
+    targets = dict(runs[run_key(phase, scale, SCRATCH, seed)]["final"]["loss"])
+    wsd = runs.get(run_key(phase, scale, SCRATCH_WSD, seed))
+    if wsd is not None and wsd["targets"] is None:
+        targets.update({f"{split}@best": min(value, wsd["final"]["loss"][split]) for split, value in list(targets.items())})
+    return targets
 
 
-def plot(scratch: Dict[str, Any], grown: Dict[str, Any], target: float, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def choose(spec: str, runs: Dict[str, Dict[str, Any]]) -> List[Recipe]:
+    """Recipes from `spec`, items joined by ';': `all` (stage 1 of the grid), `top:K` (the K
+    best grid recipes so far on the select split), `top:K@h1,h2` (those K at other
+    horizons), or a recipe name (growth_recipes.parse_recipe)."""
+    from growth_analysis import rank_grid
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    ax.plot(scratch["curve"]["flops"], scratch["curve"]["val_loss"], "o-", ms=3, label="(a) scratch, d256 x 8")
-    ax.plot(grown["curve"]["flops"], grown["curve"]["val_loss"], "o-", ms=3, label="(b) growth d128x4 -> d256x8")
-    later = [v for run in (scratch, grown) for v in run["curve"]["val_loss"][1:]]  # step 0 (~15) is off scale
-    ax.set_ylim(min(later + [target]) * 0.95, max(later) * 1.05)
-    for i, event in enumerate(grown["growth_events"]):
-        ax.axvline(event["flops"], color="C1", ls=":", lw=1, label="(b) growth events" if i == 0 else None)
-        ax.annotate(f"{event['op']}->{event['size']}", (event["flops"], ax.get_ylim()[1]), rotation=90,
-                    va="top", ha="right", fontsize=8, color="C1")
-    ax.axhline(target, color="gray", ls="--", lw=1, label=f"(a) final val loss {target:.3f}")
-    ax.set(xlabel="training FLOPs (forward + backward)", ylabel="validation loss (fixed t/noise)",
-           title="DIMBA: growth vs. training the final size from scratch (step-0 loss off scale)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    chosen: List[Recipe] = []
+    for item in spec.split(";"):
+        if item == "all":
+            chosen += grid_recipes()
+        elif item.startswith("top:"):
+            count, _, horizons = item[4:].partition("@")
+            growing = [n for n in rank_grid(runs.values()) if not n.startswith(("scratch", "small"))][: int(count)]
+            best = [parse_recipe(n) for n in growing]
+            chosen += [with_horizon(r, float(h)) for r in best for h in horizons.split(",")] if horizons else best
+        else:
+            chosen.append(parse_recipe(item))
+    return list(dict.fromkeys(chosen))
+
+
+def run_phase(phase: str, seeds: List[int], recipes_arg: str, draws: int, scratch_steps: int = 0,
+              scale_name: str = "", runs_file: Path = RUNS) -> None:
+    scale, flops = SCALES[scale_name or phase], Flops()
+    if scratch_steps:
+        scale = replace(scale, scratch_steps=scratch_steps)
+    baselines = BASELINES[phase]
+    label = phase if scale.name == phase else f"{phase}@{scale.name}"  # e.g. confirm@grid: fresh seeds, grid sizes
+    recipes = baselines + [r for r in choose(recipes_arg, load_runs()) if r not in baselines]
+    log.info("%s on seeds %s: %s", label, seeds, [r.name for r in recipes])
+    for seed in seeds:
+        for recipe in recipes:
+            runs = load_runs()
+            if run_key(label, scale, recipe, seed) in runs:
+                log.info("done already: %s seed %d", recipe.name, seed)
+                continue
+            targets = None if recipe in baselines else scratch_targets(runs, label, scale, seed)
+            record = train_one(label, scale, recipe, seed, draws, flops, targets)
+            append_run(record, runs_file)
+            log.info("finished %s seed %d: crossing %s, train %.0f s, eval %.0f s", recipe.name, seed,
+                     {k: round(v["ratio"], 4) for k, v in record["crossing"].items()},
+                     record["wall_train_s"], record["wall_eval_s"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=400, help="training steps of each run")
-    parser.add_argument("--eval-every", type=int, default=20, help="steps between validation evaluations")
-    parser.add_argument("--val-batches", type=int, default=8, help="first N validation batches, fixed")
+    parser.add_argument("phase", choices=["grid", "confirm", "report"])
+    parser.add_argument("--seeds", default="10", help="comma-separated training seeds")
+    parser.add_argument("--recipes", default="all", help="all | top:K | names joined by ';' (see growth_recipes.py)")
+    parser.add_argument("--draws", type=int, default=2, help="(t, noise) draws per held-out sequence")
+    parser.add_argument("--scale", default="", choices=["", *SCALES], help="model sizes (default: the phase's own)")
+    parser.add_argument("--runs", default=RUNS.name, help="runs file under bench/results (one per concurrent process)")
+    parser.add_argument("--scratch-steps", type=int, default=0, help="override the scale's scratch budget (smoke tests)")
     args = parser.parse_args()
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
-    torch.set_num_threads(THREADS)
-    begin = time.perf_counter()
-    data = TextDataModule(seq_len=SEQ_LEN, batch_size=BATCH)
-    data.setup()
-    val_batches = [b for _, b in zip(range(args.val_batches), data.val_dataloader())]
-    q = args.steps // 4
-    events: List[Event] = [(q, "depth", 8), (2 * q, "width", 192), (3 * q, "width", 256)]
-    for config in (START, replace(START, n_layers=8), replace(FINAL, d_model=192), FINAL):
-        flops_per_step(config)  # counted up front, outside the runs' wall time
-    scratch = train("(a) scratch", [], args.steps, args.eval_every, data, val_batches)
-    grown = train("(b) growth", events, args.steps, args.eval_every, data, val_batches)
-    target = scratch["final_val_loss"]
-    a_interp, a_eval = flops_to_reach(scratch["curve"], target)
-    b_interp, b_eval = flops_to_reach(grown["curve"], target)
-    ratio = None if a_interp is None or b_interp is None else b_interp / a_interp
-    result: Dict[str, Any] = {
-        "steps": args.steps, "eval_every": args.eval_every, "val_batches": args.val_batches,
-        "seq_len": SEQ_LEN, "batch": BATCH, "num_threads": torch.get_num_threads(), "torch_version": torch.__version__,
-        "optim": {"lr": LR, "betas": list(BETAS), "weight_decay": WEIGHT_DECAY, "warmup": WARMUP,
-                  "min_lr_ratio": MIN_LR_RATIO, "grad_clip_norm": CLIP},
-        "flops_note": "FlopCounterMode on one forward+backward per architecture (matmul/conv FLOPs; "
-                      "optimizer and elementwise ops not counted; evaluation not counted)",
-        "flops_per_step": dict(_FLOPS),
-        "scratch": scratch, "growth": grown, "target_val_loss": target,
-        "flops_to_target": {"scratch": a_interp, "growth": b_interp,
-                            "method": "linear interpolation between evaluations, first crossing"},
-        "flops_to_target_eval_resolution": {"scratch": a_eval, "growth": b_eval},
-        "ratio": ratio,
-        "ratio_eval_resolution": None if a_eval is None or b_eval is None else b_eval / a_eval,
-        "equal_flops": {"flops": grown["total_flops"], "growth_final_val_loss": grown["final_val_loss"],
-                        "scratch_val_loss_interpolated": loss_at(scratch["curve"], grown["total_flops"]),
-                        "growth_total_flops_over_scratch": grown["total_flops"] / scratch["total_flops"]},
-        "goal": "(b) needs at most 50% of (a)'s FLOPs", "meets_goal": ratio is not None and ratio <= GOAL_RATIO,
-        "wall_s": time.perf_counter() - begin,
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    plot(scratch, grown, target, RESULTS / "growth_experiment.png")
-    (RESULTS / "growth_experiment.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    if args.phase == "report":
+        from growth_analysis import write_report
+
+        print(json.dumps(write_report(list(load_runs().values()), RESULTS), indent=2))
+        return
+    run_phase(args.phase, [int(s) for s in args.seeds.split(",")], args.recipes, args.draws, args.scratch_steps,
+              args.scale, RESULTS / args.runs)
 
 
 if __name__ == "__main__":

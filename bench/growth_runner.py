@@ -1,0 +1,194 @@
+"""One training run of the growth experiment, exactly as dimba trains, with evaluations on
+a FLOP grid.
+
+Training is what `SimpleTrainer` and the Lightning module do: `training_loss` (x0 MSE + CE,
+t and noise drawn from (seed, step)), `build_optimizer` (GrowableAdamW, weight decay on
+matrices only), gradient clipping, growth after the optimizer step with the optimizer state
+carried over, the data order of `EpochShuffleSampler(seed)`. Only the LR multiplier varies.
+Evaluation (`bench.growth_eval`) is timed and counted apart from training.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+
+from dimba.growth.operators import grow_depth, grow_width
+from dimba.growth.optim import transfer_optimizer_state
+from dimba.model import DIMBA, DIMBAConfig
+from dimba.objective import ObjectiveConfig
+from dimba.training.lr_schedule import build_lr_multiplier
+from dimba.training.module import build_optimizer, param_group_for, training_loss
+
+from growth_eval import EvalSet, evaluate  # noqa: E402  (bench/ is on sys.path)
+
+log = logging.getLogger("bench.growth_runner")
+
+LR, BETAS, WEIGHT_DECAY, WARMUP, MIN_LR_RATIO, CLIP = 2e-3, (0.9, 0.99), 0.01, 20, 0.1, 1.0  # conf/optim/adamw
+OBJECTIVE = ObjectiveConfig()  # objective=diffusion
+POST_GROWTH_EVALS = (4, 16)  # extra evaluations this many steps after each growth: the recovery
+
+
+@dataclass(frozen=True)
+class Event:
+    step: int
+    op: str  # depth | width
+    size: int
+    mode: str = "identity"
+
+
+@dataclass
+class Plan:
+    """What a run does: its start, growth steps, LR schedule and FLOP budget, fixed before it starts."""
+
+    start: DIMBAConfig
+    events: List[Event]
+    schedule: str
+    total_steps: int  # the LR schedule's length
+    decay_fraction: float
+    rewarm_steps: int
+    lr_restart: bool
+    budget_flops: int  # stop before a step would exceed it
+    eval_every_flops: float  # the coarse grid
+    fine_every_flops: float  # the grid once within `fine_margin` of the target
+    fine_margin: float
+    targets: Optional[Dict[str, float]] = None  # "split" or "split@which": stop once at or below all ...
+    after_crossing_flops: float = 0.0  # ... and this many FLOPs more (to see whether it stays there)
+
+
+@dataclass
+class Trace:
+    points: List[Dict[str, Any]] = field(default_factory=list)
+    train_loss: List[float] = field(default_factory=list)
+    lr: List[float] = field(default_factory=list)
+    growth: List[Dict[str, Any]] = field(default_factory=list)
+    crossing: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    eval_wall_s: float = 0.0
+    eval_flops: int = 0
+
+
+def epoch_batches(loader) -> Iterator[torch.Tensor]:
+    """Training batches in dimba's order: epoch e is the sampler's permutation for (seed, e)."""
+    epoch = 0
+    while True:
+        loader.sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def grow(model: DIMBA, optimizer, event: Event, seed: int) -> None:
+    """As `apply_growth` does, through the operators' public functions."""
+    growth_seed = seed * 1_000_003 + event.step
+    if event.op == "depth":
+        remaps = grow_depth(model, event.size, event.mode, seed=growth_seed)
+    else:
+        remaps = grow_width(model, event.size, seed=growth_seed)
+    transfer_optimizer_state(optimizer, remaps, model, param_group_for)
+
+
+class Runner:
+    """Trains one plan on one seed and records the curve."""
+
+    def __init__(self, plan: Plan, seed: int, loader, evalsets: Sequence[EvalSet], step_flops, eval_flops) -> None:
+        self.plan, self.seed, self.evalsets = plan, seed, list(evalsets)
+        self.step_flops, self.eval_flops = step_flops, eval_flops  # callables: DIMBAConfig -> FLOPs
+        torch.manual_seed(seed)
+        self.model = DIMBA(plan.start).train()
+        self.optimizer = build_optimizer(self.model, LR, BETAS, WEIGHT_DECAY)
+        multiplier = build_lr_multiplier(plan.schedule, WARMUP, plan.total_steps, MIN_LR_RATIO,
+                                         [e.step for e in plan.events], plan.rewarm_steps, plan.lr_restart,
+                                         plan.decay_fraction)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, multiplier)
+        self.batches = epoch_batches(loader)
+        self.trace, self.step, self.flops, self.next_eval = Trace(), 0, 0, 0.0
+        self.post_growth: List[int] = []
+        self.stop_at = float("inf")
+
+    def run(self) -> Tuple[Trace, float]:
+        start = time.perf_counter()
+        self.evaluate("start")
+        while self.flops + self.step_flops(self.model.config) <= self.plan.budget_flops * (1 + 1e-9):
+            self.train_step()
+            for event in (e for e in self.plan.events if e.step == self.step):
+                self.evaluate("before_growth")
+                grow(self.model, self.optimizer, event, self.seed)
+                self.evaluate("after_growth")
+                self.trace.growth.append({"step": self.step, "flops": self.flops, "op": event.op, "size": event.size,
+                                          "mode": event.mode, "params": sum(p.numel() for p in self.model.parameters()),
+                                          "loss_before": self.trace.points[-2]["loss"],
+                                          "loss_after": self.trace.points[-1]["loss"]})
+                self.post_growth = [self.step + k for k in POST_GROWTH_EVALS]
+            if self.flops >= self.next_eval or self.step in self.post_growth:
+                self.evaluate("grid" if self.flops >= self.next_eval else "post_growth")
+            if self.reached_targets() and self.stop_at == float("inf"):
+                self.stop_at = self.flops + self.plan.after_crossing_flops
+            if self.flops >= self.stop_at:
+                break
+        if self.trace.points[-1]["step"] != self.step:
+            self.evaluate("end")
+        self.trace.points[-1]["tag"] += "+final"
+        return self.trace, time.perf_counter() - start - self.trace.eval_wall_s
+
+    def train_step(self) -> None:
+        batch = next(self.batches)
+        self.trace.lr.append(self.optimizer.param_groups[0]["lr"])
+        out = training_loss(self.model, batch, OBJECTIVE, self.seed, self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), CLIP)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.flops += self.step_flops(self.model.config)
+        self.step += 1
+        self.trace.train_loss.append(round(float(out["loss"].detach()), 5))
+
+    def evaluate(self, tag: str) -> None:
+        start = time.perf_counter()
+        point: Dict[str, Any] = {"step": self.step, "flops": self.flops, "tag": tag, "loss": {},
+                                 "params": sum(p.numel() for p in self.model.parameters()),
+                                 "lr_next": self.optimizer.param_groups[0]["lr"]}
+        for evalset in self.evalsets:
+            losses = evaluate(self.model, evalset)
+            point["loss"][evalset.name] = float(losses.mean())
+            self.trace.eval_flops += self.eval_flops(self.model.config) * len(losses)
+            point.setdefault("_samples", {})[evalset.name] = losses
+        self.trace.points.append(point)
+        self.trace.eval_wall_s += time.perf_counter() - start
+        self._record_crossings(point)
+        self._advance_grid(point)
+        log.info("  step %5d  %.3e FLOPs  %s  lr %.2e  (%s)", self.step, self.flops,
+                 "  ".join(f"{k} {v:.4f}" for k, v in point["loss"].items()), point["lr_next"], tag)
+
+    def _record_crossings(self, point: Dict[str, Any]) -> None:
+        for name, target in (self.plan.targets or {}).items():
+            if name not in self.trace.crossing and point["loss"][name.split("@")[0]] <= target:
+                previous = [p for p in self.trace.points[:-1] if p["tag"] != "after_growth"]
+                self.trace.crossing[name] = {"step": point["step"], "flops": point["flops"],
+                                             "previous_eval_flops": previous[-1]["flops"] if previous else 0,
+                                             "samples": point["_samples"][name.split("@")[0]].tolist()}
+
+    def _advance_grid(self, point: Dict[str, Any]) -> None:
+        targets = self.plan.targets or {}
+        near = any(point["loss"][n.split("@")[0]] <= t * (1 + self.plan.fine_margin) for n, t in targets.items())
+        every = self.plan.fine_every_flops if near else self.plan.eval_every_flops
+        while self.next_eval <= self.flops:
+            self.next_eval += every
+
+    def reached_targets(self) -> bool:
+        targets = self.plan.targets
+        return bool(targets) and all(name in self.trace.crossing for name in targets)
+
+
+def finish_points(trace: Trace, keep_final_samples: bool) -> List[Dict[str, Any]]:
+    """JSON-ready points; per-sample losses kept only at the final evaluation if asked."""
+    out = []
+    for i, point in enumerate(trace.points):
+        clean = {k: v for k, v in point.items() if k != "_samples"}
+        if keep_final_samples and i == len(trace.points) - 1:
+            clean["samples"] = {k: v.tolist() for k, v in point["_samples"].items()}
+        out.append(clean)
+    return out

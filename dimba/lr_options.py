@@ -1,0 +1,40 @@
+"""The learning-rate schedule options as data, and their validation.
+
+Free of torch (like `dimba.objective`), so the config schema can check `optim.schedule`,
+`optim.decay_fraction`, `growth.rewarm_steps` and `growth.lr_restart` before anything is
+imported or trained, with the same messages as `dimba.training.lr_schedule`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from dimba.errors import ConfigError
+
+SCHEDULE_KINDS = ("cosine", "wsd", "constant")
+"""cosine: warmup, cosine decay to min_lr_ratio at the last step. wsd: warmup, stable at
+the peak, linear decay to min_lr_ratio over the last `decay_fraction` of the steps.
+constant: warmup, then the peak."""
+
+DEFAULT_DECAY_FRACTION = 0.2
+"""Share of the steps a `wsd` schedule spends decaying (Hägele et al. 2024 use 0.1 to 0.2)."""
+
+
+def validate_lr_options(schedule: Any, decay_fraction: Any = DEFAULT_DECAY_FRACTION, rewarm_steps: Any = 0,
+                        lr_restart: Any = False) -> None:
+    """A ConfigError for the first option that cannot be used; the keys are the config's."""
+    if not isinstance(schedule, str) or schedule not in SCHEDULE_KINDS:
+        raise ConfigError("optim.schedule", schedule, " | ".join(SCHEDULE_KINDS))
+    if (isinstance(decay_fraction, bool) or not isinstance(decay_fraction, (int, float))
+            or not math.isfinite(decay_fraction) or not 0 < decay_fraction <= 1):
+        raise ConfigError("optim.decay_fraction", decay_fraction, "a number in (0, 1]: the share of the steps "
+                                                                  "optim.schedule=wsd spends decaying")
+    if isinstance(rewarm_steps, bool) or not isinstance(rewarm_steps, int) or rewarm_steps < 0:
+        raise ConfigError("growth.rewarm_steps", rewarm_steps, "an integer >= 0 (0: no re-warm after growth)")
+    if not isinstance(lr_restart, bool):
+        raise ConfigError("growth.lr_restart", lr_restart, "true or false")
+    if lr_restart and schedule == "constant":
+        raise ConfigError("growth.lr_restart", lr_restart,
+                          "false with optim.schedule=constant (a constant schedule is always at its peak; "
+                          "growth.rewarm_steps gives a re-warm after each growth)")
