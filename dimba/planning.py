@@ -18,6 +18,7 @@ from dimba.errors import ConfigError
 from dimba.growth.memory import MemoryRow, MemorySetting, format_memory_table, memory_table
 from dimba.growth.plan import GrowthPlan, build_plan
 from dimba.growth.schedule import validate_schedule
+from dimba.training.lr_schedule import build_lr_multiplier, growth_event_lrs
 
 log = logging.getLogger("dimba.run")
 GB = 10**9
@@ -93,6 +94,27 @@ def memory_rows(config: Config) -> Tuple[List[MemoryRow], MemorySetting]:
     return memory_table(stages, setting), setting
 
 
+def lr_table(config: Config) -> str:
+    """The learning rate around each growth event the run reaches: on the last step before
+    it, on the grown model's first step, and where a re-warm ends."""
+    optim, growth = config.optim, config.growth
+    total = optim.total_steps or config.trainer.max_steps
+    multiplier = build_lr_multiplier(optim.schedule, optim.warmup_steps, total, optim.min_lr_ratio,
+                                     [e.step for e in growth.schedule if e.step <= config.trainer.max_steps],
+                                     growth.rewarm_steps, growth.lr_restart, optim.decay_fraction)
+    head = (f"Learning rate at growth (optim.schedule={optim.schedule}, optim.lr={optim.lr:g}, "
+            f"growth.rewarm_steps={growth.rewarm_steps}, growth.lr_restart={str(growth.lr_restart).lower()}):")
+    rows = growth_event_lrs(multiplier, optim.lr)
+    if not rows:
+        return f"{head}\n  no growth event within trainer.max_steps"
+    events = {e.step: e for e in growth.schedule}
+    lines = [head, f"  {'step':>7}  {'event':<30} {'before':>9} {'after':>9} {'rejoined':>9}"]
+    for row in rows:
+        lines.append(f"  {row.step:>7}  {events[row.step].describe():<30} {row.lr_before:>9.3g} {row.lr_after:>9.3g} "
+                     f"{row.lr_rejoined:>9.3g}")
+    return "\n".join(lines)
+
+
 def check_memory(rows: List[MemoryRow], setting: MemorySetting) -> None:
     """Refuse, in one line, a run with a stage that cannot fit on its ranks."""
     for row in rows:
@@ -110,7 +132,7 @@ def plan_text(config: Config) -> str:
     plan = growth_plan(config)
     rows, setting = memory_rows(config)
     text = (f"Growth plan (trainer.max_steps={config.trainer.max_steps}):\n{plan.table()}\n\n"
-            f"{format_memory_table(rows, setting)}")
+            f"{lr_table(config)}\n\n{format_memory_table(rows, setting)}")
     warning = unreached_warning(plan)
     return text + (f"\nWarning: {warning}" if warning else "")
 
@@ -120,8 +142,8 @@ def log_plan(config: Config) -> GrowthPlan:
     if a stage cannot fit in memory."""
     plan = growth_plan(config)
     rows, setting = memory_rows(config)
-    log.info("Growth plan (trainer.max_steps=%d):\n%s\n%s", config.trainer.max_steps, plan.table(),
-             format_memory_table(rows, setting))
+    log.info("Growth plan (trainer.max_steps=%d):\n%s\n%s\n%s", config.trainer.max_steps, plan.table(),
+             lr_table(config), format_memory_table(rows, setting))
     warning = unreached_warning(plan)
     if warning:
         log.warning("%s", warning)

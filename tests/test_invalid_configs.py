@@ -27,6 +27,12 @@ CATALOGUE = [
     (["progressive_checkpoints.milestones=[]"], "progressive_checkpoints.milestones"),
     (["progressive_checkpoints.milestones=[0.5]"], "progressive_checkpoints.milestones"),
     (["progressive_checkpoints.save_dir=''"], "progressive_checkpoints.save_dir"),
+    # learning-rate schedules
+    (["optim.schedule=linear"], "optim.schedule"),
+    (["optim.schedule=wsd", "optim.decay_fraction=0"], "optim.decay_fraction"),
+    (["optim.decay_fraction=1.5"], "optim.decay_fraction"),
+    (["growth.rewarm_steps=-3"], "growth.rewarm_steps"),
+    (["optim.schedule=constant", "growth.lr_restart=true"], "growth.lr_restart"),
     # growth schedules
     (["growth.schedule=[{step:100,op:depth,n_layers:8},{step:50,op:width,d_model:192}]"], "growth.schedule[1].step"),
     (["growth.schedule=[{step:0,op:depth,n_layers:8}]"], "growth.schedule[0].step"),

@@ -4,6 +4,7 @@ directories, and DDP inside a sweep that leaves no stray directories."""
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -248,7 +249,8 @@ def test_joblib_sweep_runs_two_jobs_that_resume_in_their_own_directories(tmp_pat
         log = (sweep / job / "train.log").read_text()
         assert f"resume=auto: continuing from {sweep / job / 'checkpoints' / 'last.ckpt'}" in log
         assert last_step(sweep / job) == 4
-        assert (sweep / job / "logs" / "metrics.csv").read_text().splitlines()[-1].split(",")[1] == "4"
+        metrics = list(csv.DictReader((sweep / job / "logs" / "metrics.csv").open()))
+        assert metrics[-1]["step"] == "4"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]
 
 

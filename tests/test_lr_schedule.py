@@ -10,7 +10,7 @@ import torch
 
 from dimba.errors import ConfigError
 from dimba.growth.optim import GrowableAdamW
-from dimba.lr_options import validate_lr_options
+from dimba.config.lr import validate_lr_options
 from dimba.training.lr_schedule import (
     GrowthAwareLR,
     WarmupCosine,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 from dimba.config.schema import Config
-from dimba.config.training import GrowthConfig, OptimConfig, ProgressiveCheckpointsConfig
+from dimba.config.training import GrowthConfig, OptimConfig, ProgressiveCheckpointsConfig, check_lr_options
 from dimba.growth.schedule import GrowthEvent, as_events, validate_schedule
 from dimba.model.config import DIMBAConfig
 from dimba.objective import ObjectiveConfig
@@ -20,6 +20,10 @@ from dimba.objective import ObjectiveConfig
 # keyword argument -> (recipe field, field of that group); None: the recipe's own field.
 OPTIONS: Dict[str, tuple] = {
     **{name: ("optim", name) for name in ("lr", "weight_decay", "betas", "warmup_steps", "min_lr_ratio")},
+    "lr_schedule": ("optim", "schedule"),
+    "decay_fraction": ("optim", "decay_fraction"),
+    "rewarm_steps": ("growth", "rewarm_steps"),
+    "lr_restart": ("growth", "lr_restart"),
     **{f.name: ("objective", f.name) for f in fields(ObjectiveConfig)},
     "growth_schedule": ("growth", "schedule"),
     "enable_progressive_checkpoints": ("progressive_checkpoints", "enabled"),
@@ -53,6 +57,7 @@ class Recipe:
     def __post_init__(self) -> None:
         self.growth.schedule = as_events(self.growth.schedule)
         validate_schedule(self.model, self.growth.schedule)
+        check_lr_options(self.optim, self.growth)
         self.objective.check_diffusion_steps(self.model.diffusion_steps)
 
     @classmethod

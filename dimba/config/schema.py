@@ -13,7 +13,7 @@ from dimba.checkpointing.discovery import check_resumable
 from dimba.config.checks import finite, int_at_least, positive_int
 from dimba.config.loggers import LoggerConfig, check_logger_packages
 from dimba.config.trainer import DIMBA_FSDP, SUPPORTED_STRATEGIES, TrainerConfig
-from dimba.config.training import GrowthConfig, OptimConfig, ProgressiveCheckpointsConfig
+from dimba.config.training import GrowthConfig, OptimConfig, ProgressiveCheckpointsConfig, check_lr_options
 from dimba.data.config import ShardsDataConfig, TokenizerConfig
 from dimba.errors import CheckpointLoadError, ConfigError
 from dimba.growth.schedule import validate_schedule
@@ -58,6 +58,7 @@ class Config:
         if not int_at_least(self.seed, 0) or self.seed >= 2**32:
             raise ConfigError("seed", self.seed, "an integer in [0, 2**32)")
         validate_schedule(self.model, self.growth.schedule)
+        check_lr_options(self.optim, self.growth)
         self.objective.check_diffusion_steps(self.model.diffusion_steps)
         self._check_strategy()
         check_logger_packages(self.logger)

@@ -10,13 +10,16 @@ from typing import Any, List, Optional
 
 from dimba.checkpointing.milestones import ACCEPTED_FORMS, MilestoneError, parse_milestones
 from dimba.config.checks import finite, int_at_least
+from dimba.config.lr import DEFAULT_DECAY_FRACTION, validate_lr_options
 from dimba.errors import ConfigError
 from dimba.growth.schedule import GrowthEvent
 
 
 @dataclass
 class OptimConfig:
-    """AdamW with linear warmup and cosine decay to `min_lr_ratio * lr` at `trainer.max_steps`."""
+    """AdamW with linear warmup, then `schedule` (cosine decay to `min_lr_ratio * lr` at
+    `trainer.max_steps` by default). Growth can re-warm or restart it (`growth.rewarm_steps`,
+    `growth.lr_restart`)."""
 
     lr: float = 2e-3
     weight_decay: float = 0.01
@@ -26,6 +29,11 @@ class OptimConfig:
     total_steps: Optional[int] = None
     """The LR schedule's horizon; null: trainer.max_steps. Set it to stop a run early (or to
     extend one) without changing the schedule."""
+    schedule: str = "cosine"
+    """cosine | wsd (warmup, stable at the peak, linear decay over the last `decay_fraction`
+    of the steps: growth events fall in the stable phase) | constant (warmup, then the peak)."""
+    decay_fraction: float = DEFAULT_DECAY_FRACTION
+    """The share of the steps `schedule=wsd` spends decaying."""
 
     def __post_init__(self) -> None:
         if not finite(self.lr) or self.lr <= 0:
@@ -41,6 +49,7 @@ class OptimConfig:
             raise ConfigError("optim.min_lr_ratio", self.min_lr_ratio, "a number in [0, 1]")
         if self.total_steps is not None and not int_at_least(self.total_steps, 1):
             raise ConfigError("optim.total_steps", self.total_steps, "a positive integer, or null for trainer.max_steps")
+        validate_lr_options(self.schedule, self.decay_fraction)
 
 
 @dataclass
@@ -49,6 +58,15 @@ class GrowthConfig:
 
     schedule: List[GrowthEvent] = field(default_factory=list)
     """Events in increasing step order; each grows depth (n_layers, mode) or width (d_model)."""
+    rewarm_steps: int = 0
+    """After each growth, the learning rate climbs linearly from about 0 back onto the
+    schedule over this many steps (staged training); 0: none."""
+    lr_restart: bool = False
+    """At each growth the schedule starts again from its peak over the steps that remain
+    (MSG, G_stack); with rewarm_steps, it warms up over them first."""
+
+    def __post_init__(self) -> None:
+        validate_lr_options("cosine", rewarm_steps=self.rewarm_steps, lr_restart=self.lr_restart)
 
 
 @dataclass
@@ -74,3 +92,9 @@ class ProgressiveCheckpointsConfig:
             raise ConfigError(key, [], f"at least one milestone while enabled=true ({ACCEPTED_FORMS}), or progressive_checkpoints=disabled")
         if not isinstance(self.save_dir, str) or not self.save_dir.strip():
             raise ConfigError("progressive_checkpoints.save_dir", self.save_dir, "a non-empty directory path")
+
+
+def check_lr_options(optim: OptimConfig, growth: GrowthConfig) -> None:
+    """The options of two groups that only make sense together (a restart needs a schedule
+    that decays)."""
+    validate_lr_options(optim.schedule, optim.decay_fraction, growth.rewarm_steps, growth.lr_restart)

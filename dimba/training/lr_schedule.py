@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass
 from typing import List, Sequence
 
-from dimba.lr_options import DEFAULT_DECAY_FRACTION, validate_lr_options
+from dimba.config.lr import DEFAULT_DECAY_FRACTION, validate_lr_options
 
 
 class WarmupCosine:

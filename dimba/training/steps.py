@@ -13,13 +13,13 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence
 
 import torch
 
-from dimba.config.training import OptimConfig
+from dimba.config.training import GrowthConfig, OptimConfig
 from dimba.diffusion.consistency import objective_loss, sample_deltas
 from dimba.growth.optim import GrowableAdamW
 from dimba.growth.schedule import GrowthEvent
 from dimba.model import DIMBA
 from dimba.objective import ObjectiveConfig
-from dimba.training.lr_schedule import WarmupCosine
+from dimba.training.lr_schedule import GrowthAwareLR, build_lr_multiplier
 
 
 # ---------------------------------------------------------------------- noise and loss
@@ -83,9 +83,14 @@ def build_optimizer(model: torch.nn.Module, optim: OptimConfig) -> GrowableAdamW
     )
 
 
-def lr_multiplier(optim: OptimConfig, total_steps: int, schedule: Sequence[GrowthEvent] = ()) -> Callable[[int], float]:
-    """The LR schedule as a multiplier of `optim.lr` at each optimizer step (for LambdaLR)."""
-    return WarmupCosine(optim.warmup_steps, total_steps, optim.min_lr_ratio)
+def lr_multiplier(optim: OptimConfig, growth: GrowthConfig, total_steps: int) -> GrowthAwareLR:
+    """The LR schedule as a multiplier of `optim.lr` at each optimizer step (for LambdaLR):
+    `optim.schedule`, re-warmed or restarted at the growth steps as `growth` asks. A pure
+    function of the step with plain-data attributes: LambdaLR's state resumes it exactly."""
+    return build_lr_multiplier(optim.schedule, optim.warmup_steps, total_steps, optim.min_lr_ratio,
+                               growth_steps=[event.step for event in growth.schedule],
+                               rewarm_steps=growth.rewarm_steps, lr_restart=growth.lr_restart,
+                               decay_fraction=optim.decay_fraction)
 
 
 # ---------------------------------------------------------------------- growth
