@@ -71,10 +71,10 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from dimba.data import TextDataModule  # noqa: E402
 from dimba.diffusion.sampling import denoise  # noqa: E402
@@ -82,6 +82,8 @@ from dimba.model import DIMBA, DIMBAConfig  # noqa: E402
 from dimba.objective import ObjectiveConfig  # noqa: E402
 from dimba.training import SimpleTrainer  # noqa: E402
 from dimba.training.steps import training_loss  # noqa: E402
+
+from flops import count_flops  # noqa: E402  (the depthwise convolution's backward per group)
 
 log = logging.getLogger("bench.cdlm_eval")
 
@@ -138,25 +140,12 @@ class ByteNgram:
 
 
 # ----------------------------------------------------------------------------- training
-def conv_backward_flops(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed,
-                        output_padding, groups, output_mask, out_shape=None, **kwargs) -> int:
-    """A (non-transposed) convolution's input and weight gradients each cost its forward:
-    2 * batch * output positions * weight size, with the weight already per group."""
-    if transposed:
-        raise NotImplementedError("transposed convolutions: DIMBA has none")
-    forward = 2 * grad_out_shape[0] * math.prod(grad_out_shape[2:]) * math.prod(w_shape)
-    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
-
-
 def flops_per_step(objective: ObjectiveConfig, seed: int) -> int:
     """Forward + backward FLOPs (matmuls and convolutions) of one training batch."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model, tokens = DIMBA(MODEL), torch.randint(0, MODEL.vocab_size, (BATCH, SEQ_LEN))
-        mapping = {torch.ops.aten.convolution_backward: conv_backward_flops}
-        with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-            training_loss(model, tokens, objective, seed, step=0)["loss"].backward()
-    return counter.get_total_flops()
+        return count_flops(lambda: training_loss(model, tokens, objective, seed, step=0)["loss"].backward())
 
 
 def train(name: str, objective: ObjectiveConfig, steps: int, seed: int) -> Tuple[DIMBA, Dict[str, Any]]:

@@ -122,7 +122,7 @@ def fsdp_phase(torch, dist, before, event) -> Dict[str, float]:
     steps_before = [train_step(model, optimizer, generator) for _ in range(STEPS)]
     dist.barrier()
     (grown, record), seconds, extra = timed(lambda: apply_sharded_growth(model, event, 1, optimizer))
-    del model
+    model = None  # the grown model replaces it: free the old one
     steps_after = [train_step(grown, optimizer, generator) for _ in range(2)]
     return {"growth_s": seconds, **extra, "params_after": record["params"],
             "step_s_before": min(steps_before[1:]), "step_s_after": min(steps_after)}

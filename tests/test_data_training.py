@@ -46,6 +46,13 @@ def compose_config(*overrides: str):
         return validate(compose("config", overrides=[*SMALL, *overrides]))
 
 
+def test_tokenizer_bpe_on_prepared_data_takes_its_vocabulary_unless_one_is_set(bpe_data):
+    config = compose_config("data=shards", f"data.path={bpe_data}", "tokenizer=bpe")
+    assert config.tokenizer.vocab_size == 300 and config.model.vocab_size == 300
+    with pytest.raises(ConfigError, match=r"^tokenizer.vocab_size: 32000 is invalid; accepted: 300 \(the vocabulary"):
+        compose_config("data=shards", f"data.path={bpe_data}", "tokenizer=bpe", "tokenizer.vocab_size=32000")
+
+
 def test_a_bpe_run_records_its_tokenizer_and_every_tool_decodes_with_it(bpe_data, tmp_path, capsys):
     config = compose_config("data=shards", f"data.path={bpe_data}", "tokenizer=bpe", "tokenizer.vocab_size=300",
                             "trainer.max_steps=2", "trainer.val_check_interval=2")

@@ -22,6 +22,7 @@ from dimba.checkpointing.record import CheckpointRecord
 from dimba.cli.main import main
 from dimba.io.manager import ProgressiveCheckpointManager
 from dimba.model import DIMBA, DIMBAConfig
+from dimba.training.lr_schedule import WarmupCosine
 
 V1 = Path(__file__).resolve().parent / "data" / "v1"
 EXPECTED = json.loads((V1 / "expected.json").read_text())
@@ -75,6 +76,10 @@ def test_a_lightning_run_continues_from_a_v1_last_checkpoint_without_saving_agai
     trainer.fit(module, datamodule=TextDataModule(seq_len=32, batch_size=4),
                 ckpt_path=str(v1 / "run" / "checkpoints" / "last.ckpt"))
     assert trainer.global_step == 6 and (module.model.config.d_model, module.model.config.n_layers) == (24, 2)
+    schedule = trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0]  # the v1 run's cosine, not today's default
+    saved = torch.load(v1 / "run" / "checkpoints" / "last.ckpt", weights_only=True)["lr_schedulers"][0]["lr_lambdas"][0]
+    old = WarmupCosine(saved["warmup_steps"], saved["total_steps"], saved["min_ratio"])
+    assert schedule.kind == "cosine" and [schedule(s) for s in range(12)] == [old(s) for s in range(12)]
     assert not (tmp_path / "new_run").exists() or not list((tmp_path / "new_run").glob("*.pt"))  # held by the v1 run
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig, OmegaConf
+import copy
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from dimba.config.loggers import LoggerConfig
@@ -43,11 +46,33 @@ def register_configs() -> None:
     store.store(group="data", name="base_shards_data", node=ShardsDataConfig)
 
 
+def with_prepared_vocabulary(cfg: DictConfig) -> DictConfig:
+    """`data=shards tokenizer=bpe` with `tokenizer.vocab_size` unset trains the vocabulary the
+    data was prepared with (a copy of `cfg`; unreadable data is left to the checks)."""
+    data, tokenizer = cfg.get("data"), cfg.get("tokenizer")
+    if (data is None or tokenizer is None or tokenizer.get("name") != "bpe" or tokenizer.get("vocab_size") is not None
+            or OmegaConf.get_type(data) is not ShardsDataConfig or not data.get("path")):
+        return cfg
+    from dimba.data.format import read_manifest
+
+    try:
+        vocabulary = read_manifest(Path(str(data.path)).expanduser(), key="data.path").get("settings", {}).get("vocab_size")
+    except ConfigError:
+        return cfg
+    if not isinstance(vocabulary, int):
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    with read_write(cfg.tokenizer):
+        cfg.tokenizer.vocab_size = vocabulary
+    return cfg
+
+
 def validate(cfg: DictConfig) -> Config:
     """The composed config as typed, validated objects, or a ConfigError."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:  # `files: ???` in data=text_files: the option needs the value set
         raise ConfigError(missing[0], "???", f"a value: this option needs it set ({missing[0]}=...)")
+    cfg = with_prepared_vocabulary(cfg)
     try:
         config = OmegaConf.to_object(cfg)
     except ConfigError:

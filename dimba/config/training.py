@@ -17,9 +17,10 @@ from dimba.growth.schedule import GrowthEvent
 
 @dataclass
 class OptimConfig:
-    """AdamW with linear warmup, then `schedule` (cosine decay to `min_lr_ratio * lr` at
-    `trainer.max_steps` by default). Growth can re-warm or restart it (`growth.rewarm_steps`,
-    `growth.lr_restart`)."""
+    """AdamW with linear warmup, then `schedule` (by default wsd: stable at the peak, then a
+    linear decay to `min_lr_ratio * lr` over the last fifth of `trainer.max_steps`, the
+    recipe the growth experiment found best). Growth can re-warm or restart it
+    (`growth.rewarm_steps`, `growth.lr_restart`)."""
 
     lr: float = 2e-3
     weight_decay: float = 0.01
@@ -29,9 +30,10 @@ class OptimConfig:
     total_steps: Optional[int] = None
     """The LR schedule's horizon; null: trainer.max_steps. Set it to stop a run early (or to
     extend one) without changing the schedule."""
-    schedule: str = "cosine"
-    """cosine | wsd (warmup, stable at the peak, linear decay over the last `decay_fraction`
-    of the steps: growth events fall in the stable phase) | constant (warmup, then the peak)."""
+    schedule: str = "wsd"
+    """wsd (warmup, stable at the peak, linear decay over the last `decay_fraction` of the
+    steps: growth events fall in the stable phase) | cosine (warmup, cosine decay to
+    min_lr_ratio at the last step) | constant (warmup, then the peak)."""
     decay_fraction: float = DEFAULT_DECAY_FRACTION
     """The share of the steps `schedule=wsd` spends decaying."""
 

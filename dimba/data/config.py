@@ -56,7 +56,8 @@ class TokenizerConfig:
     """bytes (vocabulary 256, every byte a token) | bpe (trained on the training text) |
     pretrained (a local Hugging Face tokenizer.json)."""
     vocab_size: Optional[int] = None
-    """bpe: the vocabulary to train (default 32000; a small corpus may end below it).
+    """bpe: the vocabulary to train (null: 32000; a small corpus may end below it), or with
+    data=shards the prepared data's (null: taken from it; if set, it must agree).
     bytes: 256. pretrained: taken from the file (if set, it must agree)."""
     path: Optional[str] = None
     """pretrained: a tokenizer.json, or a directory holding one."""

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import Any, Dict, List, Sequence
 
 from dimba.config.lr import DEFAULT_DECAY_FRACTION, validate_lr_options
 
@@ -127,6 +127,16 @@ def build_lr_multiplier(kind: str, warmup_steps: int, total_steps: int, min_lr_r
     validate_lr_options(kind, decay_fraction, rewarm_steps, lr_restart)
     return GrowthAwareLR(kind, warmup_steps, total_steps, min_lr_ratio, decay_fraction, growth_steps,
                          rewarm_steps, lr_restart)
+
+
+def upgrade_scheduler_state(state: Dict[str, Any]) -> None:
+    """A LambdaLR state saved with `WarmupCosine` (before `optim.schedule` existed) carries no
+    kind: it continues as the cosine it was, with no growth options, whatever the config's
+    default is now."""
+    for options in state.get("lr_lambdas") or []:
+        if isinstance(options, dict) and "kind" not in options and "warmup_steps" in options:
+            options.update({"kind": "cosine", "growth_steps": [], "rewarm_steps": 0, "lr_restart": False,
+                            "decay_fraction": DEFAULT_DECAY_FRACTION})
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from dimba.model.params import architecture_parameters, count_parameters
 from dimba.training import steps
 from dimba.training.fsdp2 import shard_dimba
 from dimba.training.loggers import growth_metrics, log_event
+from dimba.training.lr_schedule import upgrade_scheduler_state
 
 log = logging.getLogger(__name__)
 
@@ -213,3 +214,5 @@ class DIMBALightningModule(L.LightningModule):
                 adopt_architecture(self.model, recorded)
                 self.structure_version += 1
         self.growth_history = record.growth_history
+        for state in checkpoint.get("lr_schedulers") or []:
+            upgrade_scheduler_state(state)
