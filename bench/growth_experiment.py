@@ -179,11 +179,11 @@ def choose(spec: str, runs: Dict[str, Dict[str, Any]]) -> List[Recipe]:
 
 
 def run_phase(phase: str, seeds: List[int], recipes_arg: str, draws: int, scratch_steps: int = 0,
-              scale_name: str = "", runs_file: Path = RUNS) -> None:
+              scale_name: str = "", runs_file: Path = RUNS, cosine_only: bool = False) -> None:
     scale, flops = SCALES[scale_name or phase], Flops()
     if scratch_steps:
         scale = replace(scale, scratch_steps=scratch_steps)
-    baselines = BASELINES[phase]
+    baselines = [SCRATCH] if cosine_only else BASELINES[phase]
     label = phase if scale.name == phase else f"{phase}@{scale.name}"  # e.g. confirm@grid: fresh seeds, grid sizes
     recipes = baselines + [r for r in choose(recipes_arg, load_runs()) if r not in baselines]
     log.info("%s on seeds %s: %s", label, seeds, [r.name for r in recipes])
@@ -209,6 +209,8 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=2, help="(t, noise) draws per held-out sequence")
     parser.add_argument("--scale", default="", choices=["", *SCALES], help="model sizes (default: the phase's own)")
     parser.add_argument("--runs", default=RUNS.name, help="runs file under bench/results (one per concurrent process)")
+    parser.add_argument("--cosine-scratch-only", action="store_true",
+                        help="confirm against cosine scratch alone (no wsd scratch run: half the baseline time)")
     parser.add_argument("--scratch-steps", type=int, default=0, help="override the scale's scratch budget (smoke tests)")
     args = parser.parse_args()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -219,7 +221,7 @@ def main() -> None:
         print(json.dumps(write_report(list(load_runs().values()), RESULTS), indent=2))
         return
     run_phase(args.phase, [int(s) for s in args.seeds.split(",")], args.recipes, args.draws, args.scratch_steps,
-              args.scale, RESULTS / args.runs)
+              args.scale, RESULTS / args.runs, args.cosine_scratch_only)
 
 
 if __name__ == "__main__":

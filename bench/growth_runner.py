@@ -17,18 +17,19 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from dimba.growth.operators import grow_depth, grow_width
-from dimba.growth.optim import transfer_optimizer_state
+from dimba.config.training import OptimConfig
+from dimba.growth.apply import apply_growth
+from dimba.growth.schedule import as_events
 from dimba.model import DIMBA, DIMBAConfig
 from dimba.objective import ObjectiveConfig
 from dimba.training.lr_schedule import build_lr_multiplier
-from dimba.training.module import build_optimizer, param_group_for, training_loss
+from dimba.training.steps import build_optimizer, growth_seed, param_group_for, training_loss
 
 from growth_eval import EvalSet, evaluate  # noqa: E402  (bench/ is on sys.path)
 
 log = logging.getLogger("bench.growth_runner")
 
-LR, BETAS, WEIGHT_DECAY, WARMUP, MIN_LR_RATIO, CLIP = 2e-3, (0.9, 0.99), 0.01, 20, 0.1, 1.0  # conf/optim/adamw
+OPTIM, CLIP = OptimConfig(), 1.0  # conf/optim/adamw's lr, betas, weight decay, warmup, min_lr_ratio
 OBJECTIVE = ObjectiveConfig()  # objective=diffusion
 POST_GROWTH_EVALS = (4, 16)  # extra evaluations this many steps after each growth: the recovery
 
@@ -81,13 +82,10 @@ def epoch_batches(loader) -> Iterator[torch.Tensor]:
 
 
 def grow(model: DIMBA, optimizer, event: Event, seed: int) -> None:
-    """As `apply_growth` does, through the operators' public functions."""
-    growth_seed = seed * 1_000_003 + event.step
-    if event.op == "depth":
-        remaps = grow_depth(model, event.size, event.mode, seed=growth_seed)
-    else:
-        remaps = grow_width(model, event.size, seed=growth_seed)
-    transfer_optimizer_state(optimizer, remaps, model, param_group_for)
+    """What both trainers run at a growth event: `apply_growth` with the event's seed."""
+    size = {"n_layers": event.size, "mode": event.mode} if event.op == "depth" else {"d_model": event.size}
+    growth_event = as_events([{"step": event.step, "op": event.op, **size}])[0]
+    apply_growth(model, growth_event, growth_seed(seed, growth_event), optimizer, param_group_for)
 
 
 class Runner:
@@ -98,8 +96,8 @@ class Runner:
         self.step_flops, self.eval_flops = step_flops, eval_flops  # callables: DIMBAConfig -> FLOPs
         torch.manual_seed(seed)
         self.model = DIMBA(plan.start).train()
-        self.optimizer = build_optimizer(self.model, LR, BETAS, WEIGHT_DECAY)
-        multiplier = build_lr_multiplier(plan.schedule, WARMUP, plan.total_steps, MIN_LR_RATIO,
+        self.optimizer = build_optimizer(self.model, OPTIM)
+        multiplier = build_lr_multiplier(plan.schedule, OPTIM.warmup_steps, plan.total_steps, OPTIM.min_lr_ratio,
                                          [e.step for e in plan.events], plan.rewarm_steps, plan.lr_restart,
                                          plan.decay_fraction)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, multiplier)
