@@ -62,7 +62,7 @@ def test_default_run_writes_everything_into_its_run_directory(tmp_path):
 
 
 def test_the_default_run_as_shipped(tmp_path):
-    """`python train.py` exactly as the README's quickstart runs it (about two minutes)."""
+    """`python train.py` exactly as the README's quickstart runs it (about two minutes of training here)."""
     result = train(cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     run = next((tmp_path / "outputs").glob("*/*"))
