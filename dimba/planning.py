@@ -18,7 +18,8 @@ from dimba.errors import ConfigError
 from dimba.growth.memory import MemoryRow, MemorySetting, format_memory_table, memory_table
 from dimba.growth.plan import GrowthPlan, build_plan
 from dimba.growth.schedule import validate_schedule
-from dimba.training.lr_schedule import build_lr_multiplier, growth_event_lrs
+from dimba.training import steps
+from dimba.training.lr_schedule import growth_event_lrs
 
 log = logging.getLogger("dimba.run")
 GB = 10**9
@@ -98,13 +99,10 @@ def lr_table(config: Config) -> str:
     """The learning rate around each growth event the run reaches: on the last step before
     it, on the grown model's first step, and where a re-warm ends."""
     optim, growth = config.optim, config.growth
-    total = optim.total_steps or config.trainer.max_steps
-    multiplier = build_lr_multiplier(optim.schedule, optim.warmup_steps, total, optim.min_lr_ratio,
-                                     [e.step for e in growth.schedule if e.step <= config.trainer.max_steps],
-                                     growth.rewarm_steps, growth.lr_restart, optim.decay_fraction)
+    multiplier = steps.lr_multiplier(optim, growth, optim.total_steps or config.trainer.max_steps)
     head = (f"Learning rate at growth (optim.schedule={optim.schedule}, optim.lr={optim.lr:g}, "
             f"growth.rewarm_steps={growth.rewarm_steps}, growth.lr_restart={str(growth.lr_restart).lower()}):")
-    rows = growth_event_lrs(multiplier, optim.lr)
+    rows = [row for row in growth_event_lrs(multiplier, optim.lr) if row.step <= config.trainer.max_steps]
     if not rows:
         return f"{head}\n  no growth event within trainer.max_steps"
     events = {e.step: e for e in growth.schedule}

@@ -21,19 +21,30 @@ DEFAULT_DECAY_FRACTION = 0.2
 """Share of the steps a `wsd` schedule spends decaying (Hägele et al. 2024 use 0.1 to 0.2)."""
 
 
-def validate_lr_options(schedule: Any, decay_fraction: Any = DEFAULT_DECAY_FRACTION, rewarm_steps: Any = 0,
-                        lr_restart: Any = False) -> None:
-    """A ConfigError for the first option that cannot be used; the keys are the config's."""
+def check_schedule(schedule: Any, decay_fraction: Any = DEFAULT_DECAY_FRACTION) -> None:
+    """The `optim` group's schedule options."""
     if not isinstance(schedule, str) or schedule not in SCHEDULE_KINDS:
         raise ConfigError("optim.schedule", schedule, " | ".join(SCHEDULE_KINDS))
     if (isinstance(decay_fraction, bool) or not isinstance(decay_fraction, (int, float))
             or not math.isfinite(decay_fraction) or not 0 < decay_fraction <= 1):
         raise ConfigError("optim.decay_fraction", decay_fraction, "a number in (0, 1]: the share of the steps "
                                                                   "optim.schedule=wsd spends decaying")
+
+
+def check_growth_lr(rewarm_steps: Any = 0, lr_restart: Any = False) -> None:
+    """The `growth` group's learning-rate options."""
     if isinstance(rewarm_steps, bool) or not isinstance(rewarm_steps, int) or rewarm_steps < 0:
         raise ConfigError("growth.rewarm_steps", rewarm_steps, "an integer >= 0 (0: no re-warm after growth)")
     if not isinstance(lr_restart, bool):
         raise ConfigError("growth.lr_restart", lr_restart, "true or false")
+
+
+def validate_lr_options(schedule: Any, decay_fraction: Any = DEFAULT_DECAY_FRACTION, rewarm_steps: Any = 0,
+                        lr_restart: Any = False) -> None:
+    """A ConfigError for the first option that cannot be used, alone or with the others; the
+    keys are the config's."""
+    check_schedule(schedule, decay_fraction)
+    check_growth_lr(rewarm_steps, lr_restart)
     if lr_restart and schedule == "constant":
         raise ConfigError("growth.lr_restart", lr_restart,
                           "false with optim.schedule=constant (a constant schedule is always at its peak; "

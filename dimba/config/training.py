@@ -10,7 +10,7 @@ from typing import Any, List, Optional
 
 from dimba.checkpointing.milestones import ACCEPTED_FORMS, MilestoneError, parse_milestones
 from dimba.config.checks import finite, int_at_least
-from dimba.config.lr import DEFAULT_DECAY_FRACTION, validate_lr_options
+from dimba.config.lr import DEFAULT_DECAY_FRACTION, check_growth_lr, check_schedule, validate_lr_options
 from dimba.errors import ConfigError
 from dimba.growth.schedule import GrowthEvent
 
@@ -51,7 +51,7 @@ class OptimConfig:
             raise ConfigError("optim.min_lr_ratio", self.min_lr_ratio, "a number in [0, 1]")
         if self.total_steps is not None and not int_at_least(self.total_steps, 1):
             raise ConfigError("optim.total_steps", self.total_steps, "a positive integer, or null for trainer.max_steps")
-        validate_lr_options(self.schedule, self.decay_fraction)
+        check_schedule(self.schedule, self.decay_fraction)
 
 
 @dataclass
@@ -68,7 +68,7 @@ class GrowthConfig:
     (MSG, G_stack); with rewarm_steps, it warms up over them first."""
 
     def __post_init__(self) -> None:
-        validate_lr_options("cosine", rewarm_steps=self.rewarm_steps, lr_restart=self.lr_restart)
+        check_growth_lr(self.rewarm_steps, self.lr_restart)
 
 
 @dataclass

@@ -133,8 +133,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         _int_at_least("data.seq_len", self.seq_len, 1, "a positive integer")
         _int_at_least("data.batch_size", self.batch_size, 1, "a positive integer")
-        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
-            raise ConfigError("data.num_workers", self.num_workers, "an integer >= 0")
+        _int_at_least("data.num_workers", self.num_workers, 0, "an integer >= 0")
         if not isinstance(self.val_fraction, (int, float)) or not 0 < self.val_fraction < 0.5:
             raise ConfigError("data.val_fraction", self.val_fraction, "a number between 0 and 0.5")
         if self.files is None:
