@@ -236,8 +236,18 @@ def plot(records: List[Dict[str, Any]], recipe: str, phase: str, key: str, path:
     plt.close(fig)
 
 
+def curves(record: Dict[str, Any]) -> Dict[str, Any]:
+    """A run without its per-sequence losses (those stay in growth_experiment_runs*.jsonl,
+    which the report is computed from): every curve, growth event and crossing."""
+    def without_samples(item: Dict[str, Any]) -> Dict[str, Any]:
+        return {k: v for k, v in item.items() if k != "samples"}
+
+    return {**record, "points": [without_samples(p) for p in record["points"]],
+            "crossing": {key: without_samples(c) for key, c in record["crossing"].items()}}
+
+
 def write_report(records: List[Dict[str, Any]], results: Path) -> Dict[str, Any]:
-    """growth_experiment.json (summary plus every run) and growth_experiment.png.
+    """growth_experiment.json (summary plus every run's curves) and growth_experiment.png.
 
     The grid is read on the select split against cosine scratch (its only baseline); each
     confirmation (`confirm`, `confirm@grid`, `confirm@mid`: other seeds, other sizes) on the
@@ -263,5 +273,5 @@ def write_report(records: List[Dict[str, Any]], results: Path) -> Dict[str, Any]
                                           if r["phase"] == phase and r["recipe"]["name"] == summary[phase]["best"]}
             suffix = "" if phase == "grid" else "_" + phase.replace("@", "_")
             plot(records, summary[phase]["best"], phase, key, results / f"growth_experiment{suffix}.png")
-    write_json_atomic(results / "growth_experiment.json", {"summary": summary, "runs": records})
+    write_json_atomic(results / "growth_experiment.json", {"summary": summary, "runs": [curves(r) for r in records]})
     return summary
