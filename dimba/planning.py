@@ -99,9 +99,10 @@ def lr_table(config: Config) -> str:
     """The learning rate around each growth event the run reaches: on the last step before
     it, on the grown model's first step, and where a re-warm ends."""
     optim, growth = config.optim, config.growth
-    multiplier = steps.lr_multiplier(optim, growth, optim.total_steps or config.trainer.max_steps)
+    multiplier = steps.lr_multiplier(optim, growth, optim.total_steps or config.trainer.max_steps, config.model.d_model)
     head = (f"Learning rate at growth (optim.schedule={optim.schedule}, optim.lr={optim.lr:g}, "
-            f"growth.rewarm_steps={growth.rewarm_steps}, growth.lr_restart={str(growth.lr_restart).lower()}):")
+            f"growth.rewarm_steps={growth.rewarm_steps}, growth.lr_restart={str(growth.lr_restart).lower()}, "
+            f"growth.lr_width_exponent={growth.lr_width_exponent:g}):")
     rows = [row for row in growth_event_lrs(multiplier, optim.lr) if row.step <= config.trainer.max_steps]
     if not rows:
         return f"{head}\n  no growth event within trainer.max_steps"

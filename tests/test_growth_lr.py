@@ -37,11 +37,22 @@ def test_the_dry_run_plan_shows_the_learning_rate_at_each_growth_event():
     text = plan_text(validate(compose_config("optim.schedule=wsd", "growth.rewarm_steps=10")))
     table = text[text.index("Learning rate at growth"):].split("\n\n")[0].splitlines()
     assert "optim.schedule=wsd" in table[0] and "growth.rewarm_steps=10" in table[0]
+    assert "growth.lr_width_exponent=1" in table[0]
     rows = [line.split() for line in table[2:]]
     assert [row[0] for row in rows] == ["60", "120", "180"]  # the default schedule's events
-    before, after, rejoined = (float(v) for v in rows[0][-3:])
-    assert before == pytest.approx(2e-3) and rejoined == pytest.approx(2e-3)  # wsd's stable phase
-    assert after == pytest.approx(2e-3 / 11, rel=1e-2)  # the re-warm's first step: 1/(R+1) of it
+    lrs = [tuple(float(v) for v in row[-3:]) for row in rows]
+    # wsd's stable phase, at (256 / width) x optim.lr: width 128 until step 120, 192 until 180
+    before, after, rejoined = lrs[0]
+    assert before == pytest.approx(4e-3) and rejoined == pytest.approx(4e-3)  # depth growth: same width
+    assert after == pytest.approx(4e-3 / 11, rel=1e-2)  # the re-warm's first step: 1/(R+1) of it
+    assert lrs[1][0] == pytest.approx(4e-3) and lrs[1][2] == pytest.approx(2e-3 * 256 / 192, rel=1e-2)
+    assert lrs[2][0] == pytest.approx(2e-3 * 256 / 192, rel=1e-2) and lrs[2][2] == pytest.approx(2e-3)
+
+
+def test_the_width_exponent_composes_and_zero_keeps_one_rate():
+    text = plan_text(validate(compose_config("optim.schedule=constant", "growth.lr_width_exponent=0")))
+    table = text[text.index("Learning rate at growth"):].split("\n\n")[0].splitlines()
+    assert all(float(v) == pytest.approx(2e-3) for line in table[2:] for v in line.split()[-3:])
 
 
 class LearningRates(L.Callback):
@@ -70,7 +81,8 @@ def fit(lightning_module, loader, kwargs, max_steps: int, ckpt_path: str | None 
     (dict(lr_schedule="cosine", rewarm_steps=4), 5),  # inside the re-warm after the growth at step 3
     (dict(lr_schedule="wsd", decay_fraction=0.6, lr_restart=True), 7),  # right after the restart at step 6
     (dict(lr_schedule="cosine", lr_restart=True, rewarm_steps=3), 7),  # inside a restart's warmup
-], ids=["rewarm", "restart", "restart+rewarm"])
+    (dict(lr_schedule="constant"), 7),  # right after the width growth: only the width scale changed
+], ids=["rewarm", "restart", "restart+rewarm", "width-scale"])
 def test_a_lightning_run_resumed_mid_schedule_runs_the_uninterrupted_rates(
         tmp_path, tiny_model_config, token_loader, quiet_trainer_kwargs, lr_options, stop):
     _, uninterrupted = fit(module(tiny_model_config, **lr_options), token_loader(), quiet_trainer_kwargs, TOTAL)
@@ -88,5 +100,7 @@ def test_a_lightning_run_resumed_mid_schedule_runs_the_uninterrupted_rates(
     without_growth = build_lr_multiplier(optim.schedule, optim.warmup_steps, TOTAL, optim.min_lr_ratio,
                                          decay_fraction=optim.decay_fraction)
     plain = [optim.lr * without_growth(step) for step in range(TOTAL)]
-    assert list(uninterrupted.values())[:3] == pytest.approx(plain[:3])  # before the first growth
-    assert max(abs(a - b) for a, b in zip(uninterrupted.values(), plain)) > 0.05 * optim.lr  # growth moved it
+    narrow = tiny_model_config.d_model
+    # growth.lr_width_exponent=1 (the default): the first width runs at 64 / narrow times the schedule
+    assert list(uninterrupted.values())[:3] == pytest.approx([lr * 64 / narrow for lr in plain[:3]])
+    assert list(uninterrupted.values())[6:] != pytest.approx([lr * 64 / narrow for lr in plain[6:]])  # growth moved it

@@ -32,6 +32,7 @@ CATALOGUE = [
     (["optim.schedule=wsd", "optim.decay_fraction=0"], "optim.decay_fraction"),
     (["optim.decay_fraction=1.5"], "optim.decay_fraction"),
     (["growth.rewarm_steps=-3"], "growth.rewarm_steps"),
+    (["growth.lr_width_exponent=3"], "growth.lr_width_exponent"),
     (["optim.schedule=constant", "growth.lr_restart=true"], "growth.lr_restart"),
     # growth schedules
     (["growth.schedule=[{step:100,op:depth,n_layers:8},{step:50,op:width,d_model:192}]"], "growth.schedule[1].step"),

@@ -1,5 +1,6 @@
-"""Learning-rate schedules that know about growth: shapes, re-warm, restart, validation,
-and exact resume of LambdaLR across a re-warm and a restart."""
+"""Learning-rate schedules that know about growth: shapes, re-warm, restart, the rate per
+width, validation, and exact resume of LambdaLR across a re-warm, a restart and a width
+growth."""
 
 from __future__ import annotations
 
@@ -10,14 +11,20 @@ import torch
 
 from dimba.errors import ConfigError
 from dimba.growth.optim import GrowableAdamW
-from dimba.config.lr import validate_lr_options
+from dimba.config.lr import check_growth_lr, validate_lr_options
+from dimba.growth.schedule import as_events
 from dimba.training.lr_schedule import (
     GrowthAwareLR,
     WarmupCosine,
     base_multiplier,
     build_lr_multiplier,
     growth_event_lrs,
+    upgrade_scheduler_state,
+    width_lr_scales,
 )
+
+DEFAULT_GROWTH = as_events([{"step": 60, "op": "depth", "n_layers": 8}, {"step": 120, "op": "width", "d_model": 192},
+                            {"step": 180, "op": "width", "d_model": 256}])
 
 
 def cosine(step: int, start: int, end: int, min_ratio: float) -> float:
@@ -105,6 +112,25 @@ def test_the_plan_shows_the_lr_at_each_growth_event():
     assert rows[1].lr_before == pytest.approx(2e-3 * 0.1 + 2e-3 * 0.9 * 0.5 * (1 + math.cos(math.pi * 159 / 220)))
 
 
+# ----------------------------------------------------------------------------- rate per width
+def test_each_width_runs_at_final_width_over_width_to_the_exponent():
+    assert width_lr_scales(128, DEFAULT_GROWTH, 1.0) == [(0, 2.0), (120, pytest.approx(256 / 192)), (180, 1.0)]
+    assert width_lr_scales(128, DEFAULT_GROWTH, 0.5) == [(0, pytest.approx(2 ** 0.5)), (120, pytest.approx((256 / 192) ** 0.5)),
+                                                         (180, 1.0)]
+    assert width_lr_scales(128, DEFAULT_GROWTH, 0.0) == []  # one rate for every width
+    assert width_lr_scales(128, DEFAULT_GROWTH[:1], 1.0) == []  # depth only: every stage has the final width
+
+
+def test_the_width_scale_multiplies_the_schedule_from_each_width_growth_on():
+    scales = width_lr_scales(128, DEFAULT_GROWTH, 1.0)
+    scaled = build_lr_multiplier("wsd", 20, 240, 0.1, growth_steps=[60, 120, 180], rewarm_steps=4, width_scales=scales)
+    plain = build_lr_multiplier("wsd", 20, 240, 0.1, growth_steps=[60, 120, 180], rewarm_steps=4)
+    for step in range(240):
+        factor = 2.0 if step < 120 else (256 / 192 if step < 180 else 1.0)
+        assert scaled(step) == pytest.approx(plain(step) * factor)
+    assert scaled(239) == pytest.approx(plain(239))  # the final width ends at the schedule's own rate
+
+
 # ----------------------------------------------------------------------------- validation
 @pytest.mark.parametrize(
     "options, key",
@@ -126,6 +152,13 @@ def test_bad_options_name_the_key_the_value_and_what_is_accepted(options, key):
         validate_lr_options(**options)
     assert caught.value.key == key
     assert key in str(caught.value) and "accepted" in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("exponent", [-1, 2.5, float("nan"), True, "one"])
+def test_a_bad_width_exponent_names_its_key(exponent):
+    with pytest.raises(ConfigError) as caught:
+        check_growth_lr(lr_width_exponent=exponent)
+    assert caught.value.key == "growth.lr_width_exponent" and "[0, 2]" in str(caught.value)
 
 
 def test_the_constructor_validates_too():
@@ -163,12 +196,15 @@ def _train(optimizer, scheduler, steps):
         (dict(kind="cosine", rewarm_steps=12, lr_restart=False), 65),  # inside the re-warm after step 60
         (dict(kind="cosine", rewarm_steps=0, lr_restart=True), 61),  # right after the restart at 60
         (dict(kind="wsd", rewarm_steps=5, lr_restart=True), 122),  # inside a restart's warmup
+        (dict(kind="wsd", rewarm_steps=0, lr_restart=False, width=True), 121),  # right after a width growth
     ],
 )
 def test_a_resumed_run_gets_exactly_the_learning_rates_of_the_uninterrupted_one(tmp_path, options, stop):
     def make():
+        scales = width_lr_scales(128, DEFAULT_GROWTH[:2], 1.0) if options.get("width") else None
         return build_lr_multiplier(options["kind"], 20, 240, 0.1, growth_steps=[60, 120],
-                                   rewarm_steps=options["rewarm_steps"], lr_restart=options["lr_restart"])
+                                   rewarm_steps=options["rewarm_steps"], lr_restart=options["lr_restart"],
+                                   width_scales=scales)
 
     uninterrupted = _train(*_optimizer_and_scheduler(make()), 240)
 
@@ -183,7 +219,7 @@ def test_a_resumed_run_gets_exactly_the_learning_rates_of_the_uninterrupted_one(
     after = _train(optimizer, scheduler, 240 - stop)
 
     assert before + after == uninterrupted
-    assert uninterrupted[60][0] != uninterrupted[59][0]  # the growth did change the rate
+    assert any(uninterrupted[s][0] != uninterrupted[s - 1][0] for s in (60, 120))  # the growth did change the rate
 
 
 def test_the_scheduler_state_carries_the_schedule_itself(tmp_path):
@@ -198,6 +234,23 @@ def test_the_scheduler_state_carries_the_schedule_itself(tmp_path):
     rebuilt = fresh.lr_lambdas[0]
     assert (rebuilt.kind, rebuilt.growth_steps, rebuilt.rewarm_steps, rebuilt.decay_fraction) == ("wsd", [60], 8, 0.3)
     assert [rebuilt(s) for s in range(240)] == [scheduler.lr_lambdas[0](s) for s in range(240)]
+
+
+def test_a_state_saved_before_the_width_exponent_continues_at_one_rate(tmp_path):
+    """Today's default scales the rate per width; a run saved before that option existed
+    resumes with the rates it was trained with."""
+    old = build_lr_multiplier("wsd", 20, 240, 0.1, growth_steps=[60, 120])
+    optimizer, scheduler = _optimizer_and_scheduler(old)
+    _train(optimizer, scheduler, 30)
+    state = scheduler.state_dict()
+    for saved in state["lr_lambdas"]:
+        del saved["width_scales"]  # as written before growth.lr_width_exponent
+    upgrade_scheduler_state(state)
+    today = build_lr_multiplier("wsd", 20, 240, 0.1, growth_steps=[60, 120],
+                                width_scales=width_lr_scales(128, DEFAULT_GROWTH[:2], 1.0))
+    _, fresh = _optimizer_and_scheduler(today)
+    fresh.load_state_dict(state)
+    assert [fresh.lr_lambdas[0](s) for s in range(240)] == [old(s) for s in range(240)]
 
 
 def test_base_multiplier_of_each_kind_ends_at_min_ratio_or_the_peak():

@@ -1,7 +1,8 @@
 """The learning-rate schedule options as data, and their validation.
 
 Free of torch (like `dimba.objective`), so the config schema can check `optim.schedule`,
-`optim.decay_fraction`, `growth.rewarm_steps` and `growth.lr_restart` before anything is
+`optim.decay_fraction`, `growth.rewarm_steps`, `growth.lr_restart` and
+`growth.lr_width_exponent` before anything is
 imported or trained, with the same messages as `dimba.training.lr_schedule`.
 """
 
@@ -31,12 +32,20 @@ def check_schedule(schedule: Any, decay_fraction: Any = DEFAULT_DECAY_FRACTION) 
                                                                   "optim.schedule=wsd spends decaying")
 
 
-def check_growth_lr(rewarm_steps: Any = 0, lr_restart: Any = False) -> None:
+MAX_WIDTH_EXPONENT = 2.0
+
+
+def check_growth_lr(rewarm_steps: Any = 0, lr_restart: Any = False, lr_width_exponent: Any = 0.0) -> None:
     """The `growth` group's learning-rate options."""
     if isinstance(rewarm_steps, bool) or not isinstance(rewarm_steps, int) or rewarm_steps < 0:
         raise ConfigError("growth.rewarm_steps", rewarm_steps, "an integer >= 0 (0: no re-warm after growth)")
     if not isinstance(lr_restart, bool):
         raise ConfigError("growth.lr_restart", lr_restart, "true or false")
+    if (isinstance(lr_width_exponent, bool) or not isinstance(lr_width_exponent, (int, float))
+            or not math.isfinite(lr_width_exponent) or not 0 <= lr_width_exponent <= MAX_WIDTH_EXPONENT):
+        raise ConfigError("growth.lr_width_exponent", lr_width_exponent,
+                          f"a number in [0, {MAX_WIDTH_EXPONENT:g}]: a stage of width d trains at "
+                          "(final width / d)**exponent times the schedule (0: the same rate at every width)")
 
 
 def validate_lr_options(schedule: Any, decay_fraction: Any = DEFAULT_DECAY_FRACTION, rewarm_steps: Any = 0,

@@ -24,6 +24,7 @@ OPTIONS: Dict[str, tuple] = {
     "decay_fraction": ("optim", "decay_fraction"),
     "rewarm_steps": ("growth", "rewarm_steps"),
     "lr_restart": ("growth", "lr_restart"),
+    "lr_width_exponent": ("growth", "lr_width_exponent"),
     **{f.name: ("objective", f.name) for f in fields(ObjectiveConfig)},
     "growth_schedule": ("growth", "schedule"),
     "enable_progressive_checkpoints": ("progressive_checkpoints", "enabled"),

@@ -66,9 +66,14 @@ class GrowthConfig:
     lr_restart: bool = False
     """At each growth the schedule starts again from its peak over the steps that remain
     (MSG, G_stack); with rewarm_steps, it warms up over them first."""
+    lr_width_exponent: float = 1.0
+    """A stage narrower than the widest the schedule grows to trains at
+    (final d_model / d_model)**lr_width_exponent times the schedule's rate: 1 is muP's rule
+    for Adam (the best rate scales as 1 / width), what the growth experiment found best; 0
+    keeps one rate for every width."""
 
     def __post_init__(self) -> None:
-        check_growth_lr(self.rewarm_steps, self.lr_restart)
+        check_growth_lr(self.rewarm_steps, self.lr_restart, self.lr_width_exponent)
 
 
 @dataclass

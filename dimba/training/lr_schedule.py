@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from dimba.config.lr import DEFAULT_DECAY_FRACTION, validate_lr_options
+from dimba.growth.schedule import GrowthEvent, GrowthOp
 
 
 class WarmupCosine:
@@ -83,7 +84,8 @@ class GrowthAwareLR:
 
     def __init__(self, kind: str = "cosine", warmup_steps: int = 0, total_steps: int = 1, min_ratio: float = 0.1,
                  decay_fraction: float = DEFAULT_DECAY_FRACTION, growth_steps: Sequence[int] = (),
-                 rewarm_steps: int = 0, lr_restart: bool = False) -> None:
+                 rewarm_steps: int = 0, lr_restart: bool = False,
+                 width_scales: Sequence[Tuple[int, float]] = ()) -> None:
         self.kind = str(kind)
         self.warmup_steps = int(warmup_steps)
         self.total_steps = max(int(total_steps), 1)
@@ -92,13 +94,24 @@ class GrowthAwareLR:
         self.growth_steps = sorted(int(s) for s in growth_steps)
         self.rewarm_steps = int(rewarm_steps)
         self.lr_restart = bool(lr_restart)
+        self.width_scales = [[int(step), float(factor)] for step, factor in sorted(width_scales)]
 
     def last_growth(self, step: int) -> int:
         """The step of the newest growth at or before `step` (-1: none yet)."""
         started = [s for s in self.growth_steps if s <= step]
         return started[-1] if started else -1
 
+    def width_scale(self, step: int) -> float:
+        factor = 1.0
+        for start, value in self.width_scales:
+            if start <= step:
+                factor = value
+        return factor
+
     def __call__(self, step: int) -> float:
+        return self._schedule(step) * self.width_scale(step)
+
+    def _schedule(self, step: int) -> float:
         grown_at = self.last_growth(step)
         if grown_at < 0:
             return self._base(step)
@@ -116,27 +129,47 @@ class GrowthAwareLR:
                                self.decay_fraction)
 
 
+def width_lr_scales(d_model: int, schedule: Sequence[GrowthEvent], exponent: float) -> List[Tuple[int, float]]:
+    """(step, (d_final / d)**exponent) from the start and from each width growth, where d is
+    the width from then on and d_final the widest the schedule grows to; [] when no stage
+    differs (no width growth, or exponent 0)."""
+    widths = [(0, int(d_model))]
+    for event in sorted(schedule, key=lambda e: e.step):
+        if GrowthOp(event.op) is GrowthOp.WIDTH:
+            widths.append((int(event.step), int(event.d_model)))
+    final = widths[-1][1]
+    if exponent == 0 or all(width == final for _, width in widths):
+        return []
+    return [(step, (final / width) ** exponent) for step, width in widths]
+
+
 def build_lr_multiplier(kind: str, warmup_steps: int, total_steps: int, min_lr_ratio: float,
                         growth_steps: Sequence[int] = (), rewarm_steps: int = 0, lr_restart: bool = False,
-                        decay_fraction: float = DEFAULT_DECAY_FRACTION) -> GrowthAwareLR:
+                        decay_fraction: float = DEFAULT_DECAY_FRACTION,
+                        width_scales: Optional[Sequence[Tuple[int, float]]] = None) -> GrowthAwareLR:
     """The multiplier the config asks for; a ConfigError (keys `optim.schedule`,
     `optim.decay_fraction`, `growth.rewarm_steps`, `growth.lr_restart`) if it cannot be built.
 
-    `growth_steps` are the `step` values of the growth schedule (known before training).
+    `growth_steps` are the `step` values of the growth schedule (known before training);
+    `width_scales` comes from `width_lr_scales` (None: the same rate at every width).
     """
     validate_lr_options(kind, decay_fraction, rewarm_steps, lr_restart)
     return GrowthAwareLR(kind, warmup_steps, total_steps, min_lr_ratio, decay_fraction, growth_steps,
-                         rewarm_steps, lr_restart)
+                         rewarm_steps, lr_restart, width_scales or ())
 
 
 def upgrade_scheduler_state(state: Dict[str, Any]) -> None:
-    """A LambdaLR state saved with `WarmupCosine` (before `optim.schedule` existed) carries no
-    kind: it continues as the cosine it was, with no growth options, whatever the config's
-    default is now."""
+    """Older LambdaLR states continue the schedule they were saved with, whatever the config's
+    defaults are now: one saved with `WarmupCosine` (before `optim.schedule` existed) carries
+    no kind and continues as the cosine it was, with no growth options; one saved before
+    `growth.lr_width_exponent` existed continues at the same rate at every width."""
     for options in state.get("lr_lambdas") or []:
-        if isinstance(options, dict) and "kind" not in options and "warmup_steps" in options:
+        if not isinstance(options, dict) or "warmup_steps" not in options:
+            continue
+        if "kind" not in options:
             options.update({"kind": "cosine", "growth_steps": [], "rewarm_steps": 0, "lr_restart": False,
                             "decay_fraction": DEFAULT_DECAY_FRACTION})
+        options.setdefault("width_scales", [])
 
 
 @dataclass(frozen=True)

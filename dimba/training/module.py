@@ -184,7 +184,8 @@ class DIMBALightningModule(L.LightningModule):
     def configure_optimizers(self) -> Dict[str, Any]:
         optimizer = steps.build_optimizer(self.model, self.recipe.optim)
         multiplier = steps.lr_multiplier(self.recipe.optim, self.recipe.growth,
-                                         self.recipe.total_steps or self._trainer_total_steps())
+                                         self.recipe.total_steps or self._trainer_total_steps(),
+                                         self.recipe.model.d_model)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

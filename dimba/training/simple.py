@@ -53,7 +53,8 @@ class SimpleTrainer:
         self.optimizer = steps.build_optimizer(self.model, self.recipe.optim)
         for group in self.optimizer.param_groups:  # as LambdaLR does: the base rate travels with the state
             group.setdefault("initial_lr", group["lr"])
-        self.lr_schedule = steps.lr_multiplier(self.recipe.optim, self.recipe.growth, self.recipe.total_steps or max_steps)
+        self.lr_schedule = steps.lr_multiplier(self.recipe.optim, self.recipe.growth, self.recipe.total_steps or max_steps,
+                                               self.recipe.model.d_model)
         self.train_loader = train_loader if train_loader is not None else self._default_loader()
         progressive = self.recipe.progressive_checkpoints
         self.manager = ProgressiveCheckpointManager(progressive.milestones, progressive.save_dir,

@@ -19,7 +19,7 @@ from dimba.growth.optim import GrowableAdamW
 from dimba.growth.schedule import GrowthEvent
 from dimba.model import DIMBA
 from dimba.objective import ObjectiveConfig
-from dimba.training.lr_schedule import GrowthAwareLR, build_lr_multiplier
+from dimba.training.lr_schedule import GrowthAwareLR, build_lr_multiplier, width_lr_scales
 
 
 # ---------------------------------------------------------------------- noise and loss
@@ -83,14 +83,16 @@ def build_optimizer(model: torch.nn.Module, optim: OptimConfig) -> GrowableAdamW
     )
 
 
-def lr_multiplier(optim: OptimConfig, growth: GrowthConfig, total_steps: int) -> GrowthAwareLR:
+def lr_multiplier(optim: OptimConfig, growth: GrowthConfig, total_steps: int, d_model: int) -> GrowthAwareLR:
     """The LR schedule as a multiplier of `optim.lr` at each optimizer step (for LambdaLR):
-    `optim.schedule`, re-warmed or restarted at the growth steps as `growth` asks. A pure
+    `optim.schedule`, re-warmed or restarted at the growth steps as `growth` asks, and
+    scaled per width from the start width `d_model` (`growth.lr_width_exponent`). A pure
     function of the step with plain-data attributes: LambdaLR's state resumes it exactly."""
     return build_lr_multiplier(optim.schedule, optim.warmup_steps, total_steps, optim.min_lr_ratio,
                                growth_steps=[event.step for event in growth.schedule],
                                rewarm_steps=growth.rewarm_steps, lr_restart=growth.lr_restart,
-                               decay_fraction=optim.decay_fraction)
+                               decay_fraction=optim.decay_fraction,
+                               width_scales=width_lr_scales(d_model, growth.schedule, growth.lr_width_exponent))
 
 
 # ---------------------------------------------------------------------- growth
