@@ -39,9 +39,23 @@ def by_recipe(records: Iterable[Dict[str, Any]], phase: str) -> Dict[str, List[D
     return groups
 
 
-def rank_grid(records: Iterable[Dict[str, Any]], split: str = "select") -> List[str]:
+def grid_of(phase: str) -> str:
+    """The grid a phase chooses from: `grid` for the first experiment, `grid+lr` for the one
+    against LR-tuned scratch (`confirm@grid+lr` -> `grid+lr`)."""
+    suffix = phase.partition("+")[2]
+    return "grid" + (f"+{suffix}" if suffix else "")
+
+
+def is_grid(phase: str) -> bool:
+    return phase.split("+")[0] == "grid"
+
+
+def rank_grid(records: Iterable[Dict[str, Any]], split: str = "select", phase: str = "grid") -> List[str]:
     """Grid recipes from best to worst: mean score over the seeds run on the most seeds."""
-    groups = by_recipe(list(records), "grid")
+    records = list(records)
+    if split == "select" and any("select@best" in (r["targets"] or {}) for r in records if r["phase"] == phase):
+        split = "select@best"  # the grid has several scratch baselines: rank against the best
+    groups = by_recipe(records, phase)
     if not groups:
         return []
     most = max(len(v) for v in groups.values())
@@ -52,8 +66,8 @@ def rank_grid(records: Iterable[Dict[str, Any]], split: str = "select") -> List[
 
 def best_recipe(records: List[Dict[str, Any]], phase: str, split: str) -> Optional[str]:
     """The growing recipe with the best mean score among those run on the most seeds."""
-    if phase == "grid":
-        return next((n for n in rank_grid(records, split) if not n.startswith(("scratch", "small"))), None)
+    if is_grid(phase):
+        return next((n for n in rank_grid(records, split, phase) if not n.startswith(("scratch", "small"))), None)
     groups = {n: runs for n, runs in by_recipe(records, phase).items() if not n.startswith(("scratch", "small"))}
     if not groups:
         return None
@@ -180,6 +194,8 @@ def recovery(record: Dict[str, Any], split: str = "select") -> List[Dict[str, An
 def timings(records: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
     out: Dict[str, Dict[str, float]] = defaultdict(lambda: {"runs": 0, "train_s": 0.0, "eval_s": 0.0})
     for record in records:
+        if "copied_from" in record:  # trained once, in the phase it was copied from
+            continue
         row = out[record["phase"]]
         row["runs"] += 1
         row["train_s"] += record["wall_train_s"]
@@ -194,7 +210,8 @@ def _curve(record: Dict[str, Any], split: str, budget: float) -> Tuple[List[floa
 
 def plot(records: List[Dict[str, Any]], recipe: str, phase: str, key: str, path: Path) -> None:
     """Held-out loss against training FLOPs (in units of scratch's), every seed: scratch
-    (cosine, and wsd where it ran), the recipe, and the target it was measured against."""
+    (cosine, and wsd where it ran, at optim.lr's default; of other rates, the run that set the
+    target), the recipe, and the target it was measured against."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -208,6 +225,9 @@ def plot(records: List[Dict[str, Any]], recipe: str, phase: str, key: str, path:
     for base in baselines(records, phase):
         color = f"C{sorted({r['seed'] for r in baselines(records, phase)}).index(base['seed'])}"
         budget = base["plan"]["budget_flops"]
+        setter = grown.get(base["seed"]) is not None and base["final"]["loss"][split] == grown[base["seed"]]["targets"][key]
+        if base["recipe"]["name"] not in styles and not setter:
+            continue  # of an LR sweep's scratch runs, only the one that set the target
         style, label = styles.get(base["recipe"]["name"], ("-.", base["recipe"]["name"]))
         x, y = _curve(base, split, budget)
         ax.plot(x, y, style, color=color, lw=1.1, label=f"{label}, seed {base['seed']}")
@@ -254,24 +274,26 @@ def write_report(records: List[Dict[str, Any]], results: Path) -> Dict[str, Any]
     report split, against the better of the two scratch runs (`@best`) and, for the record,
     against cosine scratch alone. One plot per phase: growth_experiment[_phase].png."""
     summary: Dict[str, Any] = {"goal": f"FLOPs-to-target <= {GOAL} on every seed", "timings": timings(records)}
-    phases = sorted({r["phase"] for r in records}, key=lambda p: (p != "grid", p))
+    phases = sorted({r["phase"] for r in records}, key=lambda p: (not is_grid(p), p))
     for phase in phases:
         with_best = any("report@best" in (r["targets"] or {}) for r in records if r["phase"] == phase)
-        key = "select" if phase == "grid" else ("report@best" if with_best else "report")  # @best: a wsd scratch ran
+        split = "select" if is_grid(phase) else "report"
+        key = f"{split}@best" if with_best else split  # @best: other scratch runs (wsd, other rates) ran
         rows = table(records, phase, key)
         if not rows:
             continue
-        others = ["report"] if phase == "grid" else (["report", "select@best", "select"] if with_best else ["select"])
-        # A confirmation reports the recipe the grid chose on its select split (not the best
+        others = (["select", "report@best", "report"] if with_best else ["report"]) if is_grid(phase) else (
+            ["report", "select@best", "select"] if with_best else ["select"])
+        # A confirmation reports the recipe its grid chose on the select split (not the best
         # one on the report split: that would tune on the figure).
-        chosen = summary.get("grid", {}).get("best")
-        best = chosen if phase != "grid" and chosen in {r["recipe"] for r in rows} else best_recipe(records, phase, key)
+        chosen = summary.get(grid_of(phase), {}).get("best")
+        best = chosen if not is_grid(phase) and chosen in {r["recipe"] for r in rows} else best_recipe(records, phase, key)
         summary[phase] = {"headline_target": key, "table": rows, "other_targets": {k: table(records, phase, k) for k in others},
                           "noise": noise(records, phase), "best": best}
         if summary[phase]["best"]:
             summary[phase]["recovery"] = {str(r["seed"]): recovery(r, key.split("@")[0]) for r in records
                                           if r["phase"] == phase and r["recipe"]["name"] == summary[phase]["best"]}
-            suffix = "" if phase == "grid" else "_" + phase.replace("@", "_")
+            suffix = "" if phase == "grid" else "_" + phase.replace("@", "_").replace("+", "_")
             plot(records, summary[phase]["best"], phase, key, results / f"growth_experiment{suffix}.png")
     write_json_atomic(results / "growth_experiment.json", {"summary": summary, "runs": [curves(r) for r in records]})
     return summary

@@ -21,6 +21,12 @@ restart skips finished runs):
     python bench/growth_experiment.py confirm --scale grid ...        # the same on fresh seeds at the grid's sizes
     python bench/growth_experiment.py report                          # JSON + plot from the runs
 
+`--scratch-lrs 0.002,0.008,...` makes a phase of its own (`grid+lr`, `confirm@grid+lr`):
+scratch trains on cosine and on wsd at each peak rate, and the target (`split@best`) is the
+lowest final loss among them, so growth is measured against a scratch baseline whose rate
+was tuned as well as the grown run's (a recipe sets its own with `+lr0.008`). Baselines an
+earlier phase of the same sizes and seed already trained are taken from it, not run again.
+
 Run from the repo root, one thread (OMP_NUM_THREADS=1). Prints one JSON object on stdout for
 `report`; logs go to stderr.
 """
@@ -30,12 +36,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,7 +55,8 @@ from dimba.model import DIMBA, DIMBAConfig  # noqa: E402
 
 from flops import count_flops, training_step_flops  # noqa: E402
 from growth_eval import build_evalsets, evaluate  # noqa: E402
-from growth_recipes import SCALES, SCRATCH, Recipe, Scale, grid_recipes, parse_recipe, plan_steps, with_horizon  # noqa: E402
+from growth_recipes import (SCALES, SCRATCH, Recipe, Scale, grid_recipes, parse_recipe, plan_steps,  # noqa: E402
+                            scratch_baselines, with_horizon)
 from growth_runner import Plan, Runner, finish_points  # noqa: E402
 
 log = logging.getLogger("bench.growth_experiment")
@@ -58,6 +66,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = RESULTS / "growth_experiment_runs.jsonl"
 COARSE, FINE, FINE_MARGIN, AFTER_CROSSING = 25, 100, 0.03, 0.03
 SCRATCH_WSD = Recipe("scratch", schedule="wsd")
+TUNED = "+lr"  # phase suffix: scratch at several peak rates, the target the best of them
 BASELINES = {"grid": [SCRATCH], "confirm": [SCRATCH, SCRATCH_WSD]}  # trained to the full budget, no target
 
 
@@ -124,7 +133,7 @@ def train_one(phase: str, scale: Scale, recipe: Recipe, seed: int, draws: int, f
     start, events, total = plan_steps(recipe, scale, flops.step)
     budget = scale.scratch_steps * flops.step(scale.final)
     plan = Plan(start, events, recipe.schedule, total, recipe.decay_fraction, recipe.rewarm_steps, recipe.lr_restart,
-                budget, budget / COARSE, budget / FINE, FINE_MARGIN, targets, AFTER_CROSSING * budget)
+                recipe.lr_width_exponent, recipe.lr, budget, budget / COARSE, budget / FINE, FINE_MARGIN, targets, AFTER_CROSSING * budget)
     log.info("%s %s seed %d: start d%d x %d, events %s, schedule over %d steps, budget %.3e FLOPs",
              phase, recipe.name, seed, start.d_model, start.n_layers,
              [(e.step, e.op, e.size, e.mode) for e in events], total, budget)
@@ -149,20 +158,23 @@ def train_one(phase: str, scale: Scale, recipe: Recipe, seed: int, draws: int, f
 
 
 def scratch_targets(runs: Dict[str, Dict[str, Any]], phase: str, scale: Scale, seed: int) -> Dict[str, float]:
-    """Scratch's (cosine) final loss per split; with a full wsd scratch run too, also
-    `split@best`: the lower of the two, the strongest scratch baseline this seed has."""
+    """Scratch's (cosine, optim.lr's default) final loss per split; with other scratch runs
+    trained to the full budget (wsd, other peak rates), also `split@best`: the lowest of them
+    all, the strongest scratch baseline this seed has."""
     targets = dict(runs[run_key(phase, scale, SCRATCH, seed)]["final"]["loss"])
-    wsd = runs.get(run_key(phase, scale, SCRATCH_WSD, seed))
-    if wsd is not None and wsd["targets"] is None:
-        targets.update({f"{split}@best": min(value, wsd["final"]["loss"][split]) for split, value in list(targets.items())})
+    prefix = run_key(phase, scale, SCRATCH, seed).split("|scratch|")[0] + "|scratch|"
+    full = [r for key, r in runs.items() if key.startswith(prefix) and key.endswith(f"|seed{seed}") and r["targets"] is None]
+    if len(full) > 1:  # a rate that diverged (a non-finite loss) sets no target
+        targets.update({f"{split}@best": min(v for r in full if math.isfinite(v := r["final"]["loss"][split]))
+                        for split in list(targets)})
     return targets
 
 
-def choose(spec: str, runs: Dict[str, Dict[str, Any]]) -> List[Recipe]:
+def choose(spec: str, runs: Dict[str, Dict[str, Any]], label: str = "grid") -> List[Recipe]:
     """Recipes from `spec`, items joined by ';': `all` (stage 1 of the grid), `top:K` (the K
-    best grid recipes so far on the select split), `top:K@h1,h2` (those K at other
-    horizons), or a recipe name (growth_recipes.parse_recipe)."""
-    from growth_analysis import rank_grid
+    best recipes so far of this phase's grid on the select split), `top:K@h1,h2` (those K at
+    other horizons), or a recipe name (growth_recipes.parse_recipe)."""
+    from growth_analysis import grid_of, rank_grid
 
     chosen: List[Recipe] = []
     for item in spec.split(";"):
@@ -170,7 +182,8 @@ def choose(spec: str, runs: Dict[str, Dict[str, Any]]) -> List[Recipe]:
             chosen += grid_recipes()
         elif item.startswith("top:"):
             count, _, horizons = item[4:].partition("@")
-            growing = [n for n in rank_grid(runs.values()) if not n.startswith(("scratch", "small"))][: int(count)]
+            growing = [n for n in rank_grid(runs.values(), phase=grid_of(label))
+                       if not n.startswith(("scratch", "small"))][: int(count)]
             best = [parse_recipe(n) for n in growing]
             chosen += [with_horizon(r, float(h)) for r in best for h in horizons.split(",")] if horizons else best
         else:
@@ -179,19 +192,30 @@ def choose(spec: str, runs: Dict[str, Dict[str, Any]]) -> List[Recipe]:
 
 
 def run_phase(phase: str, seeds: List[int], recipes_arg: str, draws: int, scratch_steps: int = 0,
-              scale_name: str = "", runs_file: Path = RUNS, cosine_only: bool = False) -> None:
+              scale_name: str = "", runs_file: Path = RUNS, cosine_only: bool = False,
+              scratch_lrs: List[float] | None = None, scratch_schedules: Tuple[str, ...] = ("cosine", "wsd")) -> None:
     scale, flops = SCALES[scale_name or phase], Flops()
     if scratch_steps:
         scale = replace(scale, scratch_steps=scratch_steps)
     baselines = [SCRATCH] if cosine_only else BASELINES[phase]
     label = phase if scale.name == phase else f"{phase}@{scale.name}"  # e.g. confirm@grid: fresh seeds, grid sizes
-    recipes = baselines + [r for r in choose(recipes_arg, load_runs()) if r not in baselines]
+    if scratch_lrs:  # a phase of its own: every run of it is measured against the LR-tuned scratch
+        baselines = [SCRATCH] + [r for r in scratch_baselines(scratch_lrs, scratch_schedules) if r != SCRATCH]
+        label += TUNED
+    recipes = baselines + [r for r in choose(recipes_arg, load_runs(), label) if r not in baselines]
     log.info("%s on seeds %s: %s", label, seeds, [r.name for r in recipes])
     for seed in seeds:
         for recipe in recipes:
             runs = load_runs()
             if run_key(label, scale, recipe, seed) in runs:
                 log.info("done already: %s seed %d", recipe.name, seed)
+                continue
+            earlier = runs.get(run_key(label.removesuffix(TUNED), scale, recipe, seed))
+            if recipe in baselines and label.endswith(TUNED) and earlier is not None and earlier["targets"] is None:
+                # the same baseline, trained deterministically by the untuned phase: not run twice
+                append_run({**earlier, "key": run_key(label, scale, recipe, seed), "phase": label,
+                            "copied_from": earlier["key"]}, runs_file)
+                log.info("taken from %s: %s seed %d", earlier["phase"], recipe.name, seed)
                 continue
             targets = None if recipe in baselines else scratch_targets(runs, label, scale, seed)
             record = train_one(label, scale, recipe, seed, draws, flops, targets)
@@ -212,6 +236,9 @@ def main() -> None:
     parser.add_argument("--cosine-scratch-only", action="store_true",
                         help="confirm against cosine scratch alone (no wsd scratch run: half the baseline time)")
     parser.add_argument("--scratch-steps", type=int, default=0, help="override the scale's scratch budget (smoke tests)")
+    parser.add_argument("--scratch-lrs", default="", help="comma-separated peak rates: scratch runs on cosine and wsd at "
+                        "each, and the target is the best of them (a phase of its own, named PHASE+lr)")
+    parser.add_argument("--scratch-schedules", default="cosine,wsd", help="the schedules of --scratch-lrs' runs")
     args = parser.parse_args()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -221,7 +248,9 @@ def main() -> None:
         print(json.dumps(write_report(list(load_runs().values()), RESULTS), indent=2))
         return
     run_phase(args.phase, [int(s) for s in args.seeds.split(",")], args.recipes, args.draws, args.scratch_steps,
-              args.scale, RESULTS / args.runs, args.cosine_scratch_only)
+              args.scale, RESULTS / args.runs, args.cosine_scratch_only,
+              [float(v) for v in args.scratch_lrs.split(",")] if args.scratch_lrs else None,
+              tuple(args.scratch_schedules.split(",")))
 
 
 if __name__ == "__main__":

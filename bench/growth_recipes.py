@@ -12,9 +12,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Dict, List, Tuple
 
+from dimba.config.training import OptimConfig
 from dimba.model import DIMBAConfig
 
 from growth_runner import Event  # noqa: E402
+
+
+DEFAULT_LR = OptimConfig().lr
 
 
 @dataclass(frozen=True)
@@ -45,11 +49,15 @@ class Recipe:
     lr_restart: bool = False
     horizon: float = 1.0
     decay_fraction: float = 0.2
+    lr_width_exponent: float = 0.0  # growth.lr_width_exponent (0 here: the recipes searched before it existed)
+    lr: float = DEFAULT_LR  # optim.lr, the peak (the final width's rate with lr_width_exponent)
 
     @property
     def name(self) -> str:
         lr = self.schedule + ("+restart" if self.lr_restart else "") + (f"+rewarm{self.rewarm_steps}" if self.rewarm_steps else "")
         lr += f"+df{self.decay_fraction:g}" if self.decay_fraction != 0.2 and self.schedule == "wsd" else ""
+        lr += f"+wlr{self.lr_width_exponent:g}" if self.lr_width_exponent else ""
+        lr += f"+lr{self.lr:g}" if self.lr != DEFAULT_LR else ""
         at = "@" + ",".join(f"{a:g}" for a in self.at) if self.at else ""
         return f"{self.ops}{at}|{lr}|h{self.horizon:g}"
 
@@ -93,6 +101,11 @@ SCRATCH = Recipe("scratch")
 STAGE1_HORIZON = 0.6
 
 
+def scratch_baselines(lrs: List[float], schedules: Tuple[str, ...] = ("cosine", "wsd")) -> List[Recipe]:
+    """Scratch on each schedule at each peak rate: the LR sweep a fair baseline needs."""
+    return [Recipe("scratch", schedule=schedule, lr=lr) for lr in lrs for schedule in schedules]
+
+
 def grid_recipes(horizon: float = STAGE1_HORIZON) -> List[Recipe]:
     """Stage 1 of the search: depth-only early growth (stack, identity; G_stack grows after
     ~3% of training), depth+width at today's fractions and early, each with cosine, wsd,
@@ -122,6 +135,10 @@ def parse_recipe(name: str) -> Recipe:
             options["rewarm_steps"] = int(part[6:])
         elif part.startswith("df"):
             options["decay_fraction"] = float(part[2:])
+        elif part.startswith("wlr"):
+            options["lr_width_exponent"] = float(part[3:])
+        elif part.startswith("lr"):
+            options["lr"] = float(part[2:])
         else:
             raise ValueError(f"unknown schedule option {part!r} in {name!r}")
     recipe = Recipe(ops, tuple(float(a) for a in at.split(",")) if at else (), horizon=float(horizon[1:]), **options)

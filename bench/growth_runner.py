@@ -4,7 +4,8 @@ a FLOP grid.
 Training is what `SimpleTrainer` and the Lightning module do: `training_loss` (x0 MSE + CE,
 t and noise drawn from (seed, step)), `build_optimizer` (GrowableAdamW, weight decay on
 matrices only), gradient clipping, growth after the optimizer step with the optimizer state
-carried over, the data order of `EpochShuffleSampler(seed)`. Only the LR multiplier varies.
+carried over, the data order of `EpochShuffleSampler(seed)`. Only the LR multiplier varies
+(`build_lr_multiplier`, with `growth.lr_width_exponent`'s scales when a recipe asks for them).
 Evaluation (`bench.growth_eval`) is timed and counted apart from training.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -22,7 +23,7 @@ from dimba.growth.apply import apply_growth
 from dimba.growth.schedule import as_events
 from dimba.model import DIMBA, DIMBAConfig
 from dimba.objective import ObjectiveConfig
-from dimba.training.lr_schedule import build_lr_multiplier
+from dimba.training.lr_schedule import build_lr_multiplier, width_lr_scales
 from dimba.training.steps import build_optimizer, growth_seed, param_group_for, training_loss
 
 from growth_eval import EvalSet, evaluate  # noqa: E402  (bench/ is on sys.path)
@@ -53,6 +54,8 @@ class Plan:
     decay_fraction: float
     rewarm_steps: int
     lr_restart: bool
+    lr_width_exponent: float
+    lr: float  # the peak rate (optim.lr)
     budget_flops: int  # stop before a step would exceed it
     eval_every_flops: float  # the coarse grid
     fine_every_flops: float  # the grid once within `fine_margin` of the target
@@ -96,10 +99,12 @@ class Runner:
         self.step_flops, self.eval_flops = step_flops, eval_flops  # callables: DIMBAConfig -> FLOPs
         torch.manual_seed(seed)
         self.model = DIMBA(plan.start).train()
-        self.optimizer = build_optimizer(self.model, OPTIM)
+        self.optimizer = build_optimizer(self.model, replace(OPTIM, lr=plan.lr))
+        widths = as_events([{"step": e.step, "op": "width", "d_model": e.size} for e in plan.events if e.op == "width"])
         multiplier = build_lr_multiplier(plan.schedule, OPTIM.warmup_steps, plan.total_steps, OPTIM.min_lr_ratio,
                                          [e.step for e in plan.events], plan.rewarm_steps, plan.lr_restart,
-                                         plan.decay_fraction)
+                                         plan.decay_fraction,
+                                         width_lr_scales(plan.start.d_model, widths, plan.lr_width_exponent))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, multiplier)
         self.batches = epoch_batches(loader)
         self.trace, self.step, self.flops, self.next_eval = Trace(), 0, 0, 0.0
