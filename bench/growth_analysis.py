@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from dimba.checkpointing.atomic_io import write_json_atomic
+from dimba.checkpointing.atomic_io import write_atomic
 
 GOAL = 0.5
 
@@ -50,12 +51,18 @@ def is_grid(phase: str) -> bool:
     return phase.split("+")[0] == "grid"
 
 
+def headline_key(records: Iterable[Dict[str, Any]], phase: str) -> str:
+    """The target a phase is read against: the select split in a grid (where recipes are
+    chosen), the report split elsewhere; `@best` (the best scratch run) once other scratch
+    runs than cosine at optim.lr's default (wsd, other rates) trained in the phase."""
+    split = "select" if is_grid(phase) else "report"
+    with_best = any(f"{split}@best" in (r["targets"] or {}) for r in records if r["phase"] == phase)
+    return f"{split}@best" if with_best else split
+
+
 def rank_grid(records: Iterable[Dict[str, Any]], split: str = "select", phase: str = "grid") -> List[str]:
     """Grid recipes from best to worst: mean score over the seeds run on the most seeds."""
-    records = list(records)
-    if split == "select" and any("select@best" in (r["targets"] or {}) for r in records if r["phase"] == phase):
-        split = "select@best"  # the grid has several scratch baselines: rank against the best
-    groups = by_recipe(records, phase)
+    groups = by_recipe(list(records), phase)
     if not groups:
         return []
     most = max(len(v) for v in groups.values())
@@ -258,12 +265,24 @@ def plot(records: List[Dict[str, Any]], recipe: str, phase: str, key: str, path:
 
 def curves(record: Dict[str, Any]) -> Dict[str, Any]:
     """A run without its per-sequence losses (those stay in growth_experiment_runs*.jsonl,
-    which the report is computed from): every curve, growth event and crossing."""
+    which the report is computed from): every curve, growth event and crossing. A baseline
+    copied from an earlier phase is its key and that of the run it copies (listed too)."""
+    if "copied_from" in record:
+        return {k: record[k] for k in ("key", "phase", "seed", "copied_from")}
+
     def without_samples(item: Dict[str, Any]) -> Dict[str, Any]:
         return {k: v for k, v in item.items() if k != "samples"}
 
     return {**record, "points": [without_samples(p) for p in record["points"]],
             "crossing": {key: without_samples(c) for key, c in record["crossing"].items()}}
+
+
+def write_results(path: Path, summary: Dict[str, Any], records: List[Dict[str, Any]]) -> None:
+    """The summary indented, to be read; each run's curves on one line (indented, their
+    per-step lists would take a line per number)."""
+    runs = ",\n".join(json.dumps(curves(r), sort_keys=True, separators=(",", ":")) for r in records)
+    text = f'{{"summary": {json.dumps(summary, indent=2, sort_keys=True)},\n"runs": [\n{runs}\n]}}\n'
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_report(records: List[Dict[str, Any]], results: Path) -> Dict[str, Any]:
@@ -276,9 +295,8 @@ def write_report(records: List[Dict[str, Any]], results: Path) -> Dict[str, Any]
     summary: Dict[str, Any] = {"goal": f"FLOPs-to-target <= {GOAL} on every seed", "timings": timings(records)}
     phases = sorted({r["phase"] for r in records}, key=lambda p: (not is_grid(p), p))
     for phase in phases:
-        with_best = any("report@best" in (r["targets"] or {}) for r in records if r["phase"] == phase)
-        split = "select" if is_grid(phase) else "report"
-        key = f"{split}@best" if with_best else split  # @best: other scratch runs (wsd, other rates) ran
+        key = headline_key(records, phase)
+        with_best = key.endswith("@best")
         rows = table(records, phase, key)
         if not rows:
             continue
@@ -295,5 +313,5 @@ def write_report(records: List[Dict[str, Any]], results: Path) -> Dict[str, Any]
                                           if r["phase"] == phase and r["recipe"]["name"] == summary[phase]["best"]}
             suffix = "" if phase == "grid" else "_" + phase.replace("@", "_").replace("+", "_")
             plot(records, summary[phase]["best"], phase, key, results / f"growth_experiment{suffix}.png")
-    write_json_atomic(results / "growth_experiment.json", {"summary": summary, "runs": [curves(r) for r in records]})
+    write_results(results / "growth_experiment.json", summary, records)
     return summary

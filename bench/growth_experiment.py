@@ -162,8 +162,8 @@ def scratch_targets(runs: Dict[str, Dict[str, Any]], phase: str, scale: Scale, s
     trained to the full budget (wsd, other peak rates), also `split@best`: the lowest of them
     all, the strongest scratch baseline this seed has."""
     targets = dict(runs[run_key(phase, scale, SCRATCH, seed)]["final"]["loss"])
-    prefix = run_key(phase, scale, SCRATCH, seed).split("|scratch|")[0] + "|scratch|"
-    full = [r for key, r in runs.items() if key.startswith(prefix) and key.endswith(f"|seed{seed}") and r["targets"] is None]
+    full = [r for r in runs.values() if (r["phase"], r["seed"], r["scale"], r["recipe"]["ops"], r["targets"])
+            == (phase, seed, asdict(scale), "scratch", None)]
     if len(full) > 1:  # a rate that diverged (a non-finite loss) sets no target
         targets.update({f"{split}@best": min(v for r in full if math.isfinite(v := r["final"]["loss"][split]))
                         for split in list(targets)})
@@ -174,7 +174,7 @@ def choose(spec: str, runs: Dict[str, Dict[str, Any]], label: str = "grid") -> L
     """Recipes from `spec`, items joined by ';': `all` (stage 1 of the grid), `top:K` (the K
     best recipes so far of this phase's grid on the select split), `top:K@h1,h2` (those K at
     other horizons), or a recipe name (growth_recipes.parse_recipe)."""
-    from growth_analysis import grid_of, rank_grid
+    from growth_analysis import grid_of, headline_key, rank_grid
 
     chosen: List[Recipe] = []
     for item in spec.split(";"):
@@ -182,7 +182,8 @@ def choose(spec: str, runs: Dict[str, Dict[str, Any]], label: str = "grid") -> L
             chosen += grid_recipes()
         elif item.startswith("top:"):
             count, _, horizons = item[4:].partition("@")
-            growing = [n for n in rank_grid(runs.values(), phase=grid_of(label))
+            grid = grid_of(label)
+            growing = [n for n in rank_grid(runs.values(), headline_key(runs.values(), grid), grid)
                        if not n.startswith(("scratch", "small"))][: int(count)]
             best = [parse_recipe(n) for n in growing]
             chosen += [with_horizon(r, float(h)) for r in best for h in horizons.split(",")] if horizons else best

@@ -4,8 +4,8 @@ a FLOP grid.
 Training is what `SimpleTrainer` and the Lightning module do: `training_loss` (x0 MSE + CE,
 t and noise drawn from (seed, step)), `build_optimizer` (GrowableAdamW, weight decay on
 matrices only), gradient clipping, growth after the optimizer step with the optimizer state
-carried over, the data order of `EpochShuffleSampler(seed)`. Only the LR multiplier varies
-(`build_lr_multiplier`, with `growth.lr_width_exponent`'s scales when a recipe asks for them).
+carried over, the data order of `EpochShuffleSampler(seed)`, the LR schedule of
+`steps.lr_multiplier`. Only the recipe's optim and growth options vary.
 Evaluation (`bench.growth_eval`) is timed and counted apart from training.
 """
 
@@ -18,13 +18,12 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from dimba.config.training import OptimConfig
+from dimba.config.training import GrowthConfig, OptimConfig
 from dimba.growth.apply import apply_growth
-from dimba.growth.schedule import as_events
+from dimba.growth.schedule import GrowthEvent, as_events
 from dimba.model import DIMBA, DIMBAConfig
 from dimba.objective import ObjectiveConfig
-from dimba.training.lr_schedule import build_lr_multiplier, width_lr_scales
-from dimba.training.steps import build_optimizer, growth_seed, param_group_for, training_loss
+from dimba.training.steps import build_optimizer, growth_seed, lr_multiplier, param_group_for, training_loss
 
 from growth_eval import EvalSet, evaluate  # noqa: E402  (bench/ is on sys.path)
 
@@ -84,11 +83,15 @@ def epoch_batches(loader) -> Iterator[torch.Tensor]:
         epoch += 1
 
 
-def grow(model: DIMBA, optimizer, event: Event, seed: int) -> None:
+def growth_schedule(events: Sequence[Event]) -> List[GrowthEvent]:
+    """The plan's events as a `growth.schedule` (what the trainers grow and schedule by)."""
+    return as_events([{"step": e.step, "op": e.op, **({"n_layers": e.size, "mode": e.mode} if e.op == "depth"
+                                                        else {"d_model": e.size})} for e in events])
+
+
+def grow(model: DIMBA, optimizer, event: GrowthEvent, seed: int) -> None:
     """What both trainers run at a growth event: `apply_growth` with the event's seed."""
-    size = {"n_layers": event.size, "mode": event.mode} if event.op == "depth" else {"d_model": event.size}
-    growth_event = as_events([{"step": event.step, "op": event.op, **size}])[0]
-    apply_growth(model, growth_event, growth_seed(seed, growth_event), optimizer, param_group_for)
+    apply_growth(model, event, growth_seed(seed, event), optimizer, param_group_for)
 
 
 class Runner:
@@ -99,13 +102,13 @@ class Runner:
         self.step_flops, self.eval_flops = step_flops, eval_flops  # callables: DIMBAConfig -> FLOPs
         torch.manual_seed(seed)
         self.model = DIMBA(plan.start).train()
-        self.optimizer = build_optimizer(self.model, replace(OPTIM, lr=plan.lr))
-        widths = as_events([{"step": e.step, "op": "width", "d_model": e.size} for e in plan.events if e.op == "width"])
-        multiplier = build_lr_multiplier(plan.schedule, OPTIM.warmup_steps, plan.total_steps, OPTIM.min_lr_ratio,
-                                         [e.step for e in plan.events], plan.rewarm_steps, plan.lr_restart,
-                                         plan.decay_fraction,
-                                         width_lr_scales(plan.start.d_model, widths, plan.lr_width_exponent))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, multiplier)
+        optim = replace(OPTIM, lr=plan.lr, schedule=plan.schedule, decay_fraction=plan.decay_fraction)
+        self.schedule = growth_schedule(plan.events)
+        growth = GrowthConfig(schedule=self.schedule, rewarm_steps=plan.rewarm_steps, lr_restart=plan.lr_restart,
+                              lr_width_exponent=plan.lr_width_exponent)
+        self.optimizer = build_optimizer(self.model, optim)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_multiplier(optim, growth, plan.total_steps, plan.start.d_model))
         self.batches = epoch_batches(loader)
         self.trace, self.step, self.flops, self.next_eval = Trace(), 0, 0, 0.0
         self.post_growth: List[int] = []
@@ -116,9 +119,11 @@ class Runner:
         self.evaluate("start")
         while self.flops + self.step_flops(self.model.config) <= self.plan.budget_flops * (1 + 1e-9):
             self.train_step()
-            for event in (e for e in self.plan.events if e.step == self.step):
+            for event, growth_event in zip(self.plan.events, self.schedule):
+                if event.step != self.step:
+                    continue
                 self.evaluate("before_growth")
-                grow(self.model, self.optimizer, event, self.seed)
+                grow(self.model, self.optimizer, growth_event, self.seed)
                 self.evaluate("after_growth")
                 self.trace.growth.append({"step": self.step, "flops": self.flops, "op": event.op, "size": event.size,
                                           "mode": event.mode, "params": sum(p.numel() for p in self.model.parameters()),
