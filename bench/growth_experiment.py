@@ -41,6 +41,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, replace
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -50,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 from dimba.checkpointing.atomic_io import write_atomic  # noqa: E402
+from dimba.config.lr import SCHEDULE_KINDS  # noqa: E402
 from dimba.data.datamodule import TextDataModule  # noqa: E402
 from dimba.model import DIMBA, DIMBAConfig  # noqa: E402
 
@@ -64,6 +66,7 @@ log = logging.getLogger("bench.growth_experiment")
 SEQ_LEN, BATCH, VERSION = 128, 16, "v1"
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = RESULTS / "growth_experiment_runs.jsonl"
+RUNS_GLOB = "growth_experiment_runs*.jsonl"  # every runs file the experiment reads
 COARSE, FINE, FINE_MARGIN, AFTER_CROSSING = 25, 100, 0.03, 0.03
 SCRATCH_WSD = Recipe("scratch", schedule="wsd")
 TUNED = "+lr"  # phase suffix: scratch at several peak rates, the target the best of them
@@ -104,7 +107,7 @@ class Flops:
 def load_runs() -> Dict[str, Dict[str, Any]]:
     """Every run in every runs file (one file per concurrent process, `--runs`)."""
     runs = {}
-    for path in sorted(RESULTS.glob("growth_experiment_runs*.jsonl")):
+    for path in sorted(RESULTS.glob(RUNS_GLOB)):
         for line in path.read_text().splitlines():
             if line.strip():
                 record = json.loads(line)
@@ -233,7 +236,8 @@ def main() -> None:
     parser.add_argument("--recipes", default="all", help="all | top:K | names joined by ';' (see growth_recipes.py)")
     parser.add_argument("--draws", type=int, default=2, help="(t, noise) draws per held-out sequence")
     parser.add_argument("--scale", default="", choices=["", *SCALES], help="model sizes (default: the phase's own)")
-    parser.add_argument("--runs", default=RUNS.name, help="runs file under bench/results (one per concurrent process)")
+    parser.add_argument("--runs", default=RUNS.name, help=f"runs file under bench/results, named {RUNS_GLOB} "
+                        "(one per concurrent process; every such file is read)")
     parser.add_argument("--cosine-scratch-only", action="store_true",
                         help="confirm against cosine scratch alone (no wsd scratch run: half the baseline time)")
     parser.add_argument("--scratch-steps", type=int, default=0, help="override the scale's scratch budget (smoke tests)")
@@ -248,10 +252,27 @@ def main() -> None:
 
         print(json.dumps(write_report(list(load_runs().values()), RESULTS), indent=2))
         return
+    lrs, schedules = checked_sweep(parser, args.scratch_lrs, args.scratch_schedules)
+    if not fnmatch(args.runs, RUNS_GLOB):  # a file the next run would not read: its targets would be missing
+        parser.error(f"--runs {args.runs!r}: accepted: a file name matching {RUNS_GLOB} (in bench/results)")
     run_phase(args.phase, [int(s) for s in args.seeds.split(",")], args.recipes, args.draws, args.scratch_steps,
-              args.scale, RESULTS / args.runs, args.cosine_scratch_only,
-              [float(v) for v in args.scratch_lrs.split(",")] if args.scratch_lrs else None,
-              tuple(args.scratch_schedules.split(",")))
+              args.scale, RESULTS / args.runs, args.cosine_scratch_only, lrs, schedules)
+
+
+def checked_sweep(parser: argparse.ArgumentParser, lrs: str, schedules: str) -> Tuple[List[float] | None, Tuple[str, ...]]:
+    """--scratch-lrs and --scratch-schedules, or one line naming the bad value."""
+    kinds = tuple(schedules.split(","))
+    if any(kind not in SCHEDULE_KINDS for kind in kinds):
+        parser.error(f"--scratch-schedules {schedules!r}: accepted: names from {', '.join(SCHEDULE_KINDS)}, joined by ','")
+    if not lrs:
+        return None, kinds
+    try:
+        rates = [float(v) for v in lrs.split(",")]
+    except ValueError:
+        rates = []
+    if not rates or not all(math.isfinite(r) and r > 0 for r in rates):
+        parser.error(f"--scratch-lrs {lrs!r}: accepted: positive numbers joined by ',', e.g. 0.002,0.008")
+    return rates, kinds
 
 
 if __name__ == "__main__":
