@@ -253,10 +253,28 @@ def main() -> None:
         print(json.dumps(write_report(list(load_runs().values()), RESULTS), indent=2))
         return
     lrs, schedules = checked_sweep(parser, args.scratch_lrs, args.scratch_schedules)
+    checked_recipes(parser, args.recipes)
     if not fnmatch(args.runs, RUNS_GLOB):  # a file the next run would not read: its targets would be missing
         parser.error(f"--runs {args.runs!r}: accepted: a file name matching {RUNS_GLOB} (in bench/results)")
     run_phase(args.phase, [int(s) for s in args.seeds.split(",")], args.recipes, args.draws, args.scratch_steps,
               args.scale, RESULTS / args.runs, args.cosine_scratch_only, lrs, schedules)
+
+
+def checked_recipes(parser: argparse.ArgumentParser, spec: str) -> None:
+    """Every item of --recipes well-formed (`choose` reads them later, after the baselines train)."""
+    for item in spec.split(";"):
+        count, _, horizons = item[4:].partition("@")
+        if item.startswith("top:"):
+            try:
+                if int(count) < 1 or (horizons and not all(float(h) > 0 for h in horizons.split(","))):
+                    raise ValueError
+            except ValueError:
+                parser.error(f"--recipes item {item!r}: accepted: top:K or top:K@H,H,... (K a positive count, H horizons > 0)")
+        elif item != "all":
+            try:
+                parse_recipe(item)
+            except ValueError as error:
+                parser.error(f"--recipes: {error}")
 
 
 def checked_sweep(parser: argparse.ArgumentParser, lrs: str, schedules: str) -> Tuple[List[float] | None, Tuple[str, ...]]:

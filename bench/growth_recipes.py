@@ -9,9 +9,11 @@ FLOPs as scratch (then it stops), unless it reaches scratch's final loss first.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Dict, List, Tuple
 
+from dimba.config.lr import SCHEDULE_KINDS
 from dimba.config.training import OptimConfig
 from dimba.model import DIMBAConfig
 
@@ -122,28 +124,46 @@ def grid_recipes(horizon: float = STAGE1_HORIZON) -> List[Recipe]:
     return recipes
 
 
+EVENTS_PER_OPS = {"scratch": 0, "small": 0, "dw": 3, "depth-stack": 1, "depth-identity": 1}
+OPTIONS = {"restart": ("lr_restart", None), "rewarm": ("rewarm_steps", int), "df": ("decay_fraction", float),
+           "wlr": ("lr_width_exponent", float), "lr": ("lr", float)}  # name prefix: (Recipe field, its type; None: a flag)
+NAME_FORM = "OPS[@F,F,...]|SCHEDULE[+restart][+rewarmN][+dfX][+wlrX][+lrX]|hX, e.g. dw@0.25,0.5,0.75|wsd+wlr1|h0.6"
+
+
 def parse_recipe(name: str) -> Recipe:
-    """The recipe a name stands for, e.g. `dw@0.25,0.5,0.75|cosine+restart|h0.6`."""
-    ops_at, lr, horizon = name.split("|")
+    """The recipe a name stands for, e.g. `dw@0.25,0.5,0.75|cosine+restart|h0.6`; a ValueError
+    naming the bad part (and the form) for anything else, before a run starts."""
+    def bad(why: str) -> ValueError:
+        return ValueError(f"recipe {name!r}: {why}; accepted: {NAME_FORM}")
+
+    fields = name.split("|")
+    if len(fields) != 3 or not fields[2].startswith("h"):
+        raise bad("not three fields joined by '|', the last hX")
+    ops_at, lr, horizon = fields
     ops, _, at = ops_at.partition("@")
+    if ops not in EVENTS_PER_OPS:
+        raise bad(f"unknown ops {ops!r} (one of {', '.join(EVENTS_PER_OPS)})")
     parts = lr.split("+")
+    if parts[0] not in SCHEDULE_KINDS:
+        raise bad(f"unknown schedule {parts[0]!r} (one of {', '.join(SCHEDULE_KINDS)})")
     options: Dict[str, Any] = {"schedule": parts[0]}
-    for part in parts[1:]:
-        if part == "restart":
-            options["lr_restart"] = True
-        elif part.startswith("rewarm"):
-            options["rewarm_steps"] = int(part[6:])
-        elif part.startswith("df"):
-            options["decay_fraction"] = float(part[2:])
-        elif part.startswith("wlr"):
-            options["lr_width_exponent"] = float(part[3:])
-        elif part.startswith("lr"):
-            options["lr"] = float(part[2:])
-        else:
-            raise ValueError(f"unknown schedule option {part!r} in {name!r}")
-    recipe = Recipe(ops, tuple(float(a) for a in at.split(",")) if at else (), horizon=float(horizon[1:]), **options)
+    try:
+        for part in parts[1:]:
+            prefix = next((p for p in OPTIONS if part.startswith(p)), None)
+            if prefix is None or (OPTIONS[prefix][1] is None) != (part == prefix):
+                raise bad(f"unknown schedule option {part!r}")
+            field, kind = OPTIONS[prefix]
+            options[field] = True if kind is None else kind(part[len(prefix):])
+        fractions = tuple(float(a) for a in at.split(",")) if at else ()
+        recipe = Recipe(ops, fractions, horizon=float(horizon[1:]), **options)
+    except ValueError as error:
+        raise error if str(error).startswith("recipe ") else bad(f"not a number in it ({error})") from None
+    if len(fractions) != EVENTS_PER_OPS[ops] or list(fractions) != sorted(set(fractions)) or not all(0 < a < 1 for a in fractions):
+        raise bad(f"{ops} needs {EVENTS_PER_OPS[ops]} increasing growth fractions in (0, 1) after '@'")
+    if not (math.isfinite(recipe.horizon) and recipe.horizon > 0 and math.isfinite(recipe.lr) and recipe.lr > 0):
+        raise bad("the horizon and the rate must be positive numbers")
     if recipe.name != name:
-        raise ValueError(f"{name!r} is not a canonical recipe name (did you mean {recipe.name!r}?)")
+        raise bad(f"not canonical (did you mean {recipe.name!r}?)")
     return recipe
 
 
