@@ -302,10 +302,12 @@ def write_report(records: List[Dict[str, Any]], results: Path) -> Dict[str, Any]
             continue
         others = (["select", "report@best", "report"] if with_best else ["report"]) if is_grid(phase) else (
             ["report", "select@best", "select"] if with_best else ["select"])
-        # A confirmation reports the recipe its grid chose on the select split (not the best
-        # one on the report split: that would tune on the figure).
+        # A confirmation reports the recipe its grid chose on the select split, or, where it
+        # ran others, its own best on the select split (the best on the report split would
+        # tune on the figure).
         chosen = summary.get(grid_of(phase), {}).get("best")
-        best = chosen if not is_grid(phase) and chosen in {r["recipe"] for r in rows} else best_recipe(records, phase, key)
+        best = chosen if not is_grid(phase) and chosen in {r["recipe"] for r in rows} else best_recipe(
+            records, phase, key if is_grid(phase) else key.replace("report", "select"))
         summary[phase] = {"headline_target": key, "table": rows, "other_targets": {k: table(records, phase, k) for k in others},
                           "noise": noise(records, phase), "best": best}
         if summary[phase]["best"]:
