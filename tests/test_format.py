@@ -44,8 +44,10 @@ def test_every_v1_checkpoint_loads_to_the_same_model(v1, name):
     x = torch.randn(1, 8, model.config.d_embed, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         logits = model(x, torch.tensor([10]))
-    assert float(logits.double().sum()) == pytest.approx(expected["logits_sum"], rel=1e-6)
-    assert [float(v) for v in logits[0, 0, :4]] == pytest.approx(expected["logits_first"], rel=1e-6, abs=1e-7)
+    # float32 kernels round differently across CPUs (an AMD EPYC gives 2.2e-7 off on a logit of
+    # 0.197 written elsewhere); a checkpoint loaded wrongly is off by orders of magnitude more.
+    assert float(logits.double().sum()) == pytest.approx(expected["logits_sum"], rel=1e-5)
+    assert [float(v) for v in logits[0, 0, :4]] == pytest.approx(expected["logits_first"], rel=1e-5, abs=1e-6)
 
 
 @pytest.mark.parametrize("directory", ["run/progressive_checkpoints", "simple", "fsdp"])
