@@ -11,6 +11,8 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from dimba.checkpointing.atomic_io import write_atomic
 
+from growth_recipes import DEFAULT_RECIPE
+
 GOAL = 0.5
 
 
@@ -72,7 +74,8 @@ def rank_grid(records: Iterable[Dict[str, Any]], split: str = "select", phase: s
 
 
 def best_recipe(records: List[Dict[str, Any]], phase: str, split: str) -> Optional[str]:
-    """The growing recipe with the best mean score among those run on the most seeds."""
+    """The growing recipe with the best mean score among those run on the most seeds; a tie
+    keeps the default recipe (a change of default needs a better figure), then goes by name."""
     if is_grid(phase):
         return next((n for n in rank_grid(records, split, phase) if not n.startswith(("scratch", "small"))), None)
     groups = {n: runs for n, runs in by_recipe(records, phase).items() if not n.startswith(("scratch", "small"))}
@@ -80,7 +83,7 @@ def best_recipe(records: List[Dict[str, Any]], phase: str, split: str) -> Option
         return None
     most = max(len(runs) for runs in groups.values())
     return min((n for n, runs in groups.items() if len(runs) == most),
-               key=lambda n: statistics.mean(score(r, split) for r in groups[n]))
+               key=lambda n: (round(statistics.mean(score(r, split) for r in groups[n]), 9), n != DEFAULT_RECIPE, n))
 
 
 def smoothed_ratio(record: Dict[str, Any], key: str) -> Optional[float]:

@@ -245,6 +245,12 @@ def main() -> None:
                         "each, and the target is the best of them (a phase of its own, named PHASE+lr)")
     parser.add_argument("--scratch-schedules", default="cosine,wsd", help="the schedules of --scratch-lrs' runs")
     args = parser.parse_args()
+    if args.phase != "report":  # every argument checked before anything is set up or trains
+        lrs, schedules = checked_sweep(parser, args.scratch_lrs, args.scratch_schedules)
+        checked_recipes(parser, args.recipes)
+        seeds = checked_seeds(parser, args.seeds)
+        if not fnmatch(args.runs, RUNS_GLOB):  # a file the next run would not read: its targets would be missing
+            parser.error(f"--runs {args.runs!r}: accepted: a file name matching {RUNS_GLOB} (in bench/results)")
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     if args.phase == "report":
@@ -252,29 +258,42 @@ def main() -> None:
 
         print(json.dumps(write_report(list(load_runs().values()), RESULTS), indent=2))
         return
-    lrs, schedules = checked_sweep(parser, args.scratch_lrs, args.scratch_schedules)
-    checked_recipes(parser, args.recipes)
-    if not fnmatch(args.runs, RUNS_GLOB):  # a file the next run would not read: its targets would be missing
-        parser.error(f"--runs {args.runs!r}: accepted: a file name matching {RUNS_GLOB} (in bench/results)")
-    run_phase(args.phase, [int(s) for s in args.seeds.split(",")], args.recipes, args.draws, args.scratch_steps,
+    run_phase(args.phase, seeds, args.recipes, args.draws, args.scratch_steps,
               args.scale, RESULTS / args.runs, args.cosine_scratch_only, lrs, schedules)
 
 
 def checked_recipes(parser: argparse.ArgumentParser, spec: str) -> None:
     """Every item of --recipes well-formed (`choose` reads them later, after the baselines train)."""
     for item in spec.split(";"):
-        count, _, horizons = item[4:].partition("@")
+        count, at, horizons = item[4:].partition("@")
         if item.startswith("top:"):
-            try:
-                if int(count) < 1 or (horizons and not all(float(h) > 0 for h in horizons.split(","))):
-                    raise ValueError
-            except ValueError:
-                parser.error(f"--recipes item {item!r}: accepted: top:K or top:K@H,H,... (K a positive count, H horizons > 0)")
+            # a horizon as a recipe name writes it (0.6, not 0.60): another spelling would name a run already done
+            if not (count.isdigit() and int(count) >= 1 and (not at or all(
+                    _is_number(h) and math.isfinite(float(h)) and float(h) > 0 and f"{float(h):g}" == h
+                    for h in horizons.split(",")))):
+                parser.error(f"--recipes item {item!r}: accepted: top:K or top:K@H,H,... "
+                             "(K a positive count, H horizons > 0 written as in a recipe name, e.g. top:3@0.5,0.8)")
         elif item != "all":
             try:
                 parse_recipe(item)
             except ValueError as error:
                 parser.error(f"--recipes: {error}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def checked_seeds(parser: argparse.ArgumentParser, seeds: str) -> List[int]:
+    """--seeds as integers, or one line naming the bad value."""
+    items = seeds.split(",")
+    if not all(item.isdigit() for item in items):
+        parser.error(f"--seeds {seeds!r}: accepted: non-negative integers joined by ',', e.g. 0,1,2")
+    return [int(item) for item in items]
 
 
 def checked_sweep(parser: argparse.ArgumentParser, lrs: str, schedules: str) -> Tuple[List[float] | None, Tuple[str, ...]]:

@@ -13,8 +13,9 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Dict, List, Tuple
 
-from dimba.config.lr import SCHEDULE_KINDS
+from dimba.config.lr import SCHEDULE_KINDS, check_growth_lr, validate_lr_options
 from dimba.config.training import OptimConfig
+from dimba.errors import ConfigError
 from dimba.model import DIMBAConfig
 
 from growth_runner import Event  # noqa: E402
@@ -100,6 +101,7 @@ def plan_steps(recipe: Recipe, scale: Scale, step_flops: Callable[[DIMBAConfig],
 
 
 SCRATCH = Recipe("scratch")
+DEFAULT_RECIPE = "dw@0.25,0.5,0.75|wsd+wlr1|h0.6"  # what growth=default and the optim defaults run (tests/test_growth_experiment.py)
 STAGE1_HORIZON = 0.6
 
 
@@ -159,9 +161,15 @@ def parse_recipe(name: str) -> Recipe:
     except ValueError as error:
         raise error if str(error).startswith("recipe ") else bad(f"not a number in it ({error})") from None
     if len(fractions) != EVENTS_PER_OPS[ops] or list(fractions) != sorted(set(fractions)) or not all(0 < a < 1 for a in fractions):
-        raise bad(f"{ops} needs {EVENTS_PER_OPS[ops]} increasing growth fractions in (0, 1) after '@'")
+        count = EVENTS_PER_OPS[ops]
+        raise bad(f"{ops} needs {count} increasing growth fraction{'s' if count != 1 else ''} in (0, 1) after '@'")
     if not (math.isfinite(recipe.horizon) and recipe.horizon > 0 and math.isfinite(recipe.lr) and recipe.lr > 0):
         raise bad("the horizon and the rate must be positive numbers")
+    try:  # the trainers' own checks, so a rate option the schedule would refuse fails here, not mid-run
+        validate_lr_options(recipe.schedule, recipe.decay_fraction, recipe.rewarm_steps, recipe.lr_restart)
+        check_growth_lr(lr_width_exponent=recipe.lr_width_exponent)
+    except ConfigError as error:
+        raise bad(f"{error.key}={error.value!r} cannot be used (accepted: {error.accepted})") from None
     if recipe.name != name:
         raise bad(f"not canonical (did you mean {recipe.name!r}?)")
     return recipe

@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from dimba.config import register_configs, validate
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 RESULTS = BENCH / "results"
@@ -17,7 +21,9 @@ sys.path.insert(0, str(BENCH))
 
 import growth_analysis  # noqa: E402
 import growth_experiment  # noqa: E402
-from growth_recipes import NAME_FORM, parse_recipe  # noqa: E402
+from growth_recipes import DEFAULT_RECIPE, NAME_FORM, parse_recipe  # noqa: E402
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def committed_runs() -> List[Dict[str, Any]]:
@@ -40,11 +46,16 @@ def test_every_recorded_recipe_name_parses_back_to_itself() -> None:
     ("dw@0.25,0.5,0.75|wsd+lrfast|h0.6", "not a number"),
     ("dw@0.25,0.5|wsd|h0.6", "dw needs 3 increasing growth fractions"),
     ("dw@0.5,0.25,0.75|wsd|h0.6", "dw needs 3 increasing growth fractions"),
-    ("depth-stack@1.5|wsd|h0.6", "depth-stack needs 1 increasing growth fractions"),
+    ("depth-stack@1.5|wsd|h0.6", "depth-stack needs 1 increasing growth fraction in"),
     ("dw@0.25,0.5,0.75|wsd|h0", "positive"),
     ("dw@0.25,0.5,0.75|wsd+lr-0.1|h0.6", "positive"),
     ("dw@0.25,0.5,0.75|wsd+lr0.002|h0.6", "not canonical (did you mean 'dw@0.25,0.5,0.75|wsd|h0.6'?)"),
     ("dw@0.25,0.5,0.75|wsd+wlr1+rewarm10|h0.6", "not canonical"),
+    # what the trainers' own checks refuse (it used to fail inside the run, after the baselines)
+    ("dw@0.25,0.5,0.75|wsd+rewarm-5|h0.6", "growth.rewarm_steps=-5 cannot be used"),
+    ("dw@0.25,0.5,0.75|wsd+df1.5|h0.6", "optim.decay_fraction=1.5 cannot be used"),
+    ("dw@0.25,0.5,0.75|wsd+wlr3|h0.6", "growth.lr_width_exponent=3.0 cannot be used"),
+    ("dw@0.25,0.5,0.75|constant+restart|h0.6", "growth.lr_restart=True cannot be used"),
 ])
 def test_a_malformed_recipe_name_is_refused_naming_the_part_and_the_form(name: str, part: str) -> None:
     with pytest.raises(ValueError) as error:
@@ -60,6 +71,9 @@ def test_a_malformed_recipe_name_is_refused_naming_the_part_and_the_form(name: s
     (["grid", "--recipes", "top:3@0.6,x"], "--recipes item 'top:3@0.6,x'"),
     (["confirm", "--scratch-lrs", "0.002,fast"], "--scratch-lrs '0.002,fast'"),
     (["confirm", "--scratch-schedules", "cosine,linear"], "--scratch-schedules 'cosine,linear'"),
+    (["grid", "--recipes", "top:3@inf"], "--recipes item 'top:3@inf'"),
+    (["grid", "--recipes", "top:3@0.60"], "--recipes item 'top:3@0.60'"),  # names the h0.6 runs already done
+    (["grid", "--seeds", "10,x"], "--seeds '10,x'"),
     (["grid", "--runs", "runs.jsonl"], "--runs 'runs.jsonl'"),
 ])
 def test_the_command_line_refuses_bad_input_before_anything_trains(
@@ -69,9 +83,11 @@ def test_the_command_line_refuses_bad_input_before_anything_trains(
 
     monkeypatch.setattr(growth_experiment, "run_phase", must_not_train)
     monkeypatch.setattr(sys, "argv", ["growth_experiment.py", *args])
+    threads = torch.get_num_threads()
     with pytest.raises(SystemExit) as exit_:
         growth_experiment.main()
     assert exit_.value.code == 2
+    assert torch.get_num_threads() == threads  # refused before it set anything up
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert field in last and "accepted" in last and "Traceback" not in last
 
@@ -98,3 +114,27 @@ def test_a_confirmation_picks_its_best_on_the_select_split_never_on_the_figure(t
     assert summary["grid+lr"]["best"] not in {row["recipe"] for row in phase["table"]}
     assert phase["best"] == growth_analysis.best_recipe(records, "confirm+lr", "select@best")
     assert phase["best"] != phase["table"][0]["recipe"]  # the report split's first: not chosen
+
+
+def test_the_default_recipe_is_what_python_train_py_runs() -> None:
+    """The experiment's name for the default (a tie on the select split keeps it) must stay
+    what `growth=default` and the optim defaults do at the experiment's sizes."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        config = validate(compose("config"))
+    recipe, growth, optim = parse_recipe(DEFAULT_RECIPE), config.growth, config.optim
+    assert (recipe.schedule, recipe.lr, recipe.decay_fraction) == (optim.schedule, optim.lr, optim.decay_fraction)
+    assert (recipe.rewarm_steps, recipe.lr_restart, recipe.lr_width_exponent) == (
+        growth.rewarm_steps, growth.lr_restart, growth.lr_width_exponent)
+    max_steps = config.trainer.max_steps
+    assert tuple(event.step / max_steps for event in growth.schedule) == recipe.at
+    assert [event.op for event in growth.schedule] == ["depth", "width", "width"] and recipe.ops == "dw"
+
+
+def test_a_tie_on_the_select_split_keeps_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """confirm+lr: the default and `+lr0.004` tie exactly on the select split (mean 0.568)."""
+    monkeypatch.setattr(growth_analysis, "plot", lambda *_: None)
+    records = committed_runs()
+    select = {row["recipe"]: row["mean"] for row in growth_analysis.table(records, "confirm+lr", "select@best")}
+    assert select[DEFAULT_RECIPE] == select["dw@0.25,0.5,0.75|wsd+wlr1+lr0.004|h0.6"] == min(select.values())
+    assert growth_analysis.write_report(records, tmp_path)["confirm+lr"]["best"] == DEFAULT_RECIPE
