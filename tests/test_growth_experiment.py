@@ -84,10 +84,14 @@ def test_the_command_line_refuses_bad_input_before_anything_trains(
     monkeypatch.setattr(growth_experiment, "run_phase", must_not_train)
     monkeypatch.setattr(sys, "argv", ["growth_experiment.py", *args])
     threads = torch.get_num_threads()
-    with pytest.raises(SystemExit) as exit_:
-        growth_experiment.main()
+    torch.set_num_threads(2)  # not the 1 main() would set, so a call it makes shows
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            growth_experiment.main()
+        assert torch.get_num_threads() == 2  # refused before it set anything up
+    finally:
+        torch.set_num_threads(threads)
     assert exit_.value.code == 2
-    assert torch.get_num_threads() == threads  # refused before it set anything up
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert field in last and "accepted" in last and "Traceback" not in last
 
