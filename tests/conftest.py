@@ -27,19 +27,6 @@ def prepared_data_cache(tmp_path_factory):
     yield
 
 
-@pytest.fixture(autouse=True, scope="session")
-def one_torch_thread():
-    """Tests in this process use one intra-op thread: their models are tiny, and on the 2-core
-    machine CI runs on the suite took 15 min 2 s with two threads against 13 min 18 s with one.
-    train.py subprocesses keep torch's default, as a user's run does."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def tiny_model_config():
     from dimba.model import DIMBAConfig
