@@ -265,8 +265,8 @@ def main() -> None:
 def checked_recipes(parser: argparse.ArgumentParser, spec: str) -> None:
     """Every item of --recipes well-formed (`choose` reads them later, after the baselines train)."""
     for item in spec.split(";"):
-        count, at, horizons = item[4:].partition("@")
         if item.startswith("top:"):
+            count, at, horizons = item[4:].partition("@")
             # a horizon as a recipe name writes it (0.6, not 0.60): another spelling would name a run already done
             if not (count.isdigit() and int(count) >= 1 and (not at or all(
                     _is_number(h) and math.isfinite(float(h)) and float(h) > 0 and f"{float(h):g}" == h

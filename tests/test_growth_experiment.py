@@ -30,6 +30,18 @@ def committed_runs() -> List[Dict[str, Any]]:
     return list(growth_experiment.load_runs().values())
 
 
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
+    """`report` on the committed runs, once for the tests that read it: the runs, the summary,
+    and the recipe each phase's plot was drawn for (plotting itself is skipped)."""
+    plotted: Dict[str, str] = {}
+    records = committed_runs()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(growth_analysis, "plot", lambda records, recipe, phase, key, path: plotted.update({phase: recipe}))
+        summary = growth_analysis.write_report(records, tmp_path_factory.mktemp("report"))
+    return {"records": records, "summary": summary, "plotted": plotted}
+
+
 def test_every_recorded_recipe_name_parses_back_to_itself() -> None:
     names = {r["recipe"]["name"] for r in committed_runs()}
     assert len(names) > 30  # the grids, the confirmations and their baselines
@@ -96,27 +108,22 @@ def test_the_command_line_refuses_bad_input_before_anything_trains(
     assert field in last and "accepted" in last and "Traceback" not in last
 
 
-def test_the_committed_summary_is_what_the_runs_files_give(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    plotted: Dict[str, str] = {}
-    monkeypatch.setattr(growth_analysis, "plot", lambda records, recipe, phase, key, path: plotted.update({phase: recipe}))
-    records = committed_runs()
-    summary = json.loads(json.dumps(growth_analysis.write_report(records, tmp_path)))
+def test_the_committed_summary_is_what_the_runs_files_give(report: Dict[str, Any]) -> None:
+    summary = json.loads(json.dumps(report["summary"]))
     committed = json.loads((RESULTS / "growth_experiment.json").read_text(encoding="utf-8"))
     assert summary == committed["summary"]
-    assert {run["key"] for run in committed["runs"]} == {r["key"] for r in records}
-    assert plotted == {phase: row["best"] for phase, row in summary.items() if isinstance(row, dict) and row.get("best")}
+    assert {run["key"] for run in committed["runs"]} == {r["key"] for r in report["records"]}
+    assert report["plotted"] == {phase: row["best"] for phase, row in summary.items()
+                                 if isinstance(row, dict) and row.get("best")}
 
 
-def test_a_confirmation_picks_its_best_on_the_select_split_never_on_the_figure(tmp_path: Path,
-                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_confirmation_picks_its_best_on_the_select_split_never_on_the_figure(report: Dict[str, Any]) -> None:
     """confirm+lr ran recipes its grid did not choose; its best on the report split (the figure)
     is `h0.5`, but the one it reports as best is chosen on the select split."""
-    monkeypatch.setattr(growth_analysis, "plot", lambda *_: None)
-    records = committed_runs()
-    summary = growth_analysis.write_report(records, tmp_path)
+    summary = report["summary"]
     phase = summary["confirm+lr"]
     assert summary["grid+lr"]["best"] not in {row["recipe"] for row in phase["table"]}
-    assert phase["best"] == growth_analysis.best_recipe(records, "confirm+lr", "select@best")
+    assert phase["best"] == growth_analysis.best_recipe(report["records"], "confirm+lr", "select@best")
     assert phase["best"] != phase["table"][0]["recipe"]  # the report split's first: not chosen
 
 
@@ -135,10 +142,8 @@ def test_the_default_recipe_is_what_python_train_py_runs() -> None:
     assert [event.op for event in growth.schedule] == ["depth", "width", "width"] and recipe.ops == "dw"
 
 
-def test_a_tie_on_the_select_split_keeps_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_tie_on_the_select_split_keeps_the_default(report: Dict[str, Any]) -> None:
     """confirm+lr: the default and `+lr0.004` tie exactly on the select split (mean 0.568)."""
-    monkeypatch.setattr(growth_analysis, "plot", lambda *_: None)
-    records = committed_runs()
-    select = {row["recipe"]: row["mean"] for row in growth_analysis.table(records, "confirm+lr", "select@best")}
+    select = {row["recipe"]: row["mean"] for row in growth_analysis.table(report["records"], "confirm+lr", "select@best")}
     assert select[DEFAULT_RECIPE] == select["dw@0.25,0.5,0.75|wsd+wlr1+lr0.004|h0.6"] == min(select.values())
-    assert growth_analysis.write_report(records, tmp_path)["confirm+lr"]["best"] == DEFAULT_RECIPE
+    assert report["summary"]["confirm+lr"]["best"] == DEFAULT_RECIPE
