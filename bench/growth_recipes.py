@@ -101,7 +101,7 @@ def plan_steps(recipe: Recipe, scale: Scale, step_flops: Callable[[DIMBAConfig],
 
 
 SCRATCH = Recipe("scratch")
-DEFAULT_RECIPE = "dw@0.25,0.5,0.75|wsd+wlr1|h0.6"  # what growth=default and the optim defaults run (tests/test_growth_experiment.py)
+DEFAULT_RECIPE = "dw@0.5,0.7,0.85|wsd+wlr1|h0.6"  # what growth=default and the optim defaults run (tests/test_growth_experiment.py)
 STAGE1_HORIZON = 0.6
 
 

@@ -29,7 +29,7 @@ def test_default_composition_is_valid_and_typed():
     assert config.progressive_checkpoints.enabled
     assert config.progressive_checkpoints.milestones == [1_000_000, 2_000_000, 4_000_000]
     assert config.model.vocab_size == 256 and config.data.files == []
-    assert [e.step for e in config.growth.schedule] == [60, 120, 180]
+    assert [e.step for e in config.growth.schedule] == [120, 168, 204]
 
 
 @pytest.mark.parametrize("group", ["model", "data", "trainer", "optim", "growth", "progressive_checkpoints", "objective"])
@@ -118,7 +118,7 @@ def test_the_plan_of_the_default_run_and_of_the_billions_experiment():
     config = validate(compose_config())
     plan = build_plan(config.model, config.growth.schedule, config.progressive_checkpoints.milestones, config.trainer.max_steps)
     assert [s.params for s in plan.stages] == [623_008, 1_179_904, 2_562_144, 4_478_912]
-    assert plan.milestone_steps == {1_000_000: 60, 2_000_000: 120, 4_000_000: 180}
+    assert plan.milestone_steps == {1_000_000: 120, 2_000_000: 168, 4_000_000: 204}
 
     billions = validate(compose_config("experiment=billions"))
     plan = build_plan(billions.model, billions.growth.schedule, billions.progressive_checkpoints.milestones, billions.trainer.max_steps)
@@ -133,8 +133,8 @@ def test_the_plan_of_the_default_run_and_of_the_billions_experiment():
 def test_growth_after_max_steps_is_shown_as_never_happening():
     from dimba.growth.plan import build_plan
 
-    config = validate(compose_config("trainer.max_steps=100"))
-    plan = build_plan(config.model, config.growth.schedule, config.progressive_checkpoints.milestones, 100)
+    config = validate(compose_config("trainer.max_steps=150"))  # the depth growth at 120 only
+    plan = build_plan(config.model, config.growth.schedule, config.progressive_checkpoints.milestones, 150)
     assert plan.unreached == [2_000_000, 4_000_000]
     assert plan.table().count("never happens") == 2
 

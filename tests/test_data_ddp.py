@@ -5,7 +5,6 @@ it stopped, with two loader workers each."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -43,10 +42,10 @@ def rank_main(rank: int, path: str, out: str, init: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_ranks_see_disjoint_samples_and_resume_exactly(tmp_path):
+def test_two_ranks_see_disjoint_samples_and_resume_exactly(tmp_path, monkeypatch):
     (tmp_path / "corpus.txt").write_text("".join(f"{i:05d} two ranks share one epoch between them\n" for i in range(900)))
     prepare([str(tmp_path / "corpus.txt")], tmp_path / "prepared", workers=0, piece_bytes=2048)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for the forked ranks only: not left set for later tests
     # Forked, like the DataLoader workers inside each rank: what is imported here is not imported again.
     mp.start_processes(rank_main, args=(str(tmp_path / "prepared"), str(tmp_path), f"file://{tmp_path / 'rendezvous'}"),
                        nprocs=WORLD, join=True, start_method="fork")

@@ -68,7 +68,7 @@ def test_the_default_run_as_shipped(tmp_path):
     run = next((tmp_path / "outputs").glob("*/*"))
     saved = [(e["target_milestone"], e["global_step"], e["current_params"])
              for e in map(json.loads, map(Path.read_text, sorted((run / "progressive_checkpoints").glob("*.json"))))]
-    assert sorted(saved) == [(1_000_000, 60, 1_179_904), (2_000_000, 120, 2_562_144), (4_000_000, 180, 4_478_912)]
+    assert sorted(saved) == [(1_000_000, 120, 1_179_904), (2_000_000, 168, 2_562_144), (4_000_000, 204, 4_478_912)]
     for _, step, params in saved:
         model = dimba.load_model(next((run / "progressive_checkpoints").glob(f"*_step_{step}.pt")))
         assert sum(p.numel() for p in model.parameters()) == params
