@@ -86,9 +86,10 @@ class Attempts:
         self.count = 0
 
     def start(self, args: List[str]) -> int:
+        """Forks the next attempt (one runs at a time); its pid."""
         self.count += 1
-        request = {"args": args, "log": str(self.workdir / f"attempt{self.count}.log"),
-                   "status": str(self.workdir / f"attempt{self.count}.status")}
+        self.log, self.status = (self.workdir / f"attempt{self.count}.{kind}" for kind in ("log", "status"))
+        request = {"args": args, "log": str(self.log), "status": str(self.status)}
         self.zygote.stdin.write(json.dumps(request) + "\n")
         self.zygote.stdin.flush()
         return int(self.zygote.stdout.readline())
@@ -105,11 +106,10 @@ class Attempts:
         """The attempt's exit status; None if it was killed (it wrote none)."""
         while self.alive(pid):
             time.sleep(0.05)
-        status = self.workdir / f"attempt{self.count}.status"
-        return int(status.read_text()) if status.exists() else None
+        return int(self.status.read_text()) if self.status.exists() else None
 
     def output(self) -> str:
-        return (self.workdir / f"attempt{self.count}.log").read_text()
+        return self.log.read_text()
 
     def close(self) -> None:
         self.zygote.stdin.close()
