@@ -10,7 +10,7 @@ import logging
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import lightning as L
 from hydra.utils import instantiate
@@ -81,7 +81,8 @@ def train(config: Config, output_dir: Path) -> RunResult:
     datamodule = build_data(config)
     recipe = Recipe.from_config(config, save_dir=str(save_dir))
     recipe.model = replace(recipe.model, vocab_size=datamodule.vocab_size)  # the tokenizer's, as trained
-    module = DIMBALightningModule.from_recipe(recipe, tokenizer_record=datamodule.tokenizer_record)
+    module = DIMBALightningModule.from_recipe(recipe, tokenizer_record=datamodule.tokenizer_record,
+                                              data_record=data_record(config))
     if config.resume == "auto":
         ckpt_path = newest_valid_checkpoint(output_dir, save_dir)
         resume_step = checkpoint_step(ckpt_path) if ckpt_path else None
@@ -114,6 +115,15 @@ def build_data(config: Config) -> Any:
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
+
+
+def data_record(config: Config) -> Dict[str, Any]:
+    """The data and tokenizer configs as plain data, recorded in checkpoints: `dimba eval`
+    rebuilds the validation split from them."""
+    def plain(group: Any) -> Dict[str, Any]:
+        return {key: (list(value) if isinstance(value, (list, tuple)) else value) for key, value in vars(group).items()}
+
+    return {"data": plain(config.data), "tokenizer": plain(config.tokenizer)}
 
 
 def check_same_tokenizer(ckpt_path: Path, datamodule: Any, config: Config) -> None:

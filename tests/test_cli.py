@@ -92,7 +92,7 @@ def test_list_reads_only_sidecars_and_imports_no_torch(outputs):
     assert not [m for m in imported if m == "torch" or m.startswith(("torch.", "lightning", "matplotlib"))]
 
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["run", "milestone", "step", "params", "loss", "status", "file"]
+    assert lines[0].split() == ["run", "milestone", "step", "params", "train", "loss", "val", "bpb", "status", "file"]
     rows = [line.split() for line in lines[1:7]]
     job0, job1 = "multirun/2026-01-02/11-00-00/0", "multirun/2026-01-02/11-00-00/1"
     assert [(r[0], r[1], r[2]) for r in rows] == [
@@ -102,8 +102,9 @@ def test_list_reads_only_sidecars_and_imports_no_torch(outputs):
     ]
     assert rows[0][3] == "26.4K" and rows[1][3] == "50.7K"
     assert float(rows[0][4]) > 0  # train/loss from the sidecar's metadata
-    assert rows[0][5] == "ok" and rows[0][6] == "progressive_checkpoints/checkpoint_20.0K_step_2.pt"
-    assert rows[5][5] == "unreadable" and rows[5][6] == "progressive_checkpoints/checkpoint_40.0K_step_4.json"
+    assert rows[0][5] == "-"  # these runs validated no bound
+    assert rows[0][6] == "ok" and rows[0][7] == "progressive_checkpoints/checkpoint_20.0K_step_2.pt"
+    assert rows[5][6] == "unreadable" and rows[5][7] == "progressive_checkpoints/checkpoint_40.0K_step_4.json"
     assert lines[7].startswith(f"! {job1}/progressive_checkpoints/checkpoint_40.0K_step_4.json: sidecar unreadable")
     assert len(lines) == 8
     # Columns are aligned: every row's "file" column starts where the header's does.
@@ -124,7 +125,8 @@ def test_list_of_a_single_run_an_empty_folder_and_a_missing_sidecar_target(outpu
     (copy / "progressive_checkpoints" / "checkpoint_20.0K_step_2.pt").unlink()
     code, out, _ = run_main(capsys, "checkpoints", "list", str(tmp_path))
     assert code == 0
-    assert out.splitlines()[1].split()[:6] == ["run", "20.0K", "2", "26.4K", out.splitlines()[1].split()[4], "missing"]
+    assert out.splitlines()[1].split()[:7] == ["run", "20.0K", "2", "26.4K", out.splitlines()[1].split()[4], "-",
+                                               "missing"]
 
 
 # ---------------------------------------------------------------------- show

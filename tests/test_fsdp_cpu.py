@@ -81,3 +81,5 @@ def test_train_py_with_fsdp_resumes_a_grown_run_on_two_ranks_and_on_one(tmp_path
     milestones = sorted(p.name for p in (run_dir / "progressive_checkpoints").iterdir() if not p.name.startswith("."))
     assert milestones == ["checkpoint_100.0K_step_1.json", "checkpoint_100.0K_step_1.pt",
                           "checkpoint_250.0K_step_3.json", "checkpoint_250.0K_step_3.pt"]  # each once
+    sidecar = json.loads((run_dir / "progressive_checkpoints" / "checkpoint_250.0K_step_3.json").read_text())
+    assert sidecar["metadata"]["val_bpb"] > 0  # the bound of a sharded model, every rank computing it

@@ -27,6 +27,12 @@ CATALOGUE = [
     (["progressive_checkpoints.milestones=[]"], "progressive_checkpoints.milestones"),
     (["progressive_checkpoints.milestones=[0.5]"], "progressive_checkpoints.milestones"),
     (["progressive_checkpoints.save_dir=''"], "progressive_checkpoints.save_dir"),
+    # the likelihood bound at validation
+    (["validation.bpb_samples=3"], "validation.bpb_samples"),
+    (["validation.bpb_samples=0"], "validation.bpb_samples"),
+    (["validation.bpb_samples=abc"], "validation.bpb_samples"),
+    (["validation.bpb_sequences=-1"], "validation.bpb_sequences"),
+    (["validation.bpb_sequences=2.5"], "validation.bpb_sequences"),
     # learning-rate schedules
     (["optim.schedule=linear"], "optim.schedule"),
     (["optim.schedule=wsd", "optim.decay_fraction=0"], "optim.decay_fraction"),

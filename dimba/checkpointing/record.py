@@ -53,6 +53,13 @@ class CheckpointRecord:
         return dict(found) if isinstance(found, Mapping) else None
 
     @property
+    def training_data(self) -> Optional[Dict[str, Any]]:
+        """The data and tokenizer configs the model trained on ({"data": ..., "tokenizer": ...});
+        None in checkpoints written before they were recorded."""
+        found = self._dimba().get("data")
+        return dict(found) if isinstance(found, Mapping) and isinstance(found.get("data"), Mapping) else None
+
+    @property
     def is_milestone(self) -> bool:
         return "model_state_dict" in self.data
 

@@ -35,6 +35,7 @@ class Row:
     step: int
     params: str
     loss: str
+    val_bpb: str
     status: str
     file: str
     error: str = ""
@@ -77,16 +78,22 @@ def read_row(sidecar_path: Path, root: Path) -> Row:
     entry = ckpt_format.inspect(sidecar_path)
     sidecar = entry.sidecar
     if sidecar is None:  # the sidecar itself could not be read
-        return Row(os.path.relpath(run, root), label, value, step, "-", "-", entry.status,
+        return Row(os.path.relpath(run, root), label, value, step, "-", "-", "-", entry.status,
                    os.path.relpath(sidecar_path, run), one_line(entry.error))
     loss = sidecar.metadata.get("train/loss")
+    bpb, se = sidecar.metadata.get("val_bpb"), sidecar.metadata.get("val_bpb_se")
     return Row(
         run=os.path.relpath(run, root), milestone=entry.as_dict()["milestone_str"],
         milestone_value=sidecar.target_milestone, step=sidecar.global_step,
         params=format_param_count(sidecar.current_params),
-        loss=f"{loss:.4f}" if isinstance(loss, (int, float)) and not isinstance(loss, bool) else "-",
+        loss=f"{loss:.4f}" if _number(loss) else "-",
+        val_bpb=(f"{bpb:.3f}" + (f"±{se:.3f}" if _number(se) else "")) if _number(bpb) else "-",
         status=entry.status, file=os.path.relpath(entry.checkpoint_path, run), error=entry.error or "",
     )
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def list_checkpoints(root: Path) -> List[Row]:
@@ -98,9 +105,9 @@ def list_checkpoints(root: Path) -> List[Row]:
 
 
 def format_table(rows: Sequence[Row]) -> str:
-    headers = ("run", "milestone", "step", "params", "loss", "status", "file")
-    right = {"step", "params", "loss"}
-    cells = [headers] + [(r.run, r.milestone, str(r.step), r.params, r.loss, r.status, r.file) for r in rows]
+    headers = ("run", "milestone", "step", "params", "train loss", "val bpb", "status", "file")
+    right = {"step", "params", "train loss", "val bpb"}
+    cells = [headers] + [(r.run, r.milestone, str(r.step), r.params, r.loss, r.val_bpb, r.status, r.file) for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
     for row in cells:

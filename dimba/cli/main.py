@@ -5,6 +5,7 @@
     dimba checkpoints plot RUN_DIR [--out PNG]    parameters and loss against step, as a PNG
     dimba checkpoints export CKPT OUT             OUT/model.safetensors + OUT/config.json
     dimba generate CKPT --prompt TEXT --steps N --seed S [--length L] [--no-clamp]
+    dimba eval CKPT_OR_RUN_DIR [--data FILE_OR_DIR...] [--samples K] [--seq-len N] [--json]
     dimba data prepare INPUT... --out DIR [--tokenizer bytes|bpe|PATH] ...   token shards for data=shards
 
 A user error (a missing path, a file that is not a checkpoint, a corrupt file, a run without
@@ -80,6 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="total length in tokens, prompt included (default: the prompt plus 64)")
     p.add_argument("--no-clamp", dest="clamp", action="store_false",
                    help="do not snap each prediction to the nearest token embedding")
+    p = commands.add_parser("eval", help="held-out likelihood bound in bits per byte, with reference lines",
+                            description="The variational bound on -log p(text) of a checkpoint, in bits per byte "
+                                        "(and per token), with its Monte Carlo standard error, beside a uniform, "
+                                        "a unigram and a byte 4-gram model on the same text.")
+    p.add_argument("checkpoint", metavar="CKPT_OR_RUN_DIR", help="a milestone .pt, a last.ckpt, an export directory, "
+                                                                 "or a run directory (its newest checkpoint)")
+    p.add_argument("--data", nargs="+", metavar="FILE_OR_DIR",
+                   help="text files or directories of them, or a directory written by `dimba data prepare` (its "
+                        "validation split); default: the run's own validation split")
+    p.add_argument("--samples", type=int, default=16, metavar="K",
+                   help="timestep samples per sequence, an even number >= 2 (default: 16)")
+    p.add_argument("--seq-len", type=int, metavar="N", help="tokens per sequence (default: the run's data.seq_len)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the timesteps and noise (default: 0)")
+    p.add_argument("--json", action="store_true", help="also print one JSON object on the last line of stdout")
     add_data_parser(commands)
     return parser
 
@@ -88,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     if args.command == "generate":
         return cmd_generate(args, out)
+    if args.command == "eval":
+        return cmd_eval(args, out)
     if args.command == "data":
         from dimba.cli.data import cmd_data
 
@@ -121,7 +138,7 @@ def cmd_generate(args: argparse.Namespace, out) -> int:
     from dimba.diffusion.sampling import sample
     from dimba.io.load import load_model
 
-    model = load_model(checkpoint_of(args.checkpoint))
+    model = load_model(checkpoint_of(args.checkpoint, "generating from"))
     prompt = model.tokenizer.encode(args.prompt)
     length = args.length if args.length is not None else len(prompt) + 64
     if length < len(prompt):
@@ -134,7 +151,23 @@ def cmd_generate(args: argparse.Namespace, out) -> int:
     return 0
 
 
-def checkpoint_of(path: str) -> str:
+def cmd_eval(args: argparse.Namespace, out) -> int:
+    import json
+
+    from dimba.evaluate import EvalError, evaluate, format_report
+
+    try:  # bad options are refused before the model loads
+        report = evaluate(checkpoint_of(args.checkpoint, "evaluating"), args.data, args.samples, args.seq_len,
+                          seed=args.seed)
+    except EvalError as exc:
+        raise CLIError(str(exc)) from None
+    print(format_report(report), file=out)
+    if args.json:
+        print(json.dumps(report.as_json()), file=out)
+    return 0
+
+
+def checkpoint_of(path: str, doing: str = "generating from") -> str:
     """A checkpoint, an export, or a run directory: then the run's newest checkpoint (by step)."""
     from pathlib import Path
 
@@ -146,7 +179,7 @@ def checkpoint_of(path: str) -> str:
     newest = newest_valid_checkpoint(directory)
     if newest is None:
         raise CLIError(f"{directory} is a run directory without a complete checkpoint (checkpoints/, progressive_checkpoints/)")
-    print(f"dimba: generating from {newest}", file=sys.stderr)
+    print(f"dimba: {doing} {newest}", file=sys.stderr)
     return str(newest)
 
 

@@ -9,7 +9,7 @@ from dimba.config.recipe import Recipe
 from dimba.config.schema import BYTE_VOCAB, Config
 from dimba.config.store import register_configs, validate
 from dimba.config.trainer import TrainerConfig, strategy_name
-from dimba.config.training import GrowthConfig, OptimConfig, ProgressiveCheckpointsConfig
+from dimba.config.training import GrowthConfig, OptimConfig, ProgressiveCheckpointsConfig, ValidationConfig
 from dimba.data.config import DataConfig
 from dimba.model.config import DIMBAConfig
 from dimba.objective import ObjectiveConfig
@@ -18,4 +18,4 @@ ModelConfig = DIMBAConfig  # the `model` group's schema is the architecture itse
 
 __all__ = ["BYTE_VOCAB", "Config", "DataConfig", "DIMBAConfig", "GrowthConfig", "ModelConfig", "ObjectiveConfig",
            "OptimConfig", "ProgressiveCheckpointsConfig", "Recipe", "TrainerConfig", "register_configs",
-           "strategy_name", "validate"]
+           "strategy_name", "validate", "ValidationConfig"]

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 from dimba.config.schema import Config
-from dimba.config.training import GrowthConfig, OptimConfig, ProgressiveCheckpointsConfig, check_lr_options
+from dimba.config.training import (GrowthConfig, OptimConfig, ProgressiveCheckpointsConfig, ValidationConfig,
+                                   check_lr_options)
 from dimba.growth.schedule import GrowthEvent, as_events, validate_schedule
 from dimba.model.config import DIMBAConfig
 from dimba.objective import ObjectiveConfig
@@ -31,6 +32,8 @@ OPTIONS: Dict[str, tuple] = {
     "progressive_milestones": ("progressive_checkpoints", "milestones"),
     "progressive_save_dir": ("progressive_checkpoints", "save_dir"),
     "progressive_async_save": ("progressive_checkpoints", "async_save"),
+    "bpb_sequences": ("validation", "bpb_sequences"),
+    "bpb_samples": ("validation", "bpb_samples"),
     "seed": (None, "seed"),
     "compile": (None, "compile"),
     "total_steps": (None, "total_steps"),
@@ -50,6 +53,7 @@ class Recipe:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     growth: GrowthConfig = field(default_factory=GrowthConfig)
     progressive_checkpoints: ProgressiveCheckpointsConfig = field(default_factory=_no_milestones)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     seed: int = 0
     compile: bool = False
     total_steps: Optional[int] = None
@@ -67,7 +71,7 @@ class Recipe:
         if save_dir is not None:
             progressive = replace(progressive, save_dir=str(save_dir))
         return cls(model=config.model, optim=config.optim, objective=config.objective, growth=config.growth,
-                   progressive_checkpoints=progressive, seed=config.seed, compile=config.compile,
+                   progressive_checkpoints=progressive, validation=config.validation, seed=config.seed, compile=config.compile,
                    total_steps=config.optim.total_steps or config.trainer.max_steps)
 
     @classmethod
@@ -94,7 +98,7 @@ class Recipe:
             progressive["milestones"] = list(progressive.get("milestones") or [])
         built = {name: kind(**groups[name]) for name, kind in (
             ("optim", OptimConfig), ("objective", ObjectiveConfig), ("growth", GrowthConfig),
-            ("progressive_checkpoints", ProgressiveCheckpointsConfig)) if name in groups}
+            ("progressive_checkpoints", ProgressiveCheckpointsConfig), ("validation", ValidationConfig)) if name in groups}
         return cls(model=model, **built, **own)
 
     def as_options(self) -> Dict[str, Any]:

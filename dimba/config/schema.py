@@ -3,7 +3,7 @@ that need more than one group."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -13,7 +13,8 @@ from dimba.checkpointing.discovery import check_resumable
 from dimba.config.checks import finite, int_at_least, positive_int
 from dimba.config.loggers import LoggerConfig, check_logger_packages
 from dimba.config.trainer import DIMBA_FSDP, SUPPORTED_STRATEGIES, TrainerConfig
-from dimba.config.training import GrowthConfig, OptimConfig, ProgressiveCheckpointsConfig, check_lr_options
+from dimba.config.training import (GrowthConfig, OptimConfig, ProgressiveCheckpointsConfig, ValidationConfig,
+                                   check_lr_options)
 from dimba.data.config import ShardsDataConfig, TokenizerConfig
 from dimba.errors import CheckpointLoadError, ConfigError
 from dimba.growth.schedule import validate_schedule
@@ -35,6 +36,8 @@ class Config:
     progressive_checkpoints: ProgressiveCheckpointsConfig = MISSING
     objective: ObjectiveConfig = MISSING
     logger: LoggerConfig = MISSING
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    """The likelihood bound at each validation: `validation.bpb_sequences=64 validation.bpb_samples=8`."""
     seed: int = 0
     """Seed for weights, data order, noise and the initialisation of grown weights."""
     ckpt_path: Optional[str] = None

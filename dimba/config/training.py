@@ -101,6 +101,24 @@ class ProgressiveCheckpointsConfig:
             raise ConfigError("progressive_checkpoints.save_dir", self.save_dir, "a non-empty directory path")
 
 
+@dataclass
+class ValidationConfig:
+    """The likelihood bound each validation reports (`val/bpb`, `val/bpb_se`), also written into
+    every milestone's sidecar (`val_bpb`). Typed Any, like milestones, so a bad value reaches
+    the one-line check below instead of OmegaConf's multi-line error."""
+
+    bpb_sequences: Any = 16
+    """Windows of the validation split, evenly spaced, the bound is estimated on (0: off)."""
+    bpb_samples: Any = 4
+    """Timestep draws per window (an even number >= 2: two replicates give the standard error)."""
+
+    def __post_init__(self) -> None:
+        if not int_at_least(self.bpb_sequences, 0):
+            raise ConfigError("validation.bpb_sequences", self.bpb_sequences, "an integer >= 0 (0 turns val/bpb off)")
+        if not int_at_least(self.bpb_samples, 2) or self.bpb_samples % 2:
+            raise ConfigError("validation.bpb_samples", self.bpb_samples, "an even integer >= 2")
+
+
 def check_lr_options(optim: OptimConfig, growth: GrowthConfig) -> None:
     """The options of two groups that only make sense together (a restart needs a schedule
     that decays)."""

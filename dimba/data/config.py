@@ -139,7 +139,7 @@ class DataConfig:
         if self.files is None:
             raise ConfigError("data.files", None, "your text: data=text_files 'data.files=[corpus/*.txt]' (files, "
                                                   "directories or globs), or data=builtin for the built-in corpus")
-        self.files = [str(path) for i, name in enumerate(self.files) for path in _text_files(f"data.files[{i}]", name)]
+        self.files = [str(path) for i, name in enumerate(self.files) for path in text_files(f"data.files[{i}]", name)]
         total = 0 if self.files else builtin_corpus_size()
         for i, name in enumerate(self.files):
             total += _text_file_size(f"data.files[{i}]", name)
@@ -153,7 +153,7 @@ class DataConfig:
             )
 
 
-def _text_files(key: str, name: Any) -> List[Path]:
+def text_files(key: str, name: Any) -> List[Path]:
     """What one `data.files` entry names: a file, a directory's text files, a glob's files."""
     import glob
 

@@ -49,6 +49,10 @@ class ByteTokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
 
+    def byte_length(self, ids: Sequence[int]) -> int:
+        """Bytes of text the ids stand for (the denominator of bits per byte): one each."""
+        return len(ids)
+
 
 class HFTokenizer:
     """A Hugging Face `tokenizers.Tokenizer` and the exact tokenizer.json it came from."""
@@ -99,6 +103,11 @@ class HFTokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def byte_length(self, ids: Sequence[int]) -> int:
+        """UTF-8 bytes of the decoded text (the denominator of bits per byte). Exact for a
+        whole text; a window cut inside a character counts it as the replacement character."""
+        return len(self.decode(ids).encode("utf-8"))
 
 
 Tokenizer = Union[ByteTokenizer, HFTokenizer]

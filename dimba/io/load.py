@@ -53,6 +53,7 @@ def load_model(path: PathLike, map_location: Any = "cpu") -> DIMBA:
     except RuntimeError as exc:  # weights that do not fit the recorded shape
         raise CheckpointLoadError(f"cannot rebuild the model from {path}: {first_line(exc)}") from None
     attach_tokenizer(model, record.tokenizer, path)
+    model.data_record = record.training_data  # what it trained on, where recorded (`dimba eval` finds the split)
     if map_location not in (None, "cpu") and isinstance(map_location, (str, torch.device)):
         model.to(map_location)
     return model.eval()

@@ -71,6 +71,16 @@ class DIMBA(nn.Module):
     def logits(self, x0_hat: Tensor) -> Tensor:
         return x0_hat @ self.embedding.weight.t()
 
+    def embed(self, tokens: Tensor) -> Tensor:
+        """The clean embeddings x0 of token ids (a method, so FSDP2 gathers the table for it)."""
+        return self.embedding(tokens)
+
+    def rounding_mean(self, x0_hat: Tensor) -> Tensor:
+        """The mean embedding under the rounding distribution softmax(x0_hat . E^T): what the
+        likelihood bound's reverse process uses as its estimate of x0."""
+        weight = self.embedding.weight
+        return torch.softmax(self.logits(x0_hat).float(), dim=-1).to(weight.dtype) @ weight
+
     def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
         return self.logits(self.denoise(x_t, t))
 

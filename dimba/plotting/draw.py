@@ -1,7 +1,9 @@
 """One picture of a training run: how the model grew and how the loss went.
 
-Two panels on a shared step axis: the parameter count (a vertical line at every growth
-event, a star at every milestone checkpoint) and the train/validation loss. matplotlib is
+Panels on a shared step axis: the parameter count (a vertical line at every growth event, a
+star at every milestone checkpoint), the train/validation loss and, where it was logged, the
+validation likelihood bound in bits per byte with its standard error (log scale: it falls
+by orders of magnitude early in training). matplotlib is
 imported only when a plot is drawn, through its object API and the Agg canvas, so pyplot's
 global state is never touched.
 """
@@ -80,10 +82,29 @@ def _draw_losses(axis: Any, record: RunRecord) -> None:
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _draw_growth(top: Any, bottom: Any, record: RunRecord) -> None:
-    """Growth events on both panels, labelled once at the top."""
+def _draw_bound(axis: Any, record: RunRecord) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    series = dict(record.columns.get("val/bpb") or [])
+    spread = dict(record.columns.get("val/bpb_se") or [])
+    steps = sorted(series)
+    values = [series[s] for s in steps]
+    errors = [spread.get(s, 0.0) for s in steps]
+    lower = [max(v - e, v * 0.05) for v, e in zip(values, errors)]  # a log axis cannot go to zero
+    axis.errorbar(steps, values, yerr=[[v - lo for v, lo in zip(values, lower)], errors], color="tab:purple",
+                  marker="o", markersize=4, capsize=3, label="val/bpb (bound, ± standard error)")
+    if min(values) > 0:
+        axis.set_yscale("log")
+    axis.set_ylabel("bits per byte")
+    axis.set_xlabel("optimizer step")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _draw_growth(axes: Sequence[Any], record: RunRecord) -> None:
+    """Growth events on every panel, labelled once at the top."""
+    top = axes[0]
     for index, mark in enumerate(record.growth):
-        for axis in (top, bottom):
+        for axis in axes:
             axis.axvline(mark.step, color="tab:green", linestyle="--", linewidth=1, alpha=0.8,
                          label="growth event" if index == 0 and axis is top else None)
         top.annotate(mark.label, (mark.step, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -4),
@@ -101,13 +122,18 @@ def plot_run(run_dir: PathLike, out: Optional[PathLike] = None) -> Path:
     run_dir = Path(run_dir)
     record = read_run(run_dir)
     out = Path(out) if out is not None else run_dir / "training.png"
-    figure = Figure(figsize=(10, 7.5), dpi=110, layout="constrained")
-    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[1, 1.15])
+    bound = bool(record.columns.get("val/bpb"))
+    figure = Figure(figsize=(10, 10 if bound else 7.5), dpi=110, layout="constrained")
+    axes = figure.subplots(3 if bound else 2, 1, sharex=True, height_ratios=[1, 1.15, 1] if bound else [1, 1.15])
+    top, bottom = axes[0], axes[1]
     figure.suptitle(f"dimba run {' / '.join(run_dir.resolve().parts[-2:])}", fontsize=12)
     _draw_parameters(top, record)
     _draw_losses(bottom, record)
-    _draw_growth(top, bottom, record)
-    for axis in (top, bottom):
+    if bound:
+        bottom.set_xlabel("")
+        _draw_bound(axes[2], record)
+    _draw_growth(axes, record)
+    for axis in axes:
         axis.grid(True, alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
             axis.legend(loc="lower right" if axis is top else "upper right", fontsize=9)

@@ -18,7 +18,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, OffloadPolicy, fully_sh
 from dimba.growth.sharded import SHARD_ATTRIBUTE
 from dimba.model import DIMBA
 
-FORWARD_METHODS = ("loss", "denoise", "logits")
+FORWARD_METHODS = ("loss", "denoise", "logits", "embed", "rounding_mean")
 
 
 def shard_dimba(
@@ -35,7 +35,8 @@ def shard_dimba(
     same values) or on the meta device (shapes only; `model.to_empty(device=...)` then
     gives each rank memory for its shards alone). The wrapping is recorded on the model,
     so `dimba.growth.apply.apply_sharded_growth` wraps the grown model the same way.
-    `loss`, `denoise` and `logits` gather the root's parameters as `forward` does; a
+    `loss`, `denoise`, `logits`, `embed` and `rounding_mean` gather the root's parameters as
+    `forward` does; a
     submodule called directly from outside (`model.embedding(tokens)`) sees its shard.
     """
     if mesh.ndim != 1:

@@ -15,6 +15,7 @@ import lightning as L
 
 from dimba.checkpointing.format import parse_name
 from dimba.io.manager import ProgressiveCheckpointManager
+from dimba.training.loggers import log_event
 
 
 def milestone_metadata(trainer: L.Trainer, pl_module: L.LightningModule) -> Dict[str, Any]:
@@ -28,6 +29,11 @@ def milestone_metadata(trainer: L.Trainer, pl_module: L.LightningModule) -> Dict
         metadata["val_step"] = getattr(pl_module, "last_validation_step", None)
     if trainer.optimizers:
         metadata["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+    measure = getattr(pl_module, "validation_bpb", None)
+    bound = measure() if callable(measure) else None
+    if bound is not None:  # the saved model's own bound (the latest validation may be older)
+        metadata.update(val_bpb=bound.bpb, val_bpb_se=bound.bpb_se, val_bits_per_token=bound.bits_per_token)
+        log_event(trainer, {"val/bpb": bound.bpb, "val/bpb_se": bound.bpb_se}, trainer.global_step)
     describe = getattr(pl_module, "checkpoint_record", None)
     if callable(describe):
         metadata.update(describe())

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import lightning as L
 import torch
@@ -34,6 +35,7 @@ from dimba.training import steps
 from dimba.training.fsdp2 import shard_dimba
 from dimba.training.loggers import growth_metrics, log_event
 from dimba.training.lr_schedule import upgrade_scheduler_state
+from dimba.training.validation_bound import ValidationBound, validation_windows
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +64,19 @@ class DIMBALightningModule(L.LightningModule):
         self.last_validation_step: Optional[int] = None  # the step the latest val/* metrics belong to
         self.tokenizer_record: Optional[Dict[str, Any]] = None  # None: bytes
         self._shard: Optional[Any] = None  # under trainer=fsdp: how the model is sharded
+        self.data_record: Optional[Dict[str, Any]] = None  # the data config, so `dimba eval` finds the split
+        self._bound: Optional[ValidationBound] = None
+        self._bpb: Optional[Tuple[int, Any]] = None  # (step, BitsPerByte) of the latest val/bpb
 
     @classmethod
-    def from_recipe(cls, recipe: Recipe, tokenizer_record: Optional[Dict[str, Any]] = None) -> "DIMBALightningModule":
+    def from_recipe(cls, recipe: Recipe, tokenizer_record: Optional[Dict[str, Any]] = None,
+                    data_record: Optional[Dict[str, Any]] = None) -> "DIMBALightningModule":
         """The module `train.py` builds: the run adds the callbacks (`training_callbacks`).
-        `tokenizer_record`: what checkpoints record of the data's tokenizer (None: bytes)."""
+        `tokenizer_record`: what checkpoints record of the data's tokenizer (None: bytes);
+        `data_record`: of the data config (its validation split is what `dimba eval` reads)."""
         module = cls(recipe=recipe)
         module.tokenizer_record = tokenizer_record
+        module.data_record = data_record
         return module
 
     def configure_callbacks(self) -> List[L.Callback]:
@@ -179,6 +187,48 @@ class DIMBALightningModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.last_validation_step = self.global_step
+        result = self.validation_bpb()
+        if result is not None:
+            self.log_dict({"val/bpb": result.bpb, "val/bpb_se": result.bpb_se,
+                           "val/bits_per_token": result.bits_per_token}, prog_bar=False)
+
+    # ----------------------------------------------------------------- the likelihood bound
+    def validation_bpb(self) -> Optional[Any]:
+        """The bound (`dimba.diffusion.bound.BitsPerByte`) of the model as it is now, on the
+        fixed validation subset with the fixed noise; None where val/bpb is off or there is
+        no validation data of token windows. Every rank computes the same (a sharded model's
+        forward needs them all); the latest result is kept for the step it belongs to."""
+        if self._bpb is not None and self._bpb[0] == self.global_step:
+            return self._bpb[1]
+        bound = self._validation_bound()
+        if bound is None:
+            return None
+        started = time.perf_counter()
+        with torch.no_grad():
+            result = bound.evaluate(self.model)
+        self._bpb = (self.global_step, result)
+        log.info("val/bpb at step %d: %.4f ± %.4f bits per byte (%.1f s)", self.global_step, result.bpb, result.bpb_se,
+                 time.perf_counter() - started)
+        return result
+
+    def _validation_bound(self) -> Optional[ValidationBound]:
+        settings = self.recipe.validation
+        trainer = internals.attached_trainer(self)
+        if self._bound is not None or not settings.bpb_sequences or trainer is None:
+            return self._bound
+        loaders = trainer.val_dataloaders
+        dataset = getattr(loaders[0] if isinstance(loaders, (list, tuple)) and loaders else loaders, "dataset", None)
+        try:
+            windows = validation_windows(dataset, settings.bpb_sequences)
+        except TypeError:  # a dataset without len() or of other items: no bound
+            return None
+        if windows is None or windows.dim() != 2 or windows.is_floating_point():
+            return None
+        from dimba.data.records import tokenizer_from_record
+
+        self._bound = ValidationBound(windows, settings.bpb_samples, tokenizer_from_record(self.tokenizer_record),
+                                      whole_split=windows.shape[0] == len(dataset))
+        return self._bound
 
     # ----------------------------------------------------------------- optimizer
     def configure_optimizers(self) -> Dict[str, Any]:
@@ -201,6 +251,8 @@ class DIMBALightningModule(L.LightningModule):
     def checkpoint_record(self) -> Dict[str, Any]:
         """What every checkpoint records about the model: enough to rebuild it alone."""
         extra = {} if self.tokenizer_record is None else {"tokenizer": self.tokenizer_record}
+        if self.data_record is not None:
+            extra["data"] = self.data_record
         return model_record(self.model, self.growth_history, **extra)
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
