@@ -22,6 +22,7 @@ import torch
 from dimba.diffusion.bound import LN2, BitsPerByte, SequenceBound, bits_per_byte, sequence_bound
 from dimba.data.reference_models import ReferenceBits, reference_bits
 from dimba.errors import ConfigError
+from dimba.io.read import first_line
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ def _run_config(checkpoint: Path) -> Optional[Dict[str, Any]]:
 
 
 def _datamodule(record: Dict[str, Any]) -> Any:
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     data = {k: v for k, v in dict(record["data"]).items()}
@@ -90,8 +92,9 @@ def _datamodule(record: Dict[str, Any]) -> Any:
         module = instantiate(data, seed=0, tokenizer=tokenizer or None, _convert_="all")
         module.prepare_data()
         module.setup("validate")
-    except (ConfigError, OSError) as exc:
-        raise EvalError(f"cannot rebuild the training data ({exc}); pass --data") from None
+    except (ConfigError, OSError, InstantiationException) as exc:
+        cause = exc.__cause__ if isinstance(exc, InstantiationException) and exc.__cause__ else exc
+        raise EvalError(f"cannot rebuild the training data ({first_line(cause)}); pass --data") from None
     return module
 
 
@@ -108,13 +111,13 @@ def _windows_of(ids: np.ndarray, seq_len: int) -> List[torch.Tensor]:
     return [tensor[start:start + seq_len] for start in range(0, len(tensor), seq_len)]
 
 
-def split_text(datamodule: Any, tokenizer: Any, description: str) -> Text:
-    """The validation split of a prepared data module (every full window, as training sees it)."""
+def split_text(datamodule: Any, tokenizer: Any, description: str, seq_len: int) -> Text:
+    """The validation split of a prepared data module, every token of it, in windows of `seq_len`."""
     val = datamodule.val_set
-    if val is None or len(val) == 0:
-        raise EvalError(f"{description} has no validation window")
-    ids = val.stream.read(val.start, len(val) * val.seq_len)
-    windows = _windows_of(ids, val.seq_len)
+    if val is None or val.end <= val.start:
+        raise EvalError(f"{description} has no validation tokens")
+    ids = val.stream.read(val.start, val.end - val.start)
+    windows = _windows_of(ids, seq_len)
     text = tokenizer.decode(ids.tolist()).encode("utf-8") if tokenizer.name != "bytes" else ids.astype(np.uint8).tobytes()
     return Text(description, windows, [tokenizer.byte_length(w.tolist()) for w in windows],
                 tokenizer.byte_length(ids.tolist()), ids, text)
@@ -148,7 +151,7 @@ def file_text(paths: Sequence[str], tokenizer: Any, seq_len: int) -> Text:
             raw.append(data.encode("utf-8"))
             names.append(str(path))
     described = names[0] if len(names) == 1 else f"{len(names)} files ({names[0]}, ...)"
-    return Text(described, windows, counts, sum(len(r) for r in raw), np.concatenate(all_ids), b"\n".join(raw))
+    return Text(described, windows, counts, sum(len(r) for r in raw), np.concatenate(all_ids), b"".join(raw))
 
 
 def _read_text(path: Path) -> str:
@@ -171,7 +174,7 @@ def text_to_evaluate(model: Any, data: Optional[Sequence[str]], record: Optional
                             "pass --data FILE_OR_DIR")
         module = _datamodule(record)
         _check_tokenizer(model, module.tokenizer, "the run's data")
-        return split_text(module, model.tokenizer, "the run's validation split")
+        return split_text(module, model.tokenizer, "the run's validation split", seq_len)
     prepared = [p for p in data if (Path(p) / "manifest.json").is_file()]
     if prepared:
         if len(data) > 1:
@@ -179,10 +182,13 @@ def text_to_evaluate(model: Any, data: Optional[Sequence[str]], record: Optional
                             "of them, not both")
         from dimba.data.datamodule import ShardsDataModule
 
-        module = ShardsDataModule(prepared[0], seq_len=seq_len, batch_size=1)
-        module.setup("validate")
+        try:
+            module = ShardsDataModule(prepared[0], seq_len=1, batch_size=1)
+            module.setup("validate")
+        except (ConfigError, OSError) as exc:
+            raise EvalError(f"--data {prepared[0]}: {first_line(exc)}") from None
         _check_tokenizer(model, module.tokenizer, f"--data {prepared[0]}")
-        return split_text(module, model.tokenizer, f"the validation split of {prepared[0]}")
+        return split_text(module, model.tokenizer, f"the validation split of {prepared[0]}", seq_len)
     return file_text(data, model.tokenizer, seq_len)
 
 

@@ -143,6 +143,7 @@ def sequence_bound(model, tokens: Tensor, samples: int, generator: torch.Generat
         raise ValueError(f"samples must be an even number >= {REPLICATES}, got {samples!r}")
     alpha_bar = model.schedule.alpha_bar.detach().to("cpu", torch.float64)
     proposal = timestep_proposal(alpha_bar) if proposal is None else proposal.to(torch.float64)
+    proposal = proposal / proposal.sum()
     group = max(1, max_batch // (samples + REPLICATES))
     was_training = model.training
     model.eval()
@@ -188,8 +189,8 @@ def posterior_mean(model, x0_hat: Tensor, decoder: str) -> Tensor:
 
 def _noised(x0: Tensor, seq: Tensor, t: Tensor, noise: Tensor, alpha_bar: Tensor, device, dtype) -> Tensor:
     """z_t = sqrt(ab_t) e + sqrt(1 - ab_t) noise, on the model's device and in its dtype."""
-    ab = alpha_bar[t].view(-1, 1, 1).to(device, dtype)
-    return ab.sqrt() * x0[seq.to(device)] + (1 - ab).sqrt() * noise.to(device, dtype)
+    ab = alpha_bar[t].view(-1, 1, 1)  # both square roots in float64: 1 - ab is 4e-5 at t = 1
+    return ab.sqrt().to(device, dtype) * x0[seq.to(device)] + (1 - ab).sqrt().to(device, dtype) * noise.to(device, dtype)
 
 
 def _denoising_errors(model, x0: Tensor, seq: Tensor, t: Tensor, noise: Tensor, alpha_bar: Tensor, device, dtype,

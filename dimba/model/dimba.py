@@ -78,8 +78,9 @@ class DIMBA(nn.Module):
     def rounding_mean(self, x0_hat: Tensor) -> Tensor:
         """The mean embedding under the rounding distribution softmax(x0_hat . E^T): what the
         likelihood bound's reverse process uses as its estimate of x0."""
-        weight = self.embedding.weight
-        return torch.softmax(self.logits(x0_hat).float(), dim=-1).to(weight.dtype) @ weight
+        weight = self.embedding.weight  # one gathered table for both products (under FSDP2 a nested
+        logits = x0_hat @ weight.t()  # forward method would reshard it before the second)
+        return torch.softmax(logits.float(), dim=-1).to(weight.dtype) @ weight
 
     def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
         return self.logits(self.denoise(x_t, t))
