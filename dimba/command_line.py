@@ -70,12 +70,14 @@ def check_job(overrides: List[str], conf_dir: Path, config_name: str) -> Job:
 
 
 def _check_before_running(config: Config) -> None:
-    """What can be known before Hydra creates the run's directory: every stage fits in memory,
-    and an absolute save directory is not another live run's (train.py claims it later)."""
+    """What can be known before Hydra creates the run's directory: the model does not start
+    above every milestone, every stage fits in memory, and an absolute save directory is not
+    another live run's (train.py claims it later)."""
     from dimba.checkpointing.ownership import check_free
-    from dimba.planning import check_memory, memory_rows
+    from dimba.planning import check_memory, check_milestones_ahead, growth_plan, memory_rows
     from dimba.preflight import is_first_process
 
+    check_milestones_ahead(config, growth_plan(config))
     check_memory(*memory_rows(config))
     save_dir = Path(config.progressive_checkpoints.save_dir).expanduser()
     if config.progressive_checkpoints.enabled and save_dir.is_absolute() and is_first_process():

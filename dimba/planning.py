@@ -39,6 +39,21 @@ def unreached_warning(plan: GrowthPlan) -> Optional[str]:
             "start larger (model.*), train longer (trainer.max_steps) or lower progressive_checkpoints.milestones.")
 
 
+def check_milestones_ahead(config: Config, plan: GrowthPlan) -> None:
+    """A fresh run whose model starts at or above every milestone would save them all at its
+    first step: almost always `[1,5,10,30]` meant as billions. Refused, naming the start."""
+    progressive = config.progressive_checkpoints
+    if not progressive.enabled or config.ckpt_path is not None or config.resume is not None:
+        return
+    start = plan.stages[0].params
+    if all(m <= start for m in progressive.milestones):
+        meant = "[" + ",".join(f"{m}B" for m in progressive.milestones) + "]" if all(
+            m < 1000 for m in progressive.milestones) else "[1B,5B,10B,30B]"
+        raise ConfigError("progressive_checkpoints.milestones", list(progressive.milestones),
+                          f"parameter counts above the model's starting size ({format_param_count(start)}: it has "
+                          f"passed all of them at step 0), such as {meant} for billions")
+
+
 def world_size(config: Config) -> int:
     devices = config.trainer.devices
     if isinstance(devices, (list, tuple)):

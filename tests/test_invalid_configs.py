@@ -27,6 +27,9 @@ CATALOGUE = [
     (["progressive_checkpoints.milestones=[]"], "progressive_checkpoints.milestones"),
     (["progressive_checkpoints.milestones=[0.5]"], "progressive_checkpoints.milestones"),
     (["progressive_checkpoints.save_dir=''"], "progressive_checkpoints.save_dir"),
+    # learning rates that cannot be meant
+    (["optim.lr=1e9"], "optim.lr"),
+    (["optim.lr=1.5"], "optim.lr"),
     # the likelihood bound at validation
     (["validation.bpb_samples=3"], "validation.bpb_samples"),
     (["validation.bpb_samples=0"], "validation.bpb_samples"),
@@ -196,3 +199,34 @@ def test_composition_errors_are_one_line_too(overrides, message):
     job = check_job(overrides, CONF, "config")
     assert job.error is not None and str(job.error).startswith(message), str(job.error)
     assert "\n" not in str(job.error) and "base_trainer" not in str(job.error).split("available: ", 1)[-1]
+
+
+@pytest.mark.parametrize("milestones, suggestion", [("[1,5,10,30]", "[1B,5B,10B,30B]"),
+                                                     ("[100K,500K]", "[1B,5B,10B,30B]")])
+def test_milestones_the_model_starts_above_are_refused_before_hydra_runs(milestones, suggestion, tmp_path,
+                                                                         monkeypatch):
+    """The default model starts at 623K parameters: [1,5,10,30] would be four saves at step 0.
+    Read as billions elsewhere (the interactive setup), here it gets a line that says so."""
+    import io
+
+    from dimba.command_line import check_command_line
+
+    monkeypatch.chdir(tmp_path)
+    out, errors = io.StringIO(), io.StringIO()
+    status = check_command_line([f"progressive_checkpoints.milestones={milestones}"], CONF, out=out, err=errors)
+    err = errors.getvalue()
+    assert status == 2 and err.count("\n") == 1 and not list(tmp_path.iterdir())  # no run directory
+    assert err.startswith("Invalid config: progressive_checkpoints.milestones: ")
+    assert "623.0K" in err and suggestion in err
+
+
+def test_milestones_partly_passed_at_the_start_still_run():
+    """A first milestone below the starting size is saved at step 1 (a BPE model starting at
+    1.1M against [1M,2M,4M]): only a list the model has passed entirely is refused."""
+    from dimba.planning import check_milestones_ahead, growth_plan
+
+    config = validate(compose_config(["progressive_checkpoints.milestones=[500K,2M]"]))
+    check_milestones_ahead(config, growth_plan(config))  # no error
+    resumed = validate(compose_config(["progressive_checkpoints.milestones=[100K]"]))
+    resumed.resume = "auto"
+    check_milestones_ahead(resumed, growth_plan(resumed))  # a resumed run skips what it has passed

@@ -88,7 +88,7 @@ def test_two_runs_started_together_on_one_save_dir_lose_nothing(tmp_path):
     """The issue's case: same absolute save_dir, seeds 1 and 2. One trains; the other stops
     before training with one line naming the directory and the run that holds it."""
     save_dir = tmp_path / "shared"
-    common = [sys.executable, str(ROOT / "train.py"), "trainer.max_steps=3", "progressive_checkpoints.milestones=[1e3,2e3]",
+    common = [sys.executable, str(ROOT / "train.py"), "trainer.max_steps=3", "progressive_checkpoints.milestones=[1e3,2e3,1e9]",
               f"progressive_checkpoints.save_dir={save_dir}", "growth=none", "model.d_model=64", "model.n_layers=1",
               "data.seq_len=32", "data.batch_size=4", "trainer.val_check_interval=3", "trainer.limit_val_batches=1",
               "trainer.enable_progress_bar=false"]

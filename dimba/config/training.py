@@ -15,6 +15,10 @@ from dimba.errors import ConfigError
 from dimba.growth.schedule import GrowthEvent
 
 
+MAX_LR = 1.0
+"""The largest `optim.lr` accepted: a peak rate above it cannot be meant (`1e9` trained)."""
+
+
 @dataclass
 class OptimConfig:
     """AdamW with linear warmup, then `schedule` (by default wsd: stable at the peak, then a
@@ -38,8 +42,8 @@ class OptimConfig:
     """The share of the steps `schedule=wsd` spends decaying."""
 
     def __post_init__(self) -> None:
-        if not finite(self.lr) or self.lr <= 0:
-            raise ConfigError("optim.lr", self.lr, "a positive number")
+        if not finite(self.lr) or not 0 < self.lr <= MAX_LR:
+            raise ConfigError("optim.lr", self.lr, f"a positive number up to {MAX_LR:g} (AdamW diverges far below that)")
         if not finite(self.weight_decay) or self.weight_decay < 0:
             raise ConfigError("optim.weight_decay", self.weight_decay, "a number >= 0")
         self.betas = list(self.betas)
