@@ -125,3 +125,17 @@ def test_a_simple_trainer_checkpoint_is_refused_as_ckpt_path_before_training(tmp
     with pytest.raises(CheckpointLoadError, match=r"holds no Lightning training state .* SimpleTrainer.resume"):
         train(compose_config("trainer.max_steps=2", f"ckpt_path={simple}"), tmp_path)
     assert not (tmp_path / "checkpoints").exists()  # nothing trained, nothing written
+
+
+def test_the_loss_panel_keeps_the_curve_after_the_first_steps_visible():
+    """The first ten steps fall from about 15 to 2: on a linear axis the rest is a flat line."""
+    from matplotlib.figure import Figure
+
+    from dimba.plotting.draw import _draw_losses
+    from dimba.plotting.record import RunRecord
+
+    record = RunRecord(metrics_path=None, columns={"train/loss": [(s, 15.0 / (1 + s) + 1.0) for s in range(200)],
+                                "val/loss": [(59, 1.2), (119, 1.1)]})
+    axis = Figure().subplots()
+    _draw_losses(axis, record)
+    assert axis.get_yscale() == "log" and axis.get_ylabel() == "loss (log scale)"

@@ -76,14 +76,16 @@ def test_the_default_run_as_shipped(tmp_path):
 
 def test_milestones_in_scientific_notation_and_an_explicit_run_dir(tmp_path):
     run = tmp_path / "run"
-    result = train(*FAST, "progressive_checkpoints.milestones=[1e3,2e3]", f"hydra.run.dir={run}")
+    # The model starts at 74.1K: 5e4 and 6e4 are saved at its first step; 1e12 keeps the list
+    # from being one the model has entirely passed at step 0 (refused, see test_invalid_configs).
+    result = train(*FAST, "progressive_checkpoints.milestones=[5e4,6e4,1e12]", f"hydra.run.dir={run}")
     assert result.returncode == 0, result.stderr
     assert milestone_files(run) == [
-        "checkpoint_1.0K_step_1.json", "checkpoint_1.0K_step_1.pt",
-        "checkpoint_2.0K_step_1.json", "checkpoint_2.0K_step_1.pt",
+        "checkpoint_50.0K_step_1.json", "checkpoint_50.0K_step_1.pt",
+        "checkpoint_60.0K_step_1.json", "checkpoint_60.0K_step_1.pt",
     ]
-    sidecar = json.loads((run / "progressive_checkpoints" / "checkpoint_2.0K_step_1.json").read_text())
-    assert sidecar["milestones"] == [1000, 2000] and sidecar["target_milestone"] == 2000
+    sidecar = json.loads((run / "progressive_checkpoints" / "checkpoint_60.0K_step_1.json").read_text())
+    assert sidecar["milestones"] == [50000, 60000, 10**12] and sidecar["target_milestone"] == 60000
 
 
 def test_objective_cdlm_trains_and_logs_the_consistency_loss(tmp_path):
@@ -131,22 +133,22 @@ def test_a_bad_milestone_stops_before_training_with_one_line(tmp_path, bad):
 
 def test_a_two_job_sweep_gives_each_job_its_own_directory(tmp_path):
     sweep = tmp_path / "sweep"
-    result = train("-m", *FAST, "progressive_checkpoints.milestones=[1e3],[2e3]", f"hydra.sweep.dir={sweep}")
+    result = train("-m", *FAST, "progressive_checkpoints.milestones=[5e4,1e12],[6e4,1e12]", f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr
-    assert milestone_files(sweep / "0") == ["checkpoint_1.0K_step_1.json", "checkpoint_1.0K_step_1.pt"]
-    assert milestone_files(sweep / "1") == ["checkpoint_2.0K_step_1.json", "checkpoint_2.0K_step_1.pt"]
+    assert milestone_files(sweep / "0") == ["checkpoint_50.0K_step_1.json", "checkpoint_50.0K_step_1.pt"]
+    assert milestone_files(sweep / "1") == ["checkpoint_60.0K_step_1.json", "checkpoint_60.0K_step_1.pt"]
     for job in ("0", "1"):
         assert (sweep / job / "train.log").is_file() and (sweep / job / "logs" / "metrics.csv").is_file()
 
 
 def test_ddp_with_two_processes_writes_one_set_of_files(tmp_path):
     run = tmp_path / "run"
-    result = train(*FAST, "trainer=ddp_cpu", "progressive_checkpoints.milestones=[1e3]", f"hydra.run.dir={run}")
+    result = train(*FAST, "trainer=ddp_cpu", "progressive_checkpoints.milestones=[5e4,1e12]", f"hydra.run.dir={run}")
     assert result.returncode == 0, result.stderr
-    assert milestone_files(run) == ["checkpoint_1.0K_step_1.json", "checkpoint_1.0K_step_1.pt"]
+    assert milestone_files(run) == ["checkpoint_50.0K_step_1.json", "checkpoint_50.0K_step_1.pt"]
     assert result.stderr.count("🎯 Progressive checkpoint saved") == 1
     assert not list((run / "progressive_checkpoints").glob(".*"))  # no temporaries left
-    checkpoint = torch.load(run / "progressive_checkpoints" / "checkpoint_1.0K_step_1.pt", weights_only=True)
+    checkpoint = torch.load(run / "progressive_checkpoints" / "checkpoint_50.0K_step_1.pt", weights_only=True)
     assert checkpoint["global_step"] == 1
 
 
@@ -175,7 +177,7 @@ def test_sigterm_writes_last_checkpoint_before_exiting(tmp_path):
 
     run = tmp_path / "run"
     args = [sys.executable, str(ROOT / "train.py"), *FAST, "trainer.max_steps=100000", "last_checkpoint_every_n_steps=100000",
-            "progressive_checkpoints.milestones=[1K]", f"hydra.run.dir={run}"]
+            "progressive_checkpoints.milestones=[1K,1T]", f"hydra.run.dir={run}"]
     process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120

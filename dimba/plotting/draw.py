@@ -1,7 +1,8 @@
 """One picture of a training run: how the model grew and how the loss went.
 
 Panels on a shared step axis: the parameter count (a vertical line at every growth event, a
-star at every milestone checkpoint), the train/validation loss and, where it was logged, the
+star at every milestone checkpoint), the train/validation loss (log scale: the first steps
+fall from about 15 to 2 and would flatten the rest) and, where it was logged, the
 validation likelihood bound in bits per byte with its standard error (log scale: it falls
 by orders of magnitude early in training). matplotlib is
 imported only when a plot is drawn, through its object API and the Agg canvas, so pyplot's
@@ -77,7 +78,10 @@ def _draw_losses(axis: Any, record: RunRecord) -> None:
         plotted = True
     if not plotted:
         axis.text(0.5, 0.5, "no loss logged", transform=axis.transAxes, ha="center", va="center", color="gray")
-    axis.set_ylabel("loss")
+    values = [y for line in axis.get_lines() for y in line.get_ydata()]
+    if values and min(values) > 0:  # the first steps fall by an order of magnitude: keep the rest visible
+        axis.set_yscale("log")
+    axis.set_ylabel("loss (log scale)" if axis.get_yscale() == "log" else "loss")
     axis.set_xlabel("optimizer step")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
 
