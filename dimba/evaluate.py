@@ -106,6 +106,14 @@ def _check_tokenizer(model: Any, tokenizer: Any, where: str) -> None:
                         f"({model.tokenizer.name}): evaluate text files instead")
 
 
+def _raw_bytes(tokenizer: Any, ids: np.ndarray) -> bytes:
+    """The bytes token ids stand for: themselves for the byte tokenizer (any bytes, even
+    invalid UTF-8), the decoded text's UTF-8 otherwise."""
+    if tokenizer.name == "bytes":
+        return ids.astype(np.uint8).tobytes()
+    return tokenizer.decode(ids.tolist()).encode("utf-8")
+
+
 def _windows_of(ids: np.ndarray, seq_len: int) -> List[torch.Tensor]:
     tensor = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))
     return [tensor[start:start + seq_len] for start in range(0, len(tensor), seq_len)]
@@ -118,7 +126,7 @@ def split_text(datamodule: Any, tokenizer: Any, description: str, seq_len: int) 
         raise EvalError(f"{description} has no validation tokens")
     ids = val.stream.read(val.start, val.end - val.start)
     windows = _windows_of(ids, seq_len)
-    text = tokenizer.decode(ids.tolist()).encode("utf-8") if tokenizer.name != "bytes" else ids.astype(np.uint8).tobytes()
+    text = _raw_bytes(tokenizer, ids)
     return Text(description, windows, [tokenizer.byte_length(w.tolist()) for w in windows],
                 tokenizer.byte_length(ids.tolist()), ids, text)
 
@@ -205,7 +213,7 @@ def training_text(model: Any, record: Optional[Dict[str, Any]]) -> Tuple[Optiona
     length = min(train.end - train.start, REFERENCE_TRAIN_TOKENS)
     ids = train.stream.read(train.start, length)
     tokenizer = module.tokenizer
-    raw = ids.astype(np.uint8).tobytes() if tokenizer.name == "bytes" else tokenizer.decode(ids.tolist()).encode("utf-8")
+    raw = _raw_bytes(tokenizer, ids)
     return ids, raw, "" if length == train.end - train.start else f"references fit on the first {length:,} training tokens"
 
 

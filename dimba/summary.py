@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict
 
 from dimba.checkpointing import format as ckpt_format
 from dimba.checkpointing.milestones import milestone_label
@@ -20,16 +19,8 @@ def summary_table(save_dir: Path) -> str:
         return "No milestone was reached in this run."
     rows = [f"  {'milestone':<10} {'step':>7} {'params':>12} {'val bpb':>20}  path"]
     rows += [f"  {milestone_label(e.target_milestone):<10} {e.global_step:>7} {e.current_params:>12,} "
-             f"{bound_cell(e.metadata):>20}  {Path(save_dir) / e.checkpoint}" for e in entries]
+             f"{ckpt_format.bound_text(e.metadata) or '-':>20}  {Path(save_dir) / e.checkpoint}" for e in entries]
     return "Milestones reached:\n" + "\n".join(rows)
-
-
-def bound_cell(metadata: Dict[str, Any]) -> str:
-    """`5.8213 ± 0.0612`: the milestone's likelihood bound in bits per byte, or `-`."""
-    bpb, se = metadata.get("val_bpb"), metadata.get("val_bpb_se")
-    if not isinstance(bpb, (int, float)) or isinstance(bpb, bool):
-        return "-"
-    return f"{bpb:.4f} ± {se:.4f}" if isinstance(se, (int, float)) else f"{bpb:.4f}"
 
 
 def print_summary(save_dir: Path) -> None:

@@ -55,6 +55,21 @@ def sidecars_in(directory: Path) -> List[Path]:
 
 
 # ---------------------------------------------------------------------- sidecar
+VAL_BPB, VAL_BPB_SE = "val_bpb", "val_bpb_se"
+"""Metadata keys of a milestone's likelihood bound (bits per byte) and its standard error."""
+
+
+def bound_text(metadata: Mapping[str, Any], digits: int = 4, separator: str = " ± ") -> Optional[str]:
+    """A milestone's likelihood bound from its metadata, `5.8213 ± 0.0612`; None if it has none."""
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    bpb, se = metadata.get(VAL_BPB), metadata.get(VAL_BPB_SE)
+    if not number(bpb):
+        return None
+    return f"{bpb:.{digits}f}{separator}{se:.{digits}f}" if number(se) else f"{bpb:.{digits}f}"
+
+
 @dataclass
 class Sidecar:
     """The JSON written beside each milestone checkpoint: readable without torch."""

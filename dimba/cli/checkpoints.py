@@ -81,19 +81,14 @@ def read_row(sidecar_path: Path, root: Path) -> Row:
         return Row(os.path.relpath(run, root), label, value, step, "-", "-", "-", entry.status,
                    os.path.relpath(sidecar_path, run), one_line(entry.error))
     loss = sidecar.metadata.get("train/loss")
-    bpb, se = sidecar.metadata.get("val_bpb"), sidecar.metadata.get("val_bpb_se")
     return Row(
         run=os.path.relpath(run, root), milestone=entry.as_dict()["milestone_str"],
         milestone_value=sidecar.target_milestone, step=sidecar.global_step,
         params=format_param_count(sidecar.current_params),
-        loss=f"{loss:.4f}" if _number(loss) else "-",
-        val_bpb=(f"{bpb:.3f}" + (f"±{se:.3f}" if _number(se) else "")) if _number(bpb) else "-",
+        loss=f"{loss:.4f}" if isinstance(loss, (int, float)) and not isinstance(loss, bool) else "-",
+        val_bpb=ckpt_format.bound_text(sidecar.metadata, digits=3, separator="±") or "-",
         status=entry.status, file=os.path.relpath(entry.checkpoint_path, run), error=entry.error or "",
     )
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def list_checkpoints(root: Path) -> List[Row]:

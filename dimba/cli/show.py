@@ -145,17 +145,12 @@ def _growth_lines(history: Any) -> list:
     return lines
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def format_record(info: Dict[str, Any], source: str) -> str:
     metadata = info.get("metadata") if isinstance(info.get("metadata"), dict) else {}
     lines = _header(info, source)
-    bpb, se = metadata.get("val_bpb"), metadata.get("val_bpb_se")
-    if _number(bpb):
-        spread = f" ± {se:.4f}" if _number(se) else ""
-        lines.append(f"val bpb      {bpb:.4f}{spread} bits per byte (the likelihood bound on the validation subset)")
+    bound = ckpt_format.bound_text(metadata)
+    if bound is not None:
+        lines.append(f"val bpb      {bound} bits per byte (the likelihood bound on the validation subset)")
     architecture = metadata.get("architecture")
     if isinstance(architecture, dict):
         width = max(map(len, architecture), default=0)

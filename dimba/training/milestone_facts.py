@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 import lightning as L
 
-from dimba.checkpointing.format import parse_name
+from dimba.checkpointing.format import VAL_BPB, VAL_BPB_SE, parse_name
 from dimba.io.manager import ProgressiveCheckpointManager
 from dimba.training.loggers import log_event
 
@@ -32,7 +32,7 @@ def milestone_metadata(trainer: L.Trainer, pl_module: L.LightningModule) -> Dict
     measure = getattr(pl_module, "validation_bpb", None)
     bound = measure() if callable(measure) else None
     if bound is not None:  # the saved model's own bound (the latest validation may be older)
-        metadata.update(val_bpb=bound.bpb, val_bpb_se=bound.bpb_se, val_bits_per_token=bound.bits_per_token)
+        metadata.update({VAL_BPB: bound.bpb, VAL_BPB_SE: bound.bpb_se, "val_bits_per_token": bound.bits_per_token})
         log_event(trainer, {"val/bpb": bound.bpb, "val/bpb_se": bound.bpb_se}, trainer.global_step)
     describe = getattr(pl_module, "checkpoint_record", None)
     if callable(describe):
