@@ -74,6 +74,37 @@ def test_a_torn_claim_file_is_nobodys(tmp_path):
         assert read_owner(tmp_path).pid == os.getpid()
 
 
+def test_a_run_claiming_while_another_writes_its_claim_is_refused(tmp_path, monkeypatch):
+    """Two runs started together: the second looks while the first is writing its claim. It
+    must find a whole claim or none; a half-written one looked like a crashed run's, was taken
+    over, and both runs then wrote into one directory."""
+    from dimba.checkpointing import ownership
+
+    original = ownership.this_process
+    second: list = []
+
+    def racing(run_dir: str):
+        if run_dir == "first" and not second:  # the first run is part-way through its claim
+            try:
+                second.append(SaveDirClaim(tmp_path, "second"))
+            except ConfigError as exc:
+                second.append(exc)
+        return original(run_dir)
+
+    monkeypatch.setattr(ownership, "this_process", racing)
+    try:
+        first = SaveDirClaim(tmp_path, "first")
+    except ConfigError as exc:
+        first = exc
+    claims = [c for c in (first, *second) if isinstance(c, SaveDirClaim)]
+    assert len(claims) == 1, (first, second)  # one holder, the other refused in one line
+    refused = first if isinstance(first, ConfigError) else second[0]
+    assert "is being written by another run" in str(refused)
+    assert read_owner(tmp_path).run_dir == claims[0].run_dir
+    assert sorted(p.name for p in tmp_path.iterdir()) == [OWNER_FILE]  # no draft left behind
+    claims[0].release()
+
+
 def test_a_process_claims_twice_and_releases_on_the_last(tmp_path):
     outer = SaveDirClaim(tmp_path, run_dir="/runs/a")
     inner = SaveDirClaim(tmp_path, run_dir="/runs/a")  # train.py claims, then the callback

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import socket
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Optional
@@ -116,19 +117,40 @@ class SaveDirClaim:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / OWNER_FILE
         for _ in range(3):  # another run may be taking over the same stale claim
+            if self._publish(path):
+                atomic_io.fsync_dir(self.directory)
+                _HELD[self.directory] = 1
+                return
+            self._take_over_if_stale(path)
+        raise refusal(self.directory, read_owner(self.directory) or this_process("?"), None)
+
+    def _publish(self, path: Path) -> bool:
+        """Create the claim whole, or not at all (False: a claim is there). The owner is written
+        to a file of this process's own and hard-linked to the claim's name, which fails if the
+        name exists: another run never sees a claim half-written, which it would take for a
+        crashed run's and take over while this one goes on writing."""
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{OWNER_FILE}.", suffix=".draft")
+        draft = Path(name)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(asdict(this_process(self.run_dir)), handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: create the name exclusively instead
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
-                self._take_over_if_stale(path)
-                continue
+                return False
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(asdict(this_process(self.run_dir)), handle)
+                handle.write(draft.read_text(encoding="utf-8"))
                 handle.flush()
                 os.fsync(handle.fileno())
-            atomic_io.fsync_dir(self.directory)
-            _HELD[self.directory] = 1
-            return
-        raise refusal(self.directory, read_owner(self.directory) or this_process("?"), None)
+        finally:
+            draft.unlink(missing_ok=True)
+        return True
 
     def _take_over_if_stale(self, path: Path) -> None:
         owner = read_owner(self.directory)
