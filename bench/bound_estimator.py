@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from dimba.diffusion.bound import bits_per_byte, sequence_bound, timestep_proposal
-from dimba.evaluate import _run_config, text_to_evaluate
+from dimba.evaluate import data_module_of, text_to_evaluate, training_record
 from dimba.io.load import load_model
 
 PROPOSALS = {
@@ -58,8 +58,8 @@ def main() -> None:
     parser.add_argument("--regions", help="ranges of timesteps, e.g. 2-10,11-100,101-1000")
     args = parser.parse_args()
     model = load_model(args.checkpoint)
-    record = getattr(model, "data_record", None) or _run_config(Path(args.checkpoint))
-    text = text_to_evaluate(model, None, record, int(record["data"]["seq_len"]))
+    record = training_record(model, Path(args.checkpoint))
+    text = text_to_evaluate(model, None, data_module_of(record), int(record["data"]["seq_len"]))
     windows = torch.stack([w for w in text.windows if w.numel() == text.windows[0].numel()])
     if args.sequences:
         windows = windows[:args.sequences]

@@ -67,10 +67,13 @@ class EvalReport:
 
 
 # ---------------------------------------------------------------------- the text
-def _run_config(checkpoint: Path) -> Optional[Dict[str, Any]]:
-    """Data and tokenizer configs from the run directory's `.hydra/config.yaml` (checkpoints
-    written before the data was recorded in them): the checkpoint's run is the folder above
-    `progressive_checkpoints/` or `checkpoints/`."""
+def training_record(model: Any, checkpoint: Path) -> Optional[Dict[str, Any]]:
+    """The data and tokenizer configs a checkpoint trained on: recorded in it, or (checkpoints
+    from before they were recorded) in the run directory's `.hydra/config.yaml`, the run
+    being the folder above `progressive_checkpoints/` or `checkpoints/`; None if neither."""
+    recorded = getattr(model, "data_record", None)
+    if recorded is not None:
+        return recorded
     for run in (checkpoint.parent.parent, checkpoint.parent):
         composed = run / ".hydra" / "config.yaml"
         if composed.is_file():
@@ -82,7 +85,7 @@ def _run_config(checkpoint: Path) -> Optional[Dict[str, Any]]:
     return None
 
 
-def _datamodule(record: Dict[str, Any]) -> Any:
+def data_module_of(record: Dict[str, Any]) -> Any:
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
@@ -174,13 +177,12 @@ def _read_text(path: Path) -> str:
     return data
 
 
-def text_to_evaluate(model: Any, data: Optional[Sequence[str]], record: Optional[Dict[str, Any]],
-                     seq_len: int) -> Text:
+def text_to_evaluate(model: Any, data: Optional[Sequence[str]], module: Any, seq_len: int) -> Text:
+    """The given files, or (no `data`) the validation split of the run's data `module`."""
     if not data:
-        if record is None:
+        if module is None:
             raise EvalError("the checkpoint records no training data and no run directory holds its config: "
                             "pass --data FILE_OR_DIR")
-        module = _datamodule(record)
         _check_tokenizer(model, module.tokenizer, "the run's data")
         return split_text(module, model.tokenizer, "the run's validation split", seq_len)
     prepared = [p for p in data if (Path(p) / "manifest.json").is_file()]
@@ -201,14 +203,8 @@ def text_to_evaluate(model: Any, data: Optional[Sequence[str]], record: Optional
 
 
 # ---------------------------------------------------------------------- the references
-def training_text(model: Any, record: Optional[Dict[str, Any]]) -> Tuple[Optional[np.ndarray], bytes, str]:
-    """(ids, bytes) of the start of the training split, or (None, b"", why not)."""
-    if record is None:
-        return None, b"", "no training data recorded: reference lines need the checkpoint's training split"
-    try:
-        module = _datamodule(record)
-    except EvalError as exc:
-        return None, b"", str(exc)
+def training_text(module: Any) -> Tuple[np.ndarray, bytes, str]:
+    """(ids, bytes) of the start of the run's training split, and a note where it was cut."""
     train = module.train_set
     length = min(train.end - train.start, REFERENCE_TRAIN_TOKENS)
     ids = train.stream.read(train.start, length)
@@ -247,20 +243,30 @@ def evaluate(checkpoint: str, data: Optional[Sequence[str]] = None, samples: int
     if seq_len is not None and seq_len < 1:
         raise EvalError(f"--seq-len must be a positive integer, got {seq_len}")
     model = load_model(checkpoint)
-    record = getattr(model, "data_record", None) or _run_config(Path(checkpoint))
+    record = training_record(model, Path(checkpoint))
     if seq_len is None:
         seq_len = int((record or {}).get("data", {}).get("seq_len") or DEFAULT_SEQ_LEN)
-    text = text_to_evaluate(model, data, record, seq_len)
+    # The run's data, built once: its validation split (no --data) and its training split (references).
+    module, note = None, "no training data recorded: reference lines need the checkpoint's training split"
+    if record is not None and (not data or references):
+        try:
+            module = data_module_of(record)
+        except EvalError as exc:
+            if not data:
+                raise
+            note = str(exc)
+    text = text_to_evaluate(model, data, module, seq_len)
     bound = bound_of_windows(model, text.windows, samples, seed)
     tokens = torch.tensor([w.numel() for w in text.windows])
     result = bits_per_byte(bound, tokens, torch.tensor(text.byte_counts), total_bytes=text.total_bytes)
     terms = {name: float(getattr(bound, name).sum()) / LN2 / text.total_bytes
              for name in ("prior", "diffusion", "reconstruction")}
-    refs, note = None, "skipped"
-    if references:
-        train_ids, train_bytes, note = training_text(model, record)
-        if train_ids is not None:
-            refs = reference_bits(train_ids, text.eval_ids, train_bytes, text.eval_bytes, model.config.vocab_size)
+    refs = None
+    if not references:
+        note = "skipped"
+    elif module is not None:
+        train_ids, train_bytes, note = training_text(module)
+        refs = reference_bits(train_ids, text.eval_ids, train_bytes, text.eval_bytes, model.config.vocab_size)
     return EvalReport(str(checkpoint), text.description, samples, seq_len, result, refs, note, terms)
 
 
