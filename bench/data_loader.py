@@ -3,7 +3,7 @@
 Reads batches of the reference shape (seq 256, batch 8) from `ShardsDataModule`'s training
 loader (shuffled windows over memory-mapped shards, exactly what training iterates) with 0
 and 2 worker processes, and compares with training's consumption at the reference config:
-5,800 tokens/s on this 2-core CPU at 2 threads (bench/throughput.py), or measured here with
+5,950 tokens/s on this 2-core CPU at 2 threads (bench/throughput.py, 2026-12-06), or measured here with
 `--measure-training`. The goal: the loader at least 20x faster. Prints one JSON object:
 
     python bench/data_loader.py [--path /tmp/dimba-bench-data/prepared-bytes] [--batches 3000]
@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from dimba.data import ShardsDataModule  # noqa: E402
 
-TRAINING_TOKENS_PER_S = 5800  # reference config, 2 threads, this CPU kind (see the module docstring)
+TRAINING_TOKENS_PER_S = 5950  # reference config, 2 threads, this CPU kind (see the module docstring)
 GOAL = 20
 
 

@@ -29,7 +29,14 @@ def conv_backward_flops(grad_out_shape, x_shape, w_shape, bias, stride, padding,
     return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 
 
-CUSTOM_MAPPING: Dict = {torch.ops.aten.convolution_backward: conv_backward_flops}
+def baddbmm_inplace_flops(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    """`Tensor.baddbmm_` (the SSD scan accumulates into its output): FlopCounterMode has a
+    formula for `baddbmm` only, and would leave these matmuls out."""
+    return 2 * a_shape[0] * a_shape[1] * a_shape[2] * b_shape[2]
+
+
+CUSTOM_MAPPING: Dict = {torch.ops.aten.convolution_backward: conv_backward_flops,
+                        torch.ops.aten.baddbmm_: baddbmm_inplace_flops}
 
 
 def count_flops(fn: Callable[[], object]) -> int:

@@ -40,10 +40,10 @@ timeout 400 "$PY" bench/save_stall.py --accelerator gpu --repeats 3 > "$OUT/save
 echo "save_stall rc=$?" >> "$OUT/summary.txt"
 
 # 3. Throughput and MFU at the ~100M config (bf16 autocast; then with torch.compile).
-timeout 300 "$PY" bench/throughput.py --config 100m --device cuda --dtype bf16 --steps 10 --hook-calls 0 \
+timeout 300 "$PY" bench/throughput.py --config 100m --device cuda --variants bf16 --steps 10 --hook-calls 0 \
   > "$OUT/throughput_100m_bf16.json" 2> "$OUT/throughput_100m_bf16.log"
 echo "throughput rc=$?" >> "$OUT/summary.txt"
-timeout 400 "$PY" bench/throughput.py --config 100m --device cuda --dtype bf16 --compile --steps 10 --hook-calls 0 \
+timeout 400 "$PY" bench/throughput.py --config 100m --device cuda --variants bf16+compile --steps 10 --hook-calls 0 \
   > "$OUT/throughput_100m_bf16_compile.json" 2> "$OUT/throughput_100m_bf16_compile.log"
 echo "throughput compile rc=$?" >> "$OUT/summary.txt"
 # mamba-ssm's kernels, where the package is installed on this machine.

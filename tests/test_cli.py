@@ -222,6 +222,16 @@ def test_generate_is_deterministic_for_a_seed_and_keeps_the_prompt(milestone, tm
     assert run_main(capsys, "generate", str(export), *args[2:], "--seed", "7")[1] == first
 
 
+def test_generate_draws_several_samples_as_one_batch_each_as_its_seed_alone_would(milestone, capsys):
+    args = ["generate", str(milestone), "--prompt", "def ", "--steps", "4", "--length", "24"]
+    code, batch, err = run_main(capsys, *args, "--seed", "7", "--num-samples", "3")
+    assert code == 0 and err == ""
+    headers = [line for line in batch.splitlines() if line.startswith("=== seed")]
+    assert headers == ["=== seed 7 ===", "=== seed 8 ===", "=== seed 9 ==="]
+    alone = "".join(f"=== seed {seed} ===\n" + run_main(capsys, *args, "--seed", str(seed))[1] for seed in (7, 8, 9))
+    assert batch == alone
+
+
 def test_generate_as_a_console_command(milestone):
     args = ["-m", "dimba.cli.main", "generate", str(milestone), "--prompt", "ab", "--steps", "2", "--seed", "1",
             "--length", "10"]
@@ -266,6 +276,9 @@ BAD_COMMANDS = [
     (["generate", "{bad}/empty_dir", "--prompt", "a", "--steps", "2", "--seed", "0"], "not a dimba export (no config.json)"),
     (["generate", "{bad}/no_weights.pt", "--prompt", "a", "--steps", "2", "--seed", "0"], "cannot rebuild the model"),
     (["generate", "{ckpt}", "--prompt", "a", "--steps", "0", "--seed", "0"], "--steps must be at least 1"),
+    (["generate", "{ckpt}", "--prompt", "a", "--num-samples", "0"], "--num-samples must be between 1 and 1024"),
+    (["generate", "{ckpt}", "--prompt", "a", "--num-samples", "2", "--seed", str(2**64 - 1)],
+     "--seed must lie in [-2**63, 2**64 - 2]"),
     (["generate", "{ckpt}", "--prompt", "a", "--steps", "101", "--seed", "0"], "between 1 and the model's diffusion_steps (100)"),
     (["generate", "{ckpt}", "--prompt", "abc", "--steps", "2", "--seed", "0", "--length", "2"], "at least the prompt's length (3 tokens)"),
     (["generate", "{ckpt}", "--steps", "2"], "the following arguments are required: --prompt"),

@@ -4,7 +4,7 @@
     dimba checkpoints show CKPT                   metadata, architecture and growth history
     dimba checkpoints plot RUN_DIR [--out PNG]    parameters and loss against step, as a PNG
     dimba checkpoints export CKPT OUT             OUT/model.safetensors + OUT/config.json
-    dimba generate CKPT --prompt TEXT --steps N --seed S [--length L] [--no-clamp]
+    dimba generate CKPT --prompt TEXT --steps N --seed S [--length L] [--num-samples N] [--no-clamp]
     dimba eval CKPT_OR_RUN_DIR [--data FILE_OR_DIR...] [--samples K] [--seq-len N] [--json]
     dimba data prepare INPUT... --out DIR [--tokenizer bytes|bpe|PATH] ...   token shards for data=shards
 
@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="total length in tokens, prompt included (default: the prompt plus 64)")
     p.add_argument("--no-clamp", dest="clamp", action="store_false",
                    help="do not snap each prediction to the nearest token embedding")
+    p.add_argument("--num-samples", type=int, default=1, metavar="N",
+                   help="samples to draw, seeds S, S+1, ..., as one batch (default: 1)")
     p = commands.add_parser("eval", help="held-out likelihood bound in bits per byte, with reference lines",
                             description="The variational bound on -log p(text) of a checkpoint, in bits per byte "
                                         "(and per token), with its Monte Carlo standard error, beside a uniform, "
@@ -129,13 +131,22 @@ def run(args: argparse.Namespace) -> int:
     raise CLIError(f"unknown command {args.command} {args.action}")
 
 
+MAX_SAMPLES = 1024  # `dimba generate --num-samples`: all in one batch (noise alone: N x length x d_embed float64s)
+
+
 def cmd_generate(args: argparse.Namespace, out) -> int:
     # Checked before the model loads, so a typo costs no load.
     if args.length is not None and args.length < 1:
         raise CLIError(f"--length must be a positive integer, got {args.length}")
     if args.steps < 1:
         raise CLIError(f"--steps must be at least 1, got {args.steps}")
-    from dimba.diffusion.sampling import sample
+    if not 1 <= args.num_samples <= MAX_SAMPLES:
+        raise CLIError(f"--num-samples must be between 1 and {MAX_SAMPLES} (one batch; run again with another "
+                       f"--seed for more), got {args.num_samples}")
+    if not -2**63 <= args.seed <= 2**64 - args.num_samples:
+        raise CLIError(f"--seed must lie in [-2**63, 2**64 - {args.num_samples}] (seeds S .. S + N - 1 are used), "
+                       f"got {args.seed}")
+    from dimba.diffusion.sampling import sample_many
     from dimba.io.load import load_model
 
     model = load_model(checkpoint_of(args.checkpoint, "generating from"))
@@ -143,11 +154,15 @@ def cmd_generate(args: argparse.Namespace, out) -> int:
     length = args.length if args.length is not None else len(prompt) + 64
     if length < len(prompt):
         raise CLIError(f"--length ({length}) must be at least the prompt's length ({len(prompt)} tokens)")
+    seeds = [args.seed + i for i in range(args.num_samples)]
     try:
-        ids = sample(model, prompt, length, args.steps, args.seed, clamp=args.clamp)
+        ids = sample_many(model, prompt, length, args.steps, seeds, clamp=args.clamp)
     except ValueError as exc:
         raise CLIError(f"--steps/--length: {one_line(exc)}") from None
-    print(model.tokenizer.decode(ids.tolist()), file=out)
+    for seed, row in zip(seeds, ids.tolist()):
+        if args.num_samples > 1:
+            print(f"=== seed {seed} ===", file=out)
+        print(model.tokenizer.decode(row), file=out)
     return 0
 
 

@@ -15,13 +15,13 @@ Why this sampler:
   positions exactly on the forward-noised prompt sqrt(ab_t) e + sqrt(1 - ab_t) z at every
   t, so the denoiser sees a consistently noised prompt as context for the rest.
 
-`sample` generates from a prompt; `denoise` runs the same DDIM loop on a whole batch from
+`sample` generates from a prompt (`sample_many`: a batch of seeds at once); `denoise` runs the same DDIM loop on a whole batch from
 a given x_t (any starting timestep, optional known positions), for evaluation.
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -39,6 +39,15 @@ def sample(model, prompt_ids: Tensor, length: int, steps: int, seed: int, clamp:
     LongTensor (length,) on the CPU whose first P entries equal the prompt. The same seed
     gives the same output. Raises ValueError for a length or step count it cannot use.
     """
+    return sample_many(model, prompt_ids, length, steps, [seed], clamp)[0]
+
+
+def sample_many(model, prompt_ids: Tensor, length: int, steps: int, seeds: Sequence[int],
+                clamp: bool = True) -> Tensor:
+    """`sample` for several seeds at once: one batch, so a DDIM step costs one forward pass
+    of the whole batch. Returns (len(seeds), length) token ids; row i starts from seed i's
+    noise, as `sample(..., seed=seeds[i])` does (rows do not interact).
+    """
     total = int(model.config.diffusion_steps)
     vocab = int(model.config.vocab_size)
     prompt_ids = torch.as_tensor(prompt_ids)
@@ -55,12 +64,15 @@ def sample(model, prompt_ids: Tensor, length: int, steps: int, seed: int, clamp:
         raise ValueError(f"steps must be an integer between 1 and the model's diffusion_steps ({total}), got {steps!r}")
     if n_prompt and not (0 <= int(prompt_ids.min()) and int(prompt_ids.max()) < vocab):
         raise ValueError(f"prompt token ids must lie in [0, {vocab})")
+    seeds = [int(seed) for seed in seeds]
+    if not seeds:
+        raise ValueError("seeds must name at least one seed")
 
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            return _ddim(model, prompt_ids.long(), length, ddim_timesteps(total, steps), seed, clamp)
+            return _ddim(model, prompt_ids.long(), length, ddim_timesteps(total, steps), seeds, clamp)
     finally:
         model.train(was_training)
 
@@ -94,18 +106,20 @@ def denoise(
         model.train(was_training)
 
 
-def _ddim(model, prompt_ids: Tensor, length: int, timesteps: List[int], seed: int, clamp: bool) -> Tensor:
+def _ddim(model, prompt_ids: Tensor, length: int, timesteps: List[int], seeds: List[int], clamp: bool) -> Tensor:
     weight = model.embedding.weight
     device, dtype = weight.device, weight.dtype
     alpha_bar = model.schedule.alpha_bar.to(device=device, dtype=torch.float64)
     n_prompt = prompt_ids.numel()
 
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    noise = torch.randn(1, length, model.config.d_embed, generator=generator, dtype=torch.float64)
+    noise = torch.cat([  # each row from its own seed, so a row does not depend on the batch it is in
+        torch.randn(1, length, model.config.d_embed, generator=torch.Generator(device="cpu").manual_seed(seed),
+                    dtype=torch.float64)
+        for seed in seeds])
     noise = noise.to(device=device, dtype=dtype)
     known = torch.zeros_like(noise)
-    known[:, :n_prompt] = model.embedding(prompt_ids.to(device))[None]  # (1, P, d_embed)
-    known_mask = torch.zeros(1, length, dtype=torch.bool, device=device)
+    known[:, :n_prompt] = model.embedding(prompt_ids.to(device))[None]  # (N, P, d_embed)
+    known_mask = torch.zeros(len(seeds), length, dtype=torch.bool, device=device)
     known_mask[:, :n_prompt] = True
 
     x_t = noise.clone()
@@ -114,8 +128,8 @@ def _ddim(model, prompt_ids: Tensor, length: int, timesteps: List[int], seed: in
         x_t[:, :n_prompt] = ab**0.5 * known[:, :n_prompt] + (1 - ab) ** 0.5 * noise[:, :n_prompt]
 
     tokens, _ = _ddim_loop(model, x_t, timesteps, clamp, known if n_prompt else None, known_mask if n_prompt else None)
-    result = tokens[0].cpu().clone()
-    result[:n_prompt] = prompt_ids
+    result = tokens.cpu().clone()
+    result[:, :n_prompt] = prompt_ids
     return result
 
 

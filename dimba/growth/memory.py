@@ -84,27 +84,33 @@ class MemorySetting:
 def block_activation_elements(cfg: "DIMBAConfig") -> float:
     """Elements one Mamba-2 block keeps for backward, per token (PyTorch SSD scan).
 
-    Counted: the residual input and the two RMSNorms (input, normalised output), the
-    modulation, the fused input projection's output (z | xBC | dt); per direction the
-    flipped, convolved and activated xBC, the step sizes and decays, x*dt, the scan's
-    (heads, Q, Q) decay and score matrices, its chunk states (entering and leaving,
-    d_inner * d_state / Q per token each, plus their stack) and outputs; then the gate, the
-    gated norm and the output projection's input. Checked against the tensors autograd
-    saves (tests/test_memory_plan.py): within 10%, a little above.
+    Counted: the residual input, the RMSNorm's normalised output, its modulated output and
+    the mixer's input (4 D) with a few per-token scalars; the fused input projection's
+    output (z | xBC | dt); the reversed xBC of the backward direction, the convolutions'
+    outputs and their SiLUs (all directions), the step sizes before and after the
+    softplus; per direction the scan's saved tensors (its head-major x and dt * x, the
+    (heads, Q, Q) decay and score matrices, C B^T, the decayed B and C, the chunk states
+    entering each chunk (d_inner * d_state / Q per token) and the per-head decays); then
+    the summed directions, the gated norm's output and the output projection's input.
+    Checked against the tensors autograd saves (tests/test_memory_plan.py): within 10%, a
+    little above.
     """
     d, di, n, q = cfg.d_model, cfg.expand * cfg.d_model, cfg.d_state, cfg.chunk_size
     h = di // cfg.head_dim
     directions = 2 if cfg.bidirectional else 1
-    per_direction = 6 * di + 6 * n + 3 * h * q + 2 * q + 3 * di * n / q + 4 * h
-    return 4 * d + 6 * di + 2 * n + h + directions * per_direction
+    conv_channels = di + 2 * n
+    per_direction = 2 * di + 2 * h * q + q + 2 * h * n + di * n / q + 2 * h + h / q
+    return (4 * d + 4 + (2 * di + 2 * n + h) + (directions - 1) * conv_channels + 2 * directions * conv_channels
+            + 2 * directions * h + directions * per_direction + 3 * di + h)
 
 
 def activation_elements(cfg: "DIMBAConfig", checkpointing: bool = False) -> float:
     """Elements kept for backward per token by the whole model: every block, plus the
-    embeddings, the output projection and the logits with their log-softmax (V + 3E + 3D).
+    embeddings, the output projection and the logits with their log-softmax (V + 3E + 3D),
+    and a few per-token scalars (token ids, norms, the loss).
     With per-block activation checkpointing, each block keeps only its input (D) and one
     block at a time is recomputed whole."""
-    head = cfg.vocab_size + 3 * cfg.d_embed + 3 * cfg.d_model
+    head = cfg.vocab_size + 3 * cfg.d_embed + 3 * cfg.d_model + 8
     block = block_activation_elements(cfg)
     if checkpointing:
         return head + cfg.n_layers * cfg.d_model + block

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from dimba.model.ssd import ssd_scan
 
-Scan = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, int], Tensor]
+Scan = Callable[..., Tensor]
 
 
 @functools.lru_cache(maxsize=None)
@@ -30,13 +30,15 @@ def fused_chunk_scan() -> Optional[Callable[..., Tensor]]:
     return mamba_chunk_scan_combined
 
 
-def mamba_ssm_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int) -> Tensor:
-    """`ssd_scan`'s contract on mamba-ssm's kernel (B and C as one group shared by all heads)."""
+def mamba_ssm_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
+                   D: Optional[Tensor] = None) -> Tensor:
+    """`ssd_scan`'s contract on mamba-ssm's kernel (B and C as one group shared by all heads;
+    A and D of shape (heads,) only)."""
     kernel = fused_chunk_scan()
     assert kernel is not None, "mamba-ssm is not installed"
     dtype = x.dtype
     return kernel(x, dt.float(), A.float(), B.unsqueeze(2).to(dtype), C.unsqueeze(2).to(dtype),
-                  chunk_size=chunk_size).to(dtype)  # the step sizes (hence the decays) stay float32
+                  chunk_size=chunk_size, D=None if D is None else D.float()).to(dtype)  # the step sizes (hence the decays) stay float32
 
 
 def select_scan(choice: str, x: Tensor) -> Scan:

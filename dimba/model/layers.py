@@ -9,7 +9,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dimba.model.config import DIMBAConfig
+from dimba.model.gated_norm import gated_rms_norm
+from dimba.model.causal_conv import causal_conv
 from dimba.model.kernels import select_scan
+from dimba.model.ssd import ssd_scan
 
 
 class RMSNorm(nn.Module):
@@ -31,6 +34,10 @@ class RMSNorm(nn.Module):
         grouped = x.reshape(*shape[:-1], -1, self.group_size).to(self.weight.dtype)  # no-op unless autocast
         normed = grouped * torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + self.eps)
         return normed.reshape(shape) * self.weight
+
+    def gated(self, y: Tensor, z: Tensor) -> Tensor:
+        """self(y * silu(z)), as one op with a hand-written backward (the mixer's output)."""
+        return gated_rms_norm(y, z, self.weight, self.eps, self.group_size)
 
 
 def timestep_features(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -70,23 +77,32 @@ class Mamba2Mixer(nn.Module):
 
     def forward(self, u: Tensor) -> Tensor:
         batch, length, _ = u.shape
+        directions, heads, head_dim = len(self.convs), self.n_heads, self.head_dim
         z, xbc, dt = torch.split(
-            self.in_proj(u), [self.d_inner, self.d_inner + 2 * self.d_state, self.n_heads], dim=-1
+            self.in_proj(u), [self.d_inner, self.d_inner + 2 * self.d_state, heads], dim=-1
         )
-        y = 0
+        # Both directions as one batch of batch * directions rows (row i * directions + d);
+        # the backward direction reads the sequence reversed.
+        rows = batch * directions
+        seq = F.silu(causal_conv(xbc, [c.weight for c in self.convs], [c.bias for c in self.convs]))
+        seq = seq.view(rows, length, -1)
+        if directions == 2:
+            dt = torch.cat([dt, dt.flip(1)], dim=-1)
+        x, B, C = torch.split(seq, [self.d_inner, self.d_state, self.d_state], dim=-1)
+        x = x.reshape(rows, length, heads, head_dim)
+        step = F.softplus(dt + self.dt_bias.view(-1))
+        step = step.view(batch, length, directions, heads).transpose(1, 2).reshape(rows, length, heads)
+        A = -torch.exp(self.A_log)  # (directions, heads)
         scan = select_scan(self.scan, u)
-        for direction, conv in enumerate(self.convs):
-            reverse = direction == 1
-            seq, dt_dir = (xbc.flip(1), dt.flip(1)) if reverse else (xbc, dt)
-            seq = F.silu(conv(seq.transpose(1, 2))[..., :length].transpose(1, 2))
-            x, B, C = torch.split(seq, [self.d_inner, self.d_state, self.d_state], dim=-1)
-            x = x.reshape(batch, length, self.n_heads, self.head_dim)
-            step = F.softplus(dt_dir + self.dt_bias[direction])
-            A = -torch.exp(self.A_log[direction])
-            out = scan(x, step, A, B, C, self.chunk_size) + x * self.D[direction][:, None]
-            y = y + (out.flip(1) if reverse else out)
-        y = y.reshape(batch, length, self.d_inner)
-        return self.out_proj(self.norm(y * F.silu(z)))
+        if scan is ssd_scan:  # one scan for both directions: A and D per row
+            out = scan(x, step, A.repeat(batch, 1), B, C, self.chunk_size, D=self.D.repeat(batch, 1))
+        else:  # a kernel that takes one A for the whole batch: one call per direction
+            per_direction = [t.unflatten(0, (batch, directions)) for t in (x, step, B, C)]
+            out = torch.stack([scan(*(t[:, d] for t in per_direction[:2]), A[d], *(t[:, d] for t in per_direction[2:]),
+                                    self.chunk_size, D=self.D[d]) for d in range(directions)], dim=1)
+        out = out.reshape(batch, directions, length, self.d_inner).unbind(1)  # unbind: its backward is one stack
+        y = out[0] + out[1].flip(1) if directions == 2 else out[0]
+        return self.out_proj(self.norm.gated(y, z))
 
 
 class DIMBABlock(nn.Module):
