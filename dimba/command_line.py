@@ -59,6 +59,7 @@ def check_job(overrides: List[str], conf_dir: Path, config_name: str) -> Job:
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         try:
             _refuse_schema_names(overrides)
+            _check_hydra_dirs(overrides)
             job.config = validate(compose(config_name, overrides=list(overrides)))
             if not job.config.dry_run:
                 _check_before_running(job.config)
@@ -70,18 +71,34 @@ def check_job(overrides: List[str], conf_dir: Path, config_name: str) -> Job:
 
 
 def _check_before_running(config: Config) -> None:
-    """What can be known before Hydra creates the run's directory: the model does not start
-    above every milestone, every stage fits in memory, and an absolute save directory is not
-    another live run's (train.py claims it later)."""
+    """What can be known before Hydra creates the run's directory: the memory planned per rank
+    is what the ranks have, the model does not start above every milestone, every stage
+    fits, and an absolute save directory is not another live run's (train.py claims it later)."""
     from dimba.checkpointing.ownership import check_free
-    from dimba.planning import check_memory, check_milestones_ahead, growth_plan, memory_rows
-    from dimba.preflight import is_first_process
+    from dimba.planning import check_memory, check_memory_setting, check_milestones_ahead, growth_plan, memory_rows
+    from dimba.preflight import check_accelerator, check_creatable_dir, is_first_process
+    from dimba.resume import check_resume_before_running
 
+    check_accelerator(config.trainer.accelerator)
+    check_memory_setting(config)
+    check_resume_before_running(config)
     check_milestones_ahead(config, growth_plan(config))
     check_memory(*memory_rows(config))
     save_dir = Path(config.progressive_checkpoints.save_dir).expanduser()
     if config.progressive_checkpoints.enabled and save_dir.is_absolute() and is_first_process():
+        check_creatable_dir(save_dir, "progressive_checkpoints.save_dir")
         check_free(save_dir)
+
+
+def _check_hydra_dirs(overrides: Sequence[str]) -> None:
+    """`hydra.run.dir=`/`hydra.sweep.dir=` somewhere no directory can be made: one line here,
+    not Hydra's traceback when it tries."""
+    from dimba.preflight import check_creatable_dir
+
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+~") in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
+            check_creatable_dir(Path(value.strip("'\"")), key.lstrip("+~"))
 
 
 def _refuse_schema_names(overrides: Sequence[str]) -> None:

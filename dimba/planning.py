@@ -74,23 +74,55 @@ def _detected_devices(accelerator: str) -> int:
     return 1
 
 
-def device_memory(config: Config) -> Optional[int]:
-    """Bytes one rank may use: `trainer_memory_gb`, else the GPU's, else the host's memory
-    shared by the processes this machine runs."""
-    if config.trainer_memory_gb is not None:
-        return int(config.trainer_memory_gb * GB)
+def detected_memory(config: Config) -> Tuple[Optional[int], str]:
+    """Bytes each rank has on this machine, and where the figure comes from: the GPU's, or
+    the host's memory shared by the ranks this node runs (None where it cannot be known)."""
     if config.trainer.accelerator in ("gpu", "cuda", "auto"):
         import torch
 
         if torch.cuda.is_available():
-            return int(torch.cuda.get_device_properties(0).total_memory)
+            return int(torch.cuda.get_device_properties(0).total_memory), "each GPU here"
         if config.trainer.accelerator != "auto":
-            return None
+            return None, "no GPU here"
     try:
         host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
+        return None, "this host's memory is unknown"
+    ranks = max(1, world_size(config) // int(config.trainer.num_nodes))
+    return host // ranks, f"this host's {host / GB:.1f} GB shared by its {ranks} rank(s)"
+
+
+def device_memory(config: Config) -> Optional[int]:
+    """Bytes one rank may use: `trainer_memory_gb`, else what `detected_memory` finds."""
+    if config.trainer_memory_gb is not None:
+        return int(config.trainer_memory_gb * GB)
+    return detected_memory(config)[0]
+
+
+def unchecked_memory_note(config: Config) -> Optional[str]:
+    """Where `trainer_memory_gb` promises more than this machine's ranks have (a plan for
+    other hardware, which only `dry_run=true` may make): a note saying so, else None."""
+    if config.trainer_memory_gb is None:
         return None
-    return host // max(1, world_size(config) // int(config.trainer.num_nodes))
+    detected, source = detected_memory(config)
+    if detected is not None and config.trainer_memory_gb * GB <= detected:
+        return None
+    here = f"{detected / GB:.1f} GB per rank, {source}" if detected is not None else source
+    return (f"planned for trainer_memory_gb={config.trainer_memory_gb:g} GB per rank as configured, not checked "
+            f"against this machine ({here})")
+
+
+def check_memory_setting(config: Config) -> None:
+    """A real run may not plan with more memory per rank than its ranks have: a preset's
+    `trainer_memory_gb` (141 GB, an H200) on smaller GPUs or CPU processes would say every
+    stage fits and die hours in. Refused in one line (`dry_run=true` may plan elsewhere)."""
+    if config.trainer_memory_gb is None:
+        return
+    detected, source = detected_memory(config)
+    if detected is not None and config.trainer_memory_gb * GB > detected:
+        raise ConfigError("trainer_memory_gb", config.trainer_memory_gb,
+                          f"at most {detected / GB:.1f}, the GB per rank of {source} (null: detect it; "
+                          "dry_run=true plans for other hardware)")
 
 
 def memory_setting(config: Config) -> MemorySetting:
@@ -147,8 +179,8 @@ def plan_text(config: Config) -> str:
     rows, setting = memory_rows(config)
     text = (f"Growth plan (trainer.max_steps={config.trainer.max_steps}):\n{plan.table()}\n\n"
             f"{lr_table(config)}\n\n{format_memory_table(rows, setting)}")
-    warning = unreached_warning(plan)
-    return text + (f"\nWarning: {warning}" if warning else "")
+    warning, note = unreached_warning(plan), unchecked_memory_note(config)
+    return text + (f"\nWarning: {warning}" if warning else "") + (f"\nNote: {note}" if note else "")
 
 
 def log_plan(config: Config) -> GrowthPlan:

@@ -32,6 +32,25 @@ def check_writable_dir(path: Path, key: str) -> None:
         raise ConfigError(key, str(path), f"{accepted} ({exc.strerror or exc})") from None
 
 
+def check_creatable_dir(path: Path, key: str) -> None:
+    """`path` exists as a writable directory, or could be created: its nearest existing
+    ancestor is a directory this user can write in. Creates nothing (a probe file comes and
+    goes), so a refused run leaves no directory behind."""
+    accepted = "a directory this user can create and write to"
+    path = Path(path).expanduser().absolute()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(key, str(path), f"{accepted} ({existing} is not a directory)")
+    try:
+        probe = existing / f".dimba-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(key, str(path), f"{accepted} ({exc.strerror or exc} in {existing})") from None
+
+
 def check_accelerator(accelerator: str) -> None:
     """`trainer=gpu`/`fsdp` on a machine without a CUDA GPU fails here, in one line, instead
     of deep inside Lightning."""

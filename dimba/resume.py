@@ -81,3 +81,31 @@ def candidates(run_dir: Path, milestone_dir: Optional[Path] = None) -> List[Tupl
 def newest_valid_checkpoint(run_dir: Path, milestone_dir: Optional[Path] = None) -> Optional[Path]:
     found = candidates(run_dir, milestone_dir)
     return max(found, key=lambda c: c[:2])[2] if found else None
+
+
+def check_resume_before_running(config) -> None:
+    """What `ckpt_path=` names must be resumable, and on data of its tokenizer where that can
+    be told before the data is read (prepared data, or bytes): refused in one line before
+    Hydra creates the run's directory. The run checks the tokenizer fully once the data is
+    built (a BPE trained on the text is known only then)."""
+    from dimba.errors import ConfigError
+
+    if config.ckpt_path is None or config.resume is not None:
+        return
+    path = Path(config.ckpt_path)
+    try:
+        resumable_step(path)
+    except CheckpointLoadError as exc:
+        raise ConfigError("ckpt_path", str(path), "", line=f"ckpt_path: {exc}; accepted: a Lightning checkpoint "
+                                                        "(last.ckpt, a milestone .pt, or a sharded directory) or null") from None
+    from dimba.data.config import ShardsDataConfig
+    from dimba.data.records import check_resume_tokenizer
+
+    if isinstance(config.data, ShardsDataConfig):
+        from dimba.data.format import read_manifest
+
+        data_record = read_manifest(Path(config.data.path).expanduser(), key="data.path")["tokenizer"]
+        check_resume_tokenizer(recorded_tokenizer(path), data_record, config.data.path, key="data.path")
+    elif config.tokenizer.name == "bytes":
+        where = ", ".join(getattr(config.data, "files", None) or []) or "the built-in corpus"
+        check_resume_tokenizer(recorded_tokenizer(path), None, where, key="tokenizer")

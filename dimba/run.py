@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary
 
 from dimba.checkpointing.atomic_io import remove_stale_temporaries
 from dimba.checkpointing.milestones import milestone_label
@@ -62,6 +62,9 @@ def build_trainer(config: Config, recipe: Recipe, output_dir: Path, resume_step:
                         every_n_train_steps=config.last_checkpoint_every_n_steps),
         LastCheckpoint(checkpoints / "last.ckpt"),
         *([DIMBAProgressBar()] if config.trainer.enable_progress_bar else []),
+        # The plain summary logs (stderr, train.log); Lightning's default where rich is
+        # installed prints a table on stdout, which holds only the plan and the milestones.
+        *([ModelSummary()] if config.trainer.enable_model_summary else []),
     ]
     trainer: L.Trainer = instantiate(config.trainer.arguments(), default_root_dir=str(output_dir),
                                      logger=build_loggers(config.logger, output_dir, resume_step),

@@ -52,8 +52,18 @@ def ask_until(prompt: str, parse: Callable[[str], T], default: Optional[str] = N
             print(f"  ✗ {exc}")
 
 
+def parse_yes_no(text: str) -> bool:
+    answer = text.strip().lower()
+    if answer in ("y", "yes"):
+        return True
+    if answer in ("n", "no"):
+        return False
+    raise ValueError(f"{text!r}: answer y or n (Enter: n)")
+
+
 def yes(prompt: str) -> bool:
-    return ask(f"{prompt} (y/n)", "n").lower() in ("y", "yes")
+    """A yes/no question; anything but y, yes, n, no (or Enter, meaning n) is asked again."""
+    return ask_until(f"{prompt} (y/n)", parse_yes_no, "n")
 
 
 def parse_name(text: str) -> str:

@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# How long a test waits on a subprocess or thread before calling it hung. Not a speed check
+# (benchmarks measure speed): far above what any of them takes on a loaded machine, so a
+# slow machine only makes the suite slower; CI's own limit bounds the whole run.
+HANG_GUARD_S = 1800
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

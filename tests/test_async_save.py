@@ -17,6 +17,8 @@ from dimba.errors import CheckpointWriteError
 from dimba.training import DIMBALightningModule
 from dimba.training.async_writer import snapshot
 
+from conftest import HANG_GUARD_S
+
 MILESTONES = [1000, 2000, 10**12]
 
 
@@ -45,7 +47,7 @@ def block_commits(monkeypatch, release: threading.Event, fail: bool = False) -> 
     def held_save(checkpoint, tmp, final):
         if threading.current_thread().name.startswith("dimba-milestone-writer"):
             seen_steps.append(checkpoint["global_step"])
-            assert release.wait(timeout=60), "the test never released the write"
+            assert release.wait(timeout=HANG_GUARD_S), "the test never released the write"
         return original_save(checkpoint, tmp, final)
 
     def publish(written, *args, **kwargs):
@@ -168,7 +170,7 @@ def test_a_second_write_waits_for_the_first(tmp_path):
     order, gate = [], threading.Event()
 
     def first(copy) -> None:
-        gate.wait(timeout=10)
+        gate.wait(timeout=HANG_GUARD_S)
         order.append("first")
 
     trainer = SimpleNamespace(is_global_zero=True, world_size=1, loggers=[])
@@ -178,7 +180,7 @@ def test_a_second_write_waits_for_the_first(tmp_path):
     time.sleep(0.2)
     assert order == [] and second.is_alive()  # the second save is waiting for the first write
     gate.set()
-    second.join(timeout=10)
+    second.join(timeout=HANG_GUARD_S)
     assert order == ["first"] and callback.manager.reached_milestones == [1000]  # applied on this thread
     callback.writer.close()
 
@@ -206,7 +208,7 @@ def test_under_ddp_a_failed_background_write_stops_the_next_save_on_every_rank(t
 
     callback._background = callback.writer.submit(pending, {}, fails)
     callback.policy.started(pending, background=True)
-    callback._background.future.exception(timeout=10)  # the write has failed
+    callback._background.future.exception(timeout=HANG_GUARD_S)  # the write has failed
     trainer = SimpleNamespace(is_global_zero=True, world_size=2, loggers=[])
     callback._collect(trainer)  # every step: parked, not raised (other ranks would hang)
     assert callback._failed is not None and callback.manager.reached_milestones == []

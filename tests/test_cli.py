@@ -19,7 +19,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from conftest import ROOT, TINY_MODEL
+from conftest import HANG_GUARD_S, ROOT, TINY_MODEL
 from dimba.io.load import load_exported
 from dimba.cli.main import main
 from dimba.training import DIMBALightningModule
@@ -74,7 +74,7 @@ def milestone(run_dir) -> Path:
 def cli(*argv: str, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT, env=env,
-                          timeout=120, **kwargs)
+                          timeout=HANG_GUARD_S, **kwargs)
 
 
 def run_main(capsys, *argv: str):

@@ -36,7 +36,7 @@ def corpus(tmp_path):
     (root / "a.txt").write_text("".join(LINES[:100]))
     (root / "sub" / "b.md").write_text("".join(LINES[100:200]))
     (root / "c.jsonl").write_text("".join(json.dumps({"text": line, "id": i}) + "\n" for i, line in enumerate(LINES[200:])))
-    (root / "notes.csv").write_text("not read: a directory takes text, jsonl and parquet files only\n")
+    (root / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 4)  # not text: a directory skips it
     return root
 
 
@@ -58,6 +58,44 @@ def test_prepare_a_directory_with_bytes_writes_shards_and_a_manifest(tmp_path, c
     assert manifest["dtype"] == "uint8" and bytes(tokens.tobytes()) == expected
     assert manifest["tokens"] == {"train": len(expected) - int(len(expected) * 0.1), "val": int(len(expected) * 0.1)}
     assert manifest["tokenizer"] == {"name": "bytes", "vocab_size": 256, "sha256": None, "file": None}
+
+
+def test_a_directory_of_many_small_files_reads_every_text_file_and_packs_them_into_few_shards(tmp_path, capsys):
+    """Debian's /usr/share/common-licenses: text files with no suffix, hundreds of them, a few
+    KB each. Every text file is read (a binary one is not); small files share shards."""
+    root = tmp_path / "licenses"
+    root.mkdir()
+    texts = [f"Licence {i}: permission is hereby granted, free of charge.\n" * (5 + i) for i in range(40)]
+    for i, text in enumerate(texts):
+        (root / f"LICENSE-{i:02d}").write_text(text)  # no suffix
+    (root / "archive").write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)))  # gzip-like: skipped
+    out = tmp_path / "prepared"
+    code, stdout, err = dimba(capsys, str(root), "--out", str(out), "--workers", "0", "--val-fraction", "0.1")
+    assert code == 0, err
+    manifest = read_manifest(out)
+    assert [Path(s["path"]).name for s in manifest["sources"]] == [f"LICENSE-{i:02d}" for i in range(40)]
+    assert [s["documents"] for s in manifest["sources"]] == [1] * 40
+    assert len(manifest["shards"]) == 1  # 40 files, one shard
+    assert bytes(stream(out).tobytes()) == "\n".join(texts).encode()
+
+
+def test_packing_small_files_changes_no_token(tmp_path):
+    """The token stream is the files' documents in order, however the files share shards."""
+    from dimba.data.prepare import prepare
+
+    root = tmp_path / "small"
+    root.mkdir()
+    for i in range(12):
+        (root / f"part{i:02d}.txt").write_text(f"document {i}\n" * (i + 1))
+    streams = {}
+    for piece_bytes in (1, 200, 1 << 20):  # every line its own shard, a few files per shard, all in one
+        out = tmp_path / f"out-{piece_bytes}"
+        prepare([str(root)], out, workers=0, piece_bytes=piece_bytes)
+        streams[piece_bytes] = bytes(stream(out).tobytes())
+        assert sum(s["tokens"] for s in read_manifest(out)["shards"]) == len(streams[piece_bytes])
+    assert streams[1] == streams[200] == streams[1 << 20]
+    shards = {b: len(read_manifest(tmp_path / f"out-{b}")["shards"]) for b in streams}
+    assert shards[1] > 12 > shards[200] > 1 == shards[1 << 20]
 
 
 def test_bpe_writes_its_tokenizer_beside_the_shards_and_workers_change_nothing(tmp_path, corpus, capsys):

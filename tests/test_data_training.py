@@ -22,6 +22,7 @@ from dimba.data.config import TokenizerConfig
 from dimba.data.prepare import prepare
 from dimba.errors import ConfigError
 from dimba.run import train
+from conftest import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -51,6 +52,16 @@ def test_tokenizer_bpe_on_prepared_data_takes_its_vocabulary_unless_one_is_set(b
     assert config.tokenizer.vocab_size == 300 and config.model.vocab_size == 300
     with pytest.raises(ConfigError, match=r"^tokenizer.vocab_size: 32000 is invalid; accepted: 300 \(the vocabulary"):
         compose_config("data=shards", f"data.path={bpe_data}", "tokenizer=bpe", "tokenizer.vocab_size=32000")
+
+
+def test_prepared_data_brings_its_own_tokenizer(bpe_data):
+    """`data=shards` without a tokenizer takes the one the data was prepared with, vocabulary
+    and all; naming another is insisting on it (and refused when it is not the data's)."""
+    config = compose_config("data=shards", f"data.path={bpe_data}")
+    assert (config.tokenizer.name, config.tokenizer.vocab_size, config.model.vocab_size) == ("bpe", 300, 300)
+    with pytest.raises(ConfigError, match=r"^tokenizer.name: 'bytes' is invalid; accepted: bpe \(the tokenizer"):
+        compose_config("data=shards", f"data.path={bpe_data}", "tokenizer=bytes")
+    assert compose_config().tokenizer.name == "bytes"  # the built-in corpus keeps the byte default
 
 
 def test_a_bpe_run_records_its_tokenizer_and_every_tool_decodes_with_it(bpe_data, tmp_path, capsys):
@@ -89,7 +100,7 @@ def test_a_checkpoint_continues_only_on_data_of_its_tokenizer(bpe_data, tmp_path
 @pytest.mark.parametrize("overrides, message", [
     (["data=shards"], r"data.path: '' is invalid; accepted: a directory written by `dimba data prepare`"),
     (["data=shards", "data.path={tmp}"], r"data.path: .* is invalid; accepted: a directory written by `dimba data prepare`"),
-    (["data=shards", "data.path={data}"], r"tokenizer.name: 'bytes' is invalid; accepted: bpe \(the tokenizer"),
+    (["data=shards", "data.path={data}", "tokenizer=bytes"], r"tokenizer.name: 'bytes' is invalid; accepted: bpe \(the tokenizer"),
     (["data=shards", "data.path={data}", "tokenizer=bpe", "tokenizer.vocab_size=500"],
      r"tokenizer.vocab_size: 500 is invalid; accepted: 300 \(the vocabulary"),
     (["data=shards", "data.path={data}", "tokenizer=bpe", "tokenizer.vocab_size=300", "data.seq_len=100000"],
@@ -114,7 +125,7 @@ def test_two_ddp_ranks_resume_shards_exactly(bpe_data, tmp_path):
 
     def run(*args: str) -> None:
         result = subprocess.run([sys.executable, str(ROOT / "train.py"), *common, *args], cwd=tmp_path, env=env,
-                                capture_output=True, text=True, timeout=300)
+                                capture_output=True, text=True, timeout=HANG_GUARD_S)
         assert result.returncode == 0, result.stderr[-3000:]
 
     run(f"hydra.run.dir={tmp_path / 'straight'}")

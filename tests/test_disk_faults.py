@@ -16,6 +16,7 @@ from dimba.errors import CheckpointWriteError
 from dimba.training.checkpoint_io import AtomicCheckpointIO
 from dimba.training import DIMBALightningModule
 from dimba.utils.checkpointing import ProgressiveCheckpointManager
+from conftest import HANG_GUARD_S
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 
@@ -54,7 +55,7 @@ def test_disk_full_during_a_milestone_save(small_disk, tiny_model_config, token_
 def test_ddp_rank_zero_save_failure_stops_every_rank(small_disk, tmp_path):
     job = Path(__file__).with_name("ddp_growth_job.py")
     result = subprocess.run([sys.executable, str(job), str(tmp_path / "out"), str(small_disk)],
-                            capture_output=True, text=True, timeout=240)
+                            capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode != 0
     assert "Cannot write milestone checkpoint" in result.stderr and "No space left on device" in result.stderr
     assert not (tmp_path / "out" / "rank0.txt").exists() and not (tmp_path / "out" / "rank1.txt").exists()

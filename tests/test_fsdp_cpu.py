@@ -22,6 +22,7 @@ import torch
 import dimba
 from dimba.model import DIMBAConfig
 from dimba.model.params import architecture_parameters
+from conftest import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 def run(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
 
 
 @pytest.mark.parametrize("async_save", [False, True], ids=["sync", "async"])

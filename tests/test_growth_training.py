@@ -19,6 +19,7 @@ from dimba.growth.schedule import as_events
 from dimba.model import DIMBA, DIMBAConfig
 from dimba.training import DIMBALightningModule
 from dimba.utils.checkpointing import ProgressiveCheckpointManager
+from conftest import HANG_GUARD_S
 
 SCHEDULE = [{"step": 2, "op": "depth", "n_layers": 2}, {"step": 4, "op": "width", "d_model": 64}]
 
@@ -143,7 +144,7 @@ def test_growth_is_refused_before_training_under_unsupported_strategies():
 def test_ddp_growth_keeps_ranks_identical_and_writes_once(tmp_path, async_save):
     env = {**os.environ, "DIMBA_TEST_ASYNC_SAVE": "1" if async_save else "0"}
     result = subprocess.run([sys.executable, str(Path(__file__).with_name("ddp_growth_job.py")), str(tmp_path)],
-                            capture_output=True, text=True, timeout=300, env=env)
+                            capture_output=True, text=True, timeout=HANG_GUARD_S, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     digests = [(tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1)]
     assert digests[0] == digests[1]

@@ -13,6 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from dimba.config import register_configs, validate
+from conftest import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "interactive_setup.py"
@@ -27,7 +28,7 @@ def conf(tmp_path):
 
 def session(conf: Path, *answers: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), "--conf-dir", str(conf)], input="\n".join(answers) + "\n",
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=HANG_GUARD_S)
 
 
 def composed_milestones(conf: Path, preset: str):
@@ -44,6 +45,13 @@ def test_setup_writes_a_preset_that_train_py_uses(conf):
     preset = composed_milestones(conf, "seedlike")
     assert preset.milestones == [10**9, 5 * 10**9, 10 * 10**9, 30 * 10**9]
     assert preset.save_dir == "progressive_checkpoints" and preset.enabled
+
+
+def test_an_answer_that_is_neither_yes_nor_no_is_asked_again_not_taken_as_no(conf):
+    result = session(conf, "1", "sure", "y", "billions", "100M,1B", "", "billions", "ok", "y", "3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("answer y or n") == 2  # 'sure' and 'ok', each asked again
+    assert composed_milestones(conf, "billions").milestones == [10**8, 10**9]
 
 
 def test_continuing_from_a_preset_never_overwrites_silently(conf):
@@ -115,5 +123,5 @@ def test_end_of_input_and_ctrl_c_exit_cleanly(conf):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(1.5)  # waiting at the menu prompt
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=30)
+    out, err = process.communicate(timeout=HANG_GUARD_S)
     assert process.returncode == 0 and "Exiting interactive setup." in out and "Traceback" not in err

@@ -230,3 +230,35 @@ def test_milestones_partly_passed_at_the_start_still_run():
     resumed = validate(compose_config(["progressive_checkpoints.milestones=[100K]"]))
     resumed.resume = "auto"
     check_milestones_ahead(resumed, growth_plan(resumed))  # a resumed run skips what it has passed
+
+
+@pytest.mark.parametrize("override, message", [
+    ("ckpt_path={tmp}/plain.pt", "ckpt_path: {tmp}/plain.pt is not a training checkpoint (no global_step); accepted: "),
+    ("progressive_checkpoints.save_dir={tmp}/a_file", "progressive_checkpoints.save_dir: '{tmp}/a_file' is invalid; "),
+    ("progressive_checkpoints.save_dir=/proc/dimba-x", "progressive_checkpoints.save_dir: '/proc/dimba-x' is invalid; "),
+    ("+trainer.foo=1", "trainer.foo: 1 is invalid; accepted: a key of trainer"),
+    pytest.param("trainer=gpu", "trainer.accelerator: 'gpu' is invalid; accepted: cpu or auto on this machine",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")),
+    ("hydra.run.dir={tmp}/a_file/run", "hydra.run.dir: '{tmp}/a_file/run' is invalid; accepted: a directory"),
+    ("hydra.run.dir=/proc/dimba-run", "hydra.run.dir: '/proc/dimba-run' is invalid; accepted: a directory"),
+])
+def test_errors_a_run_would_meet_later_are_found_before_anything_is_written(tmp_path, monkeypatch, override, message):
+    """Each of these used to pass the command line, let Hydra create the run's directory and
+    fail there (two as tracebacks): now one line, exit 2, and no directory anywhere."""
+    import io
+
+    import torch
+
+    from dimba.command_line import check_command_line
+
+    (tmp_path / "a_file").write_text("a file")
+    torch.save({"weights": torch.ones(2)}, tmp_path / "plain.pt")  # a plain state dict, not a training checkpoint
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    out, err = io.StringIO(), io.StringIO()
+    status = check_command_line(["trainer.max_steps=2", override.format(tmp=tmp_path)], CONF, out=out, err=err)
+    assert status == 2 and out.getvalue() == ""
+    assert err.getvalue().startswith("Invalid config: " + message.format(tmp=tmp_path))
+    assert err.getvalue().count("\n") == 1
+    assert list(work.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "plain.pt", "work"]

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from dimba.config import register_configs
 from dimba.launch import SlurmLauncher, pin_sweep_dir, with_resume_auto
+from conftest import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -37,7 +38,7 @@ def compose_with_hydra(*overrides: str) -> DictConfig:
         return compose("config", overrides=list(overrides), return_hydra_config=True)
 
 
-def train(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+def train(*args: str, cwd: Path, timeout: int = HANG_GUARD_S) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)

@@ -14,6 +14,8 @@ from typing import Dict, List, Set
 
 import pytest
 
+from conftest import HANG_GUARD_S
+
 PACKAGE = Path(__file__).resolve().parents[1] / "dimba"
 
 # Lowest first. A module may import its own layer and the layers before it, never a later one.
@@ -124,7 +126,7 @@ TORCH_FREE = ["dimba.config", "dimba.checkpointing.milestones", "dimba.checkpoin
 
 
 def fresh_interpreter(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD_S,
                           cwd=PACKAGE.parent)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import subprocess
 import sys
 from dataclasses import replace
@@ -123,3 +125,37 @@ def test_bad_settings_name_the_key(field, value, key):
 def test_the_memory_plan_imports_no_torch():
     code = "import sys, dimba.growth.memory; assert 'torch' not in sys.modules, sorted(sys.modules)"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_a_preset_memory_above_what_the_ranks_here_have_is_refused_and_a_dry_run_says_it_did_not_check():
+    """`experiment=billions` plans 141 GB per rank (an H200). Eight CPU processes on this host
+    share its memory: a real run is refused in one line before anything starts; a dry run
+    still plans for the preset's hardware and says it was not checked here."""
+    from dimba.command_line import check_job
+    from dimba.config import register_configs
+    from dimba.planning import GB, detected_memory, plan_text
+
+    register_configs()
+    overrides = ["experiment=billions", "trainer.accelerator=cpu", "trainer.devices=8"]
+    job = check_job(overrides, ROOT / "conf", "config")
+    per_rank = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 8
+    assert str(job.error) == (f"trainer_memory_gb: 141.0 is invalid; accepted: at most {per_rank / GB:.1f}, the GB per "
+                              f"rank of this host's {per_rank * 8 / GB:.1f} GB shared by its 8 rank(s) (null: detect it; "
+                              "dry_run=true plans for other hardware)")
+    dry = check_job([*overrides, "dry_run=true"], ROOT / "conf", "config")
+    assert dry.error is None
+    assert plan_text(dry.config).splitlines()[-1] == (
+        "Note: planned for trainer_memory_gb=141 GB per rank as configured, not checked against this machine "
+        f"({per_rank / GB:.1f} GB per rank, this host's {per_rank * 8 / GB:.1f} GB shared by its 8 rank(s))")
+    assert detected_memory(dry.config)[0] == per_rank
+
+
+def test_a_memory_setting_within_the_hardware_plans_with_it():
+    from dimba.command_line import check_job
+    from dimba.config import register_configs
+    from dimba.planning import memory_setting, unchecked_memory_note
+
+    register_configs()
+    job = check_job(["trainer_memory_gb=2"], ROOT / "conf", "config")
+    assert job.error is None and memory_setting(job.config).device_bytes == 2 * 10**9
+    assert unchecked_memory_note(job.config) is None

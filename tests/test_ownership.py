@@ -14,6 +14,7 @@ import pytest
 
 from dimba.checkpointing.ownership import OWNER_FILE, SaveDirClaim, check_free, read_owner
 from dimba.errors import ConfigError
+from conftest import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,7 +127,7 @@ def test_two_runs_started_together_on_one_save_dir_lose_nothing(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     runs = [subprocess.Popen([*common, f"seed={seed}", f"hydra.run.dir={tmp_path / f'run{seed}'}"], cwd=tmp_path, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
-    results = [(run.wait(timeout=300), *run.communicate()) for run in runs]
+    results = [(run.wait(timeout=HANG_GUARD_S), *run.communicate()) for run in runs]
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 2], [err[-2000:] for _, _, err in results]
     refused = next(err for code, _, err in results if code == 2)

@@ -139,3 +139,16 @@ def test_the_loss_panel_keeps_the_curve_after_the_first_steps_visible():
     axis = Figure().subplots()
     _draw_losses(axis, record)
     assert axis.get_yscale() == "log" and axis.get_ylabel() == "loss (log scale)"
+
+
+def test_training_writes_nothing_on_stdout_the_progress_bar_and_summary_go_elsewhere(tmp_path, capfd, caplog):
+    """stdout holds a run's plan and its milestone table (printed by train.py), so it can be
+    piped: Lightning's progress bar and its (rich) model summary would draw there. The bar
+    goes to stderr, the summary to the log (stderr and train.log under train.py)."""
+    config = compose_config("trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.enable_progress_bar=true",
+                            "trainer.enable_model_summary=true")
+    with caplog.at_level("INFO"):
+        train(config, tmp_path)
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert "Epoch 0" in err and "Trainable params" in caplog.text

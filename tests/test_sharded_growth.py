@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -29,7 +30,7 @@ def launch(script: Path, out: Path, world: int = 2, *args: str) -> None:
            "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     ranks = [subprocess.Popen([sys.executable, str(script), str(out), *args], cwd=ROOT, env={**env, "RANK": str(r)},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(world)]
-    logs = [p.communicate(timeout=600)[0] for p in ranks]
+    logs = [p.communicate(timeout=HANG_GUARD_S)[0] for p in ranks]
     failed = [r for r, p in enumerate(ranks) if p.returncode]
     assert not failed, "\n".join(logs[r][-3000:] for r in failed)
 

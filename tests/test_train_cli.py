@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import dimba
+from conftest import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small enough for seconds per run; everything else is the shipped default config.
@@ -28,7 +29,7 @@ QUICK_GROWTH = "growth.schedule=[{step:2,op:depth,n_layers:8},{step:3,op:width,d
 pytestmark = pytest.mark.slow
 
 
-def train(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+def train(*args: str, cwd: Path = ROOT, timeout: int = HANG_GUARD_S) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -63,7 +64,7 @@ def test_default_run_writes_everything_into_its_run_directory(tmp_path):
 
 def test_the_default_run_as_shipped(tmp_path):
     """`python train.py` exactly as the README's quickstart runs it (about two minutes of training here)."""
-    result = train(cwd=tmp_path, timeout=600)
+    result = train(cwd=tmp_path, timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr[-3000:]
     run = next((tmp_path / "outputs").glob("*/*"))
     saved = [(e["target_milestone"], e["global_step"], e["current_params"])
@@ -112,7 +113,7 @@ def test_billions_preset_warns_about_unreachable_milestones_and_saves_nothing(tm
 
 def test_dry_run_plans_a_30b_growth_without_training(tmp_path):
     run = tmp_path / "run"
-    result = train("experiment=billions", "dry_run=true", f"hydra.run.dir={run}", timeout=60)
+    result = train("experiment=billions", "dry_run=true", f"hydra.run.dir={run}", timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr
     assert "30,452,971,264" in result.stdout and "never reaches" not in result.stdout
     for label in ("1.0B", "5.0B", "10.0B", "30.0B"):
@@ -185,7 +186,7 @@ def test_sigterm_writes_last_checkpoint_before_exiting(tmp_path):
             assert time.monotonic() < deadline and process.poll() is None, "training never started"
             time.sleep(0.2)
         process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=120)
+        _, stderr = process.communicate(timeout=HANG_GUARD_S)
     finally:
         process.kill()
     last = run / "checkpoints" / "last.ckpt"

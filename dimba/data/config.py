@@ -52,9 +52,10 @@ def pretrained_file(path: Any, key: str = "tokenizer.path") -> Path:
 class TokenizerConfig:
     """How text becomes token ids; the model's vocabulary follows it."""
 
-    name: str = "bytes"
-    """bytes (vocabulary 256, every byte a token) | bpe (trained on the training text) |
-    pretrained (a local Hugging Face tokenizer.json)."""
+    name: str = "auto"
+    """auto (bytes; with data=shards the tokenizer the data was prepared with) | bytes
+    (vocabulary 256, every byte a token) | bpe (trained on the training text) | pretrained
+    (a local Hugging Face tokenizer.json)."""
     vocab_size: Optional[int] = None
     """bpe: the vocabulary to train (null: 32000; a small corpus may end below it), or with
     data=shards the prepared data's (null: taken from it; if set, it must agree).
@@ -66,8 +67,10 @@ class TokenizerConfig:
     when smaller), so training time does not grow with the corpus."""
 
     def __post_init__(self) -> None:
+        if self.name == "auto":  # prepared data's tokenizer is filled in before this (config.store)
+            self.name = "bytes"
         if self.name not in TOKENIZERS:
-            raise ConfigError("tokenizer.name", self.name, " | ".join(TOKENIZERS))
+            raise ConfigError("tokenizer.name", self.name, " | ".join(("auto",) + TOKENIZERS))
         _int_at_least("tokenizer.sample_mb", self.sample_mb, 1, "a positive number of megabytes")
         if self.name == "bytes":
             if self.vocab_size not in (None, BYTE_VOCAB):

@@ -99,8 +99,9 @@ def check_out(out: Path, sources: Sequence[Source], settings: Dict[str, Any], ov
 
 def bpe_texts(sources: Sequence[Source], pieces, budget: int, field: str, builtin: bytes):
     for piece in spread_sample(pieces, budget):
-        for _, text in read_piece(sources[piece.source], piece, True, field, builtin):
-            yield from segments(text, 1 << 20)
+        for part in piece.parts:
+            for _, text in read_piece(sources[part.source], part, True, field, builtin):
+                yield from segments(text, 1 << 20)
 
 
 def make_tokenizer(config: TokenizerConfig, sources, pieces, field: str, builtin: bytes, tmp: Path,
@@ -177,7 +178,8 @@ def build_manifest(tokenizer: Tokenizer, dtype: str, results: Sequence[PieceResu
                    hashes: Dict[int, str], settings: Dict[str, Any], val_fraction: float) -> Dict[str, Any]:
     documents = [0] * len(sources)
     for result in results:
-        documents[result.source] += result.documents
+        for source, count in result.documents_by_source:
+            documents[source] += count
     for count, source in zip(documents, sources):
         if count == 0:
             raise DataError(source.path, "no text", "an input with text (a non-empty document)")

@@ -18,7 +18,7 @@ from dimba.data.format import DataError
 
 PIECE_BYTES = 16 << 20
 SEARCH_BYTES = 1 << 20
-DIR_SUFFIXES = (".txt", ".text", ".md", ".rst", ".jsonl", ".parquet")
+DIR_SUFFIXES = (".txt", ".text", ".md", ".rst", ".jsonl", ".parquet")  # read without looking inside
 BUILTIN = "<builtin: pydoc_data.topics>"
 PARQUET_EXTRA = "pyarrow: pip install 'dimba[parquet]'"
 
@@ -40,6 +40,12 @@ class Piece:
     start: int  # bytes (text, jsonl) or row groups (parquet)
     end: int
     size: int  # bytes of input it covers, for progress and sampling
+    members: Tuple["Piece", ...] = ()  # a pack of small whole files (then source is the first's)
+
+    @property
+    def parts(self) -> Tuple["Piece", ...]:
+        """What is read: the piece itself, or each file of a pack in order."""
+        return self.members or (self,)
 
 
 def kind_of(path: Path) -> str:
@@ -52,6 +58,23 @@ def _source(path: Path, kind: str = "") -> Source:
     return Source(str(path.resolve()), kind or kind_of(path), stat.st_size, stat.st_mtime_ns)
 
 
+def looks_like_text(path: Path, probe: int = 8192) -> bool:
+    """A file of text whatever its name (Debian's licence texts, READMEs, man pages have no
+    suffix): its first bytes hold no NUL and are UTF-8 (a character cut at the end aside)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(probe)
+    except OSError:
+        return True  # unreadable: kept, so the user hears why (expand_inputs refuses it in one line)
+    if not head or b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3 and len(head) == probe
+    return True
+
+
 def _expand_one(name: str) -> List[Path]:
     path = Path(name).expanduser()
     if path.is_file():
@@ -60,8 +83,8 @@ def _expand_one(name: str) -> List[Path]:
         found = []
         for directory, subdirs, files in os.walk(path):
             subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-            found += [Path(directory) / f for f in sorted(files)
-                      if not f.startswith(".") and Path(f).suffix.lower() in DIR_SUFFIXES]
+            found += [Path(directory) / f for f in sorted(files) if not f.startswith(".") and (
+                Path(f).suffix.lower() in DIR_SUFFIXES or looks_like_text(Path(directory) / f))]
         return found
     if glob.has_magic(name):
         return [Path(p) for p in sorted(glob.glob(os.path.expanduser(name), recursive=True)) if Path(p).is_file()]
@@ -77,8 +100,8 @@ def expand_inputs(inputs: Sequence[str], all_text: bool = False) -> List[Source]
     for name in inputs:
         paths = _expand_one(str(name))
         if not paths:
-            raise DataError("INPUT", str(name), f"an existing file, a directory holding {'/'.join(DIR_SUFFIXES)} "
-                                                f"files, or a glob that matches files")
+            raise DataError("INPUT", str(name), "an existing file, a directory holding text, .jsonl or .parquet "
+                                                "files, or a glob that matches files")
         for path in paths:
             resolved = str(path.resolve())
             if resolved in seen and not all_text:
@@ -148,6 +171,8 @@ def parquet_pieces(index: int, source: Source, piece_bytes: int) -> List[Piece]:
 
 
 def plan_pieces(sources: Sequence[Source], piece_bytes: int = PIECE_BYTES) -> List[Piece]:
+    """Large files cut into pieces of about `piece_bytes`; consecutive small text and JSON-lines
+    files packed whole into pieces of at most that (one shard each, not one per file)."""
     pieces: List[Piece] = []
     for index, source in enumerate(sources):
         if source.kind == "builtin":
@@ -156,7 +181,33 @@ def plan_pieces(sources: Sequence[Source], piece_bytes: int = PIECE_BYTES) -> Li
             pieces += parquet_pieces(index, source, piece_bytes)
         else:
             pieces += byte_pieces(index, source, piece_bytes)
-    return pieces
+    return _packed(pieces, sources, piece_bytes)
+
+
+def _packed(pieces: Sequence[Piece], sources: Sequence[Source], piece_bytes: int) -> List[Piece]:
+    out: List[Piece] = []
+    pack: List[Piece] = []
+
+    def flush() -> None:
+        if len(pack) == 1:
+            out.append(pack[0])
+        elif pack:
+            out.append(Piece(pack[0].source, 0, 0, sum(p.size for p in pack), tuple(pack)))
+        pack.clear()
+
+    for piece in pieces:
+        source = sources[piece.source]
+        whole_small = source.kind in ("text", "jsonl") and piece.start == 0 and piece.end == source.size \
+            and piece.size < piece_bytes
+        if not whole_small:
+            flush()
+            out.append(piece)
+            continue
+        if pack and sum(p.size for p in pack) + piece.size > piece_bytes:
+            flush()
+        pack.append(piece)
+    flush()
+    return out
 
 
 def spread_sample(pieces: Sequence[Piece], budget_bytes: int) -> List[Piece]:

@@ -39,6 +39,7 @@ class PieceResult:
     documents: int
     source: int
     size: int
+    documents_by_source: Tuple[Tuple[int, int], ...] = ()  # (source, documents begun) for each file read
 
 
 def segments(text: str, limit: int = SEGMENT_CHARS) -> List[str]:
@@ -70,18 +71,20 @@ class PieceTokenizer:
         """The piece's ids (a separator before each document but the corpus's first) and
         how many documents it began."""
         job, as_bytes = self.job, isinstance(self.tokenizer, ByteTokenizer)
-        source = job.sources[piece.source]
-        parts, documents = [], 0
-        for new_document, content in read_piece(source, piece, not as_bytes, job.field, job.builtin):
-            if new_document:
-                if not (index == 0 and documents == 0):
-                    parts.append(self.separator)
-                documents += 1
-            if isinstance(content, bytes):
-                ids = np.frombuffer(content, dtype=np.uint8)
-            else:
-                ids = self.tokenizer.encode_array(segments(content))
-            parts.append(ids.astype(job.dtype, copy=False))
+        parts, documents, self.documents_by_source = [], 0, {}
+        for part in piece.parts:
+            source = job.sources[part.source]
+            for new_document, content in read_piece(source, part, not as_bytes, job.field, job.builtin):
+                if new_document:
+                    if not (index == 0 and documents == 0):
+                        parts.append(self.separator)
+                    documents += 1
+                    self.documents_by_source[part.source] = self.documents_by_source.get(part.source, 0) + 1
+                if isinstance(content, bytes):
+                    ids = np.frombuffer(content, dtype=np.uint8)
+                else:
+                    ids = self.tokenizer.encode_array(segments(content))
+                parts.append(ids.astype(job.dtype, copy=False))
         ids = np.concatenate(parts) if parts else np.zeros(0, dtype=job.dtype)
         return ids, documents
 
@@ -90,7 +93,8 @@ class PieceTokenizer:
         if len(ids):
             path = Path(self.job.shard_dir) / shard_name(index)
             ids.tofile(path)
-        return PieceResult(index, int(len(ids)), documents, piece.source, piece.size)
+        return PieceResult(index, int(len(ids)), documents, piece.source, piece.size,
+                           tuple(sorted(self.documents_by_source.items())))
 
 
 _WORKER: Optional[PieceTokenizer] = None
