@@ -40,6 +40,21 @@ def test_scan_gradients_match_the_recurrence():
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
+def assert_same_values_and_gradients(fast, slow, tensors, upstream, rtol: float, grad_rtol: float) -> None:
+    """fast(*tensors) equals slow(*tensors), and so do the gradients of (out * upstream).sum()
+    with respect to every tensor: how a hand-written backward is checked."""
+    results = []
+    for fn in (fast, slow):
+        leaves = [t.clone().requires_grad_() for t in tensors]
+        out = fn(*leaves)
+        (out * upstream).sum().backward()
+        results.append((out, [leaf.grad for leaf in leaves]))
+    (fast_out, fast_grads), (slow_out, slow_grads) = results
+    torch.testing.assert_close(fast_out, slow_out, rtol=rtol, atol=rtol)
+    for a, b in zip(fast_grads, slow_grads):
+        torch.testing.assert_close(a, b, rtol=grad_rtol, atol=grad_rtol)
+
+
 @pytest.mark.parametrize("per_row, skip", [(False, False), (True, True), (False, True)])
 @pytest.mark.parametrize("length, chunk", [(5, 8), (37, 8), (64, 16)])
 def test_scan_with_a_per_row_decay_and_skip_matches_the_recurrence_in_value_and_gradient(per_row, skip, length, chunk):
@@ -52,17 +67,8 @@ def test_scan_with_a_per_row_decay_and_skip_matches_the_recurrence_in_value_and_
     tensors = [torch.randn(batch, length, heads, 4, **kw), torch.rand(batch, length, heads, **kw) * 0.5 + 1e-3,
                -torch.rand(shape, **kw) * 4, torch.randn(batch, length, 5, **kw), torch.randn(batch, length, 5, **kw)]
     tensors += [torch.randn(shape, **kw)] if skip else []
-    weight = torch.randn(batch, length, heads, 4, **kw)
-    results = []
-    for fn in (lambda x, dt, A, B, C, D=None: ssd_scan(x, dt, A, B, C, chunk, D=D), ssd_reference):
-        leaves = [t.clone().requires_grad_() for t in tensors]
-        out = fn(*leaves)
-        (out * weight).sum().backward()
-        results.append((out, [leaf.grad for leaf in leaves]))
-    (fast, fast_grads), (slow, slow_grads) = results
-    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
-    for a, b in zip(fast_grads, slow_grads):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    assert_same_values_and_gradients(lambda x, dt, A, B, C, D=None: ssd_scan(x, dt, A, B, C, chunk, D=D),
+                                     ssd_reference, tensors, torch.randn(batch, length, heads, 4, **kw), 1e-10, 1e-9)
 
 
 def test_the_scan_leaves_the_incoming_gradient_alone_and_takes_any_layout():
@@ -101,23 +107,17 @@ def test_causal_conv_matches_conv1d_in_value_and_gradient(length, directions):
     seq, weight, bias = torch.randn(2, length, channels, **kw), torch.randn(directions, channels, K, **kw), \
         torch.randn(directions, channels, **kw)
     upstream = torch.randn(2, directions, length, channels, **kw)
-    results = []
-    for fast in (True, False):
-        leaves = [t.clone().requires_grad_() for t in (seq, weight, bias)]
-        s, w, b = leaves
-        if fast:
-            out = causal_conv(s, [w[d, :, None] for d in range(directions)], list(b))
-        else:
-            out = torch.stack([
-                torch.nn.functional.conv1d((s.flip(1) if d else s).transpose(1, 2), w[d, :, None], b[d], padding=K - 1,
-                                           groups=channels)[..., :length].transpose(1, 2)
-                for d in range(directions)], dim=1)
-        (out * upstream).sum().backward()
-        results.append((out, [leaf.grad for leaf in leaves]))
-    (fast, fast_grads), (slow, slow_grads) = results
-    torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
-    for a, b in zip(fast_grads, slow_grads):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+    def fast(s, w, b):
+        return causal_conv(s, [w[d, :, None] for d in range(directions)], list(b))
+
+    def plain(s, w, b):
+        return torch.stack([
+            torch.nn.functional.conv1d((s.flip(1) if d else s).transpose(1, 2), w[d, :, None], b[d], padding=K - 1,
+                                       groups=channels)[..., :length].transpose(1, 2)
+            for d in range(directions)], dim=1)
+
+    assert_same_values_and_gradients(fast, plain, (seq, weight, bias), upstream, 1e-12, 1e-12)
 
 
 def test_the_gated_norm_matches_its_plain_composition_in_value_and_gradient():
@@ -125,21 +125,13 @@ def test_the_gated_norm_matches_its_plain_composition_in_value_and_gradient():
     kw = dict(generator=g, dtype=torch.float64)
     y, z, weight = torch.randn(2, 7, 12, **kw), torch.randn(2, 7, 12, **kw), torch.randn(12, **kw)
     eps, upstream = torch.tensor(1e-5, dtype=torch.float64), torch.randn(2, 7, 12, **kw)
-    results = []
-    for fused in (True, False):
-        leaves = [t.clone().requires_grad_() for t in (y, z, weight)]
-        a, b, w = leaves
-        if fused:
-            out = gated_rms_norm(a, b, w, eps, group=4)
-        else:
-            gated = (a * torch.nn.functional.silu(b)).view(2, 7, 3, 4)
-            out = (gated * torch.rsqrt(gated.square().mean(-1, keepdim=True) + eps)).view(2, 7, 12) * w
-        (out * upstream).sum().backward()
-        results.append((out, [leaf.grad for leaf in leaves]))
-    (fast, fast_grads), (slow, slow_grads) = results
-    torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
-    for a, b in zip(fast_grads, slow_grads):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+    def plain(a, b, w):
+        gated = (a * torch.nn.functional.silu(b)).view(2, 7, 3, 4)
+        return (gated * torch.rsqrt(gated.square().mean(-1, keepdim=True) + eps)).view(2, 7, 12) * w
+
+    assert_same_values_and_gradients(lambda a, b, w: gated_rms_norm(a, b, w, eps, group=4), plain, (y, z, weight),
+                                     upstream, 1e-12, 1e-10)
 
 
 def test_a_kernel_taking_one_direction_at_a_time_gives_the_same_mixer(tiny_model_config, monkeypatch):
