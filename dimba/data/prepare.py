@@ -178,7 +178,7 @@ def build_manifest(tokenizer: Tokenizer, dtype: str, results: Sequence[PieceResu
                    hashes: Dict[int, str], settings: Dict[str, Any], val_fraction: float) -> Dict[str, Any]:
     documents = [0] * len(sources)
     for result in results:
-        for source, count in result.documents_by_source:
+        for source, count in result.documents:
             documents[source] += count
     for count, source in zip(documents, sources):
         if count == 0:

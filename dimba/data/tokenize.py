@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -36,10 +36,8 @@ class Job:
 class PieceResult:
     index: int
     tokens: int
-    documents: int
-    source: int
     size: int
-    documents_by_source: Tuple[Tuple[int, int], ...] = ()  # (source, documents begun) for each file read
+    documents: Tuple[Tuple[int, int], ...]  # (source, documents begun in this piece) for each file read
 
 
 def segments(text: str, limit: int = SEGMENT_CHARS) -> List[str]:
@@ -67,19 +65,19 @@ class PieceTokenizer:
                                      else HFTokenizer.from_str(job.tokenizer_json, job.tokenizer_name))
         self.separator = np.asarray(self.tokenizer.encode_ids(SEPARATOR), dtype=job.dtype)
 
-    def tokens(self, index: int, piece: Piece) -> Tuple[np.ndarray, int]:
+    def tokens(self, index: int, piece: Piece) -> Tuple[np.ndarray, Dict[int, int]]:
         """The piece's ids (a separator before each document but the corpus's first) and
-        how many documents it began."""
+        how many documents it began in each of its files."""
         job, as_bytes = self.job, isinstance(self.tokenizer, ByteTokenizer)
-        parts, documents, self.documents_by_source = [], 0, {}
+        parts: List[np.ndarray] = []
+        documents: Dict[int, int] = {}
         for part in piece.parts:
             source = job.sources[part.source]
             for new_document, content in read_piece(source, part, not as_bytes, job.field, job.builtin):
                 if new_document:
-                    if not (index == 0 and documents == 0):
+                    if not (index == 0 and not documents):
                         parts.append(self.separator)
-                    documents += 1
-                    self.documents_by_source[part.source] = self.documents_by_source.get(part.source, 0) + 1
+                    documents[part.source] = documents.get(part.source, 0) + 1
                 if isinstance(content, bytes):
                     ids = np.frombuffer(content, dtype=np.uint8)
                 else:
@@ -93,8 +91,7 @@ class PieceTokenizer:
         if len(ids):
             path = Path(self.job.shard_dir) / shard_name(index)
             ids.tofile(path)
-        return PieceResult(index, int(len(ids)), documents, piece.source, piece.size,
-                           tuple(sorted(self.documents_by_source.items())))
+        return PieceResult(index, int(len(ids)), piece.size, tuple(sorted(documents.items())))
 
 
 _WORKER: Optional[PieceTokenizer] = None
