@@ -97,9 +97,9 @@ class Mamba2Mixer(nn.Module):
         if scan is ssd_scan:  # one scan for both directions: A and D per row
             out = scan(x, step, A.repeat(batch, 1), B, C, self.chunk_size, D=self.D.repeat(batch, 1))
         else:  # a kernel that takes one A for the whole batch: one call per direction
-            per_direction = [t.unflatten(0, (batch, directions)) for t in (x, step, B, C)]
-            out = torch.stack([scan(*(t[:, d] for t in per_direction[:2]), A[d], *(t[:, d] for t in per_direction[2:]),
-                                    self.chunk_size, D=self.D[d]) for d in range(directions)], dim=1)
+            xs, steps, Bs, Cs = (t.unflatten(0, (batch, directions)) for t in (x, step, B, C))
+            out = torch.stack([scan(xs[:, d], steps[:, d], A[d], Bs[:, d], Cs[:, d], self.chunk_size, D=self.D[d])
+                               for d in range(directions)], dim=1)
         out = out.reshape(batch, directions, length, self.d_inner).unbind(1)  # unbind: its backward is one stack
         y = out[0] + out[1].flip(1) if directions == 2 else out[0]
         return self.out_proj(self.norm.gated(y, z))

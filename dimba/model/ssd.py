@@ -166,8 +166,11 @@ class ChunkedScan(torch.autograd.Function):
             if D is not None:
                 D_h = _per_row(D.to(dY.dtype)).unsqueeze(-1)
                 _head_major(dx, Q).addcmul_(dY, D_h)
-                upstream = dY if grad.dtype == dY.dtype else _head_major(grad, Q)  # the skip's own precision
-                dD = _reduce_like(upstream.to(ddt).mul_(xh) if upstream is dY else upstream.to(ddt) * xh, D)
+                if grad.dtype == dY.dtype:  # dY is our own copy of grad: multiply in place
+                    skip = dY.to(ddt).mul_(xh)
+                else:  # the skip's own precision (float32 under bf16); grad itself is never written
+                    skip = _head_major(grad, Q).to(ddt) * xh
+                dD = _reduce_like(skip, D)
             x_dtype, dt_dtype, B_dtype, C_dtype = ctx.dtypes
             return (
                 dx.to(x_dtype),
