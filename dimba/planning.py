@@ -99,14 +99,23 @@ def device_memory(config: Config) -> Optional[int]:
     return detected_memory(config)[0]
 
 
-def unchecked_memory_note(config: Config) -> Optional[str]:
-    """Where `trainer_memory_gb` promises more than this machine's ranks have (a plan for
-    other hardware, which only `dry_run=true` may make): a note saying so, else None."""
+def _unverified_memory(config: Config) -> Optional[Tuple[Optional[int], str]]:
+    """What this machine's ranks have (bytes or None, and where the figure comes from) where a
+    configured `trainer_memory_gb` is more than that or cannot be checked; None where it fits
+    or none is configured."""
     if config.trainer_memory_gb is None:
         return None
     detected, source = detected_memory(config)
-    if detected is not None and config.trainer_memory_gb * GB <= detected:
+    return None if detected is not None and config.trainer_memory_gb * GB <= detected else (detected, source)
+
+
+def unchecked_memory_note(config: Config) -> Optional[str]:
+    """Where `trainer_memory_gb` promises more than this machine's ranks have (a plan for
+    other hardware, which only `dry_run=true` may make): a note saying so, else None."""
+    unverified = _unverified_memory(config)
+    if unverified is None:
         return None
+    detected, source = unverified
     here = f"{detected / GB:.1f} GB per rank, {source}" if detected is not None else source
     return (f"planned for trainer_memory_gb={config.trainer_memory_gb:g} GB per rank as configured, not checked "
             f"against this machine ({here})")
@@ -116,10 +125,9 @@ def check_memory_setting(config: Config) -> None:
     """A real run may not plan with more memory per rank than its ranks have: a preset's
     `trainer_memory_gb` (141 GB, an H200) on smaller GPUs or CPU processes would say every
     stage fits and die hours in. Refused in one line (`dry_run=true` may plan elsewhere)."""
-    if config.trainer_memory_gb is None:
-        return
-    detected, source = detected_memory(config)
-    if detected is not None and config.trainer_memory_gb * GB > detected:
+    unverified = _unverified_memory(config)
+    if unverified is not None and unverified[0] is not None:
+        detected, source = unverified
         raise ConfigError("trainer_memory_gb", config.trainer_memory_gb,
                           f"at most {detected / GB:.1f}, the GB per rank of {source} (null: detect it; "
                           "dry_run=true plans for other hardware)")

@@ -18,37 +18,41 @@ def resolve_save_dir(save_dir: str, output_dir: Path) -> Path:
     return path if path.is_absolute() else output_dir / path
 
 
+WRITABLE_DIR = "a directory this user can create and write to"
+
+
+def _probe_write(directory: Path) -> None:
+    """Prove a file can be written in `directory` (root ignores modes, so try it); OSError if not."""
+    probe = directory / f".dimba-write-probe-{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
+
+
 def check_writable_dir(path: Path, key: str) -> None:
-    """Create `path` if needed and prove a file can be written there (root ignores modes)."""
-    accepted = "a directory this user can create and write to"
+    """Create `path` if needed and prove a file can be written there."""
     if path.exists() and not path.is_dir():
-        raise ConfigError(key, str(path), f"{accepted} (it exists and is not a directory)")
+        raise ConfigError(key, str(path), f"{WRITABLE_DIR} (it exists and is not a directory)")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".dimba-write-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        _probe_write(path)
     except OSError as exc:
-        raise ConfigError(key, str(path), f"{accepted} ({exc.strerror or exc})") from None
+        raise ConfigError(key, str(path), f"{WRITABLE_DIR} ({exc.strerror or exc})") from None
 
 
 def check_creatable_dir(path: Path, key: str) -> None:
     """`path` exists as a writable directory, or could be created: its nearest existing
     ancestor is a directory this user can write in. Creates nothing (a probe file comes and
     goes), so a refused run leaves no directory behind."""
-    accepted = "a directory this user can create and write to"
     path = Path(path).expanduser().absolute()
     existing = path
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise ConfigError(key, str(path), f"{accepted} ({existing} is not a directory)")
+        raise ConfigError(key, str(path), f"{WRITABLE_DIR} ({existing} is not a directory)")
     try:
-        probe = existing / f".dimba-write-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        _probe_write(existing)
     except OSError as exc:
-        raise ConfigError(key, str(path), f"{accepted} ({exc.strerror or exc} in {existing})") from None
+        raise ConfigError(key, str(path), f"{WRITABLE_DIR} ({exc.strerror or exc} in {existing})") from None
 
 
 def check_accelerator(accelerator: str) -> None:
