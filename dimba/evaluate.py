@@ -19,7 +19,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from dimba.diffusion.bound import LN2, BitsPerByte, SequenceBound, bits_per_byte, sequence_bound
+from dimba.diffusion.bound import LN2, BitsPerByte, SequenceBound, bits_per_byte
+from dimba.objectives import sequence_bound
 from dimba.data.reference_models import ReferenceBits, reference_bits
 from dimba.errors import ConfigError
 from dimba.io.read import first_line
@@ -58,9 +59,11 @@ class EvalReport:
     references: Optional[ReferenceBits]
     references_note: str = ""
     terms: Dict[str, float] = field(default_factory=dict)
+    objective: str = "diffusion"
 
     def as_json(self) -> Dict[str, Any]:
-        return {"checkpoint": self.checkpoint, "text": self.text, **asdict(self.bound), "samples": self.samples,
+        return {"checkpoint": self.checkpoint, "objective": self.objective, "text": self.text, **asdict(self.bound),
+                "samples": self.samples,
                 "seq_len": self.seq_len, "terms_bpb": self.terms,
                 "references_bpb": None if self.references is None else self.references.as_dict(),
                 "references_note": self.references_note}
@@ -267,7 +270,8 @@ def evaluate(checkpoint: str, data: Optional[Sequence[str]] = None, samples: int
     elif module is not None:
         train_ids, train_bytes, note = training_text(module)
         refs = reference_bits(train_ids, text.eval_ids, train_bytes, text.eval_bytes, model.config.vocab_size)
-    return EvalReport(str(checkpoint), text.description, samples, seq_len, result, refs, note, terms)
+    return EvalReport(str(checkpoint), text.description, samples, seq_len, result, refs, note, terms,
+                      model.config.objective)
 
 
 def format_report(report: EvalReport) -> str:
@@ -276,10 +280,7 @@ def format_report(report: EvalReport) -> str:
         f"checkpoint:   {report.checkpoint}",
         f"text:         {report.text}: {b.bytes:,} bytes, {b.tokens:,} tokens, {b.sequences:,} sequences "
         f"(seq_len {report.seq_len})",
-        f"bound:        {b.bpb:.4f} ± {b.bpb_se:.4f} bits per byte (Monte Carlo standard error, "
-        f"{report.samples} timestep samples per sequence)",
-        f"              {b.bits_per_token:.4f} bits per token; terms: diffusion {report.terms['diffusion']:.4f}, "
-        f"reconstruction {report.terms['reconstruction']:.4f}, prior {report.terms['prior']:.2g} bits per byte",
+        *_likelihood_lines(report),
     ]
     if report.references is not None:
         r = report.references
@@ -293,3 +294,19 @@ def format_report(report: EvalReport) -> str:
         lines.append(f"references:   none ({report.references_note})")
     return "\n".join(lines)
 
+
+def _likelihood_lines(report: EvalReport) -> List[str]:
+    """The model's figure: the continuous or masked bound (with its Monte Carlo error), or the
+    autoregressive model's exact log-likelihood."""
+    b = report.bound
+    if report.objective == "ar":
+        return [f"likelihood:   {b.bpb:.4f} bits per byte (exact: autoregressive, no sampling)",
+                f"              {b.bits_per_token:.4f} bits per token"]
+    if report.objective == "masked":
+        return [f"bound:        {b.bpb:.4f} ± {b.bpb_se:.4f} bits per byte (masked diffusion; Monte Carlo standard "
+                f"error, {report.samples} mask draws per sequence)",
+                f"              {b.bits_per_token:.4f} bits per token"]
+    return [f"bound:        {b.bpb:.4f} ± {b.bpb_se:.4f} bits per byte (Monte Carlo standard error, "
+            f"{report.samples} timestep samples per sequence)",
+            f"              {b.bits_per_token:.4f} bits per token; terms: diffusion {report.terms['diffusion']:.4f}, "
+            f"reconstruction {report.terms['reconstruction']:.4f}, prior {report.terms['prior']:.2g} bits per byte"]

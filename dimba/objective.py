@@ -1,4 +1,5 @@
-"""The training objective as data: plain diffusion, or diffusion plus CDLM consistency.
+"""The training objective as data: continuous diffusion (optionally with CDLM consistency),
+masked diffusion, or the autoregressive yardstick.
 
 Kept free of torch, like `dimba.model.config`, so the Hydra schema (`objective` group), the
 Lightning module and SimpleTrainer validate the same options with the same messages.
@@ -7,15 +8,24 @@ Lightning module and SimpleTrainer validate the same options with the same messa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Dict
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Dict
+
+if TYPE_CHECKING:
+    from dimba.model.config import DIMBAConfig
 
 from dimba.errors import ConfigError
+from dimba.model.config import OBJECTIVES
+
+DIFFUSION_ONLY = ("mse_weight", "ce_weight", "use_consistency_training", "consistency_loss_weight",
+                  "consistency_delta_min", "consistency_delta_max")
+"""The options of continuous diffusion: refused under `masked` and `ar` unless left at their defaults."""
 
 
 @dataclass
 class ObjectiveConfig:
-    """`objective=diffusion` (consistency off) or `objective=cdlm` (on).
+    """`objective=diffusion` (consistency off), `objective=cdlm` (on), `objective=masked` or
+    `objective=ar` (`name`; see `dimba.objectives`).
 
     With consistency training on, each step adds `consistency_loss_weight` times the MSE
     between the model's x0 prediction at t and a stop-gradient prediction at t - δ, on the
@@ -23,6 +33,9 @@ class ObjectiveConfig:
     [consistency_delta_min, consistency_delta_max] (see `dimba.diffusion.consistency`).
     """
 
+    name: str = "diffusion"
+    """`diffusion` (continuous, in the embedding space), `masked` (absorbing-state diffusion,
+    MDLM) or `ar` (autoregressive, causal). It decides the network (`model.objective`)."""
     mse_weight: float = 1.0
     """Weight of the x0 mean-squared error in the diffusion loss."""
     ce_weight: float = 1.0
@@ -39,6 +52,8 @@ class ObjectiveConfig:
     """Largest timestep gap δ: an integer in [consistency_delta_min, model.diffusion_steps)."""
 
     def __post_init__(self) -> None:
+        if self.name not in OBJECTIVES:
+            raise ConfigError("objective.name", self.name, " | ".join(OBJECTIVES))
         for name in ("mse_weight", "ce_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -56,6 +71,26 @@ class ObjectiveConfig:
             raise ConfigError("objective.consistency_delta_max", self.consistency_delta_max,
                               f"an integer >= objective.consistency_delta_min ({self.consistency_delta_min})")
 
+        if self.name != "diffusion":
+            defaults = {f.name: f.default for f in fields(self)}
+            for option in DIFFUSION_ONLY:
+                if getattr(self, option) != defaults[option]:
+                    raise ConfigError(f"objective.{option}", getattr(self, option),
+                                      f"its default ({defaults[option]}) with objective={self.name}: "
+                                      f"it applies to continuous diffusion only")
+
+    def network(self, model: "DIMBAConfig") -> "DIMBAConfig":
+        """`model` built for this objective: `model.objective` follows `name`, and `ar` is causal.
+        A `model.objective` set by hand to another objective is refused."""
+        from dataclasses import replace
+
+        if model.objective not in ("diffusion", self.name):
+            raise ConfigError("model.objective", model.objective,
+                              f"{self.name}, as objective={self.name} says (or leave it unset)")
+        if model.objective == self.name and (self.name != "ar" or not model.bidirectional):
+            return model
+        return replace(model, objective=self.name, bidirectional=self.name != "ar" and model.bidirectional)
+
     def check_diffusion_steps(self, diffusion_steps: int) -> None:
         """δ must leave t - δ a real timestep for some t: delta_max < model.diffusion_steps.
 
@@ -69,6 +104,7 @@ class ObjectiveConfig:
     def to_dict(self) -> Dict[str, Any]:
         """Plain data for hyperparameters (checkpoints load with weights_only=True)."""
         return {
+            "name": str(self.name),
             "mse_weight": float(self.mse_weight),
             "ce_weight": float(self.ce_weight),
             "use_consistency_training": bool(self.use_consistency_training),

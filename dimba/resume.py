@@ -55,15 +55,25 @@ def resumable_step(path: Path) -> int:
     return int(checkpoint["global_step"])
 
 
-def recorded_tokenizer(path: Path) -> Optional[dict]:
-    """The tokenizer record of a checkpoint (None: trained on bytes, or not recorded)."""
+def recorded(path: Path):
+    """The `CheckpointRecord` of a checkpoint file or sharded directory (its meta.pt), memory-mapped."""
     import torch
 
     from dimba.checkpointing.record import CheckpointRecord
 
     path = Path(path)
     target = path / "meta.pt" if path.is_dir() else path
-    return CheckpointRecord(torch.load(target, map_location="cpu", weights_only=True, mmap=True)).tokenizer
+    return CheckpointRecord(torch.load(target, map_location="cpu", weights_only=True, mmap=True))
+
+
+def recorded_tokenizer(path: Path) -> Optional[dict]:
+    """The tokenizer record of a checkpoint (None: trained on bytes, or not recorded)."""
+    return recorded(path).tokenizer
+
+
+def recorded_objective(path: Path) -> str:
+    """The objective a checkpoint's model was built for (`diffusion` where none is recorded)."""
+    return str((recorded(path).architecture or {}).get("objective", "diffusion"))
 
 
 def candidates(run_dir: Path, milestone_dir: Optional[Path] = None) -> List[Tuple[int, float, Path]]:
@@ -98,6 +108,11 @@ def check_resume_before_running(config) -> None:
     except CheckpointLoadError as exc:
         raise ConfigError("ckpt_path", str(path), "", line=f"ckpt_path: {exc}; accepted: a Lightning checkpoint "
                                                         "(last.ckpt, a milestone .pt, or a sharded directory) or null") from None
+    trained_with = recorded_objective(path)
+    if trained_with != config.objective.name:
+        raise ConfigError("objective", config.objective.name, "", line=(
+            f"objective: {path} was trained with objective={trained_with}, not {config.objective.name}; resume it "
+            f"with objective={trained_with} (a run keeps its objective)"))
     from dimba.data.config import ShardsDataConfig
     from dimba.data.records import check_resume_tokenizer
 

@@ -84,3 +84,22 @@ def test_train_py_with_fsdp_resumes_a_grown_run_on_two_ranks_and_on_one(tmp_path
                           "checkpoint_250.0K_step_3.json", "checkpoint_250.0K_step_3.pt"]  # each once
     sidecar = json.loads((run_dir / "progressive_checkpoints" / "checkpoint_250.0K_step_3.json").read_text())
     assert sidecar["metadata"]["val_bpb"] > 0  # the bound of a sharded model, every rank computing it
+
+
+@pytest.mark.parametrize("trainer, objective", [("fsdp", "ar"), ("fsdp", "masked"), ("ddp_cpu", "ar")])
+def test_the_discrete_objectives_train_grow_and_checkpoint_on_two_ranks(tmp_path, trainer, objective):
+    """Masked diffusion and the autoregressive model take the same distributed paths as
+    DIMBA: sharded growth, sharded milestones, a validation bound every rank computes."""
+    run_dir = tmp_path / "run"
+    result = run("train.py", f"trainer={trainer}", "trainer.accelerator=cpu", "trainer.devices=2",
+                 "trainer.precision=32-true", f"objective={objective}", "model.d_model=64", "model.n_layers=2",
+                 "data.seq_len=64", "data.batch_size=4", "trainer.max_steps=4",
+                 "growth.schedule=[{step:2,op:depth,n_layers:3},{step:3,op:width,d_model:96}]",
+                 "trainer.val_check_interval=2", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
+                 "progressive_checkpoints.milestones=[100K,200K]", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    milestone = run_dir / "progressive_checkpoints" / "checkpoint_200.0K_step_3.pt"
+    sidecar = json.loads(milestone.with_suffix(".json").read_text())
+    assert 0 < sidecar["metadata"]["val_bpb"] < 9  # near uniform (8 bits) after 4 steps, every rank computing it
+    model = dimba.load_model(run_dir / "checkpoints" / "last.ckpt")
+    assert (model.config.objective, model.config.n_layers, model.config.d_model) == (objective, 3, 96)

@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dimba"
 # Lowest first. A module may import its own layer and the layers before it, never a later one.
 LAYERS: List[tuple] = [
     ("core", ("dimba.version", "dimba.errors", "dimba.internals", "dimba.checkpointing")),
-    ("model", ("dimba.model", "dimba.diffusion", "dimba.objective")),
+    ("model", ("dimba.model", "dimba.diffusion", "dimba.objective", "dimba.objectives")),
     ("growth", ("dimba.growth",)),
     ("data", ("dimba.data",)),
     ("io", ("dimba.io",)),

@@ -20,7 +20,8 @@ MILESTONES = [10_000, 20_000, 50_000]  # crossed at steps 1, 3 and 7
 # CDLM consistency training on (the tiny model has 100 diffusion steps); its gaps δ are drawn
 # from (seed, step, rank) like the noise, so resuming is exact with it too.
 CDLM = dict(use_consistency_training=True, consistency_loss_weight=0.5, consistency_delta_min=5, consistency_delta_max=40)
-OBJECTIVES = pytest.mark.parametrize("objective", [{}, CDLM], ids=["diffusion", "cdlm"])
+OBJECTIVES = pytest.mark.parametrize("objective", [{}, CDLM, {"objective": "masked"}, {"objective": "ar"}],
+                                     ids=["diffusion", "cdlm", "masked", "ar"])
 
 
 @pytest.fixture
@@ -69,11 +70,12 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, tiny_model_confi
     resumed, trainer, resumed_losses = fit(tiny_model_config, corpus, interrupted, 12,
                                            ckpt_path=str(interrupted / "checkpoints" / "last.ckpt"), objective=objective)
     assert trainer.global_step == 12 and sorted(resumed_losses) == list(range(6, 13))
-    assert ("train/consistency_loss" in trainer.callback_metrics) == bool(objective)
+    assert ("train/consistency_loss" in trainer.callback_metrics) == (objective is CDLM)
     for step in range(6, 13):  # same data, noise, optimizer state and LR: the same losses
         assert resumed_losses[step] == pytest.approx(straight_losses[step], rel=1e-5, abs=1e-6)
     torch.testing.assert_close(resumed.model.state_dict(), straight.model.state_dict(), rtol=1e-5, atol=1e-6)
-    assert saved(interrupted) == saved(tmp_path / "straight") == [(10_000, 1), (20_000, 3), (50_000, 7)]
+    assert saved(interrupted) == saved(tmp_path / "straight")  # each milestone once, at the same step
+    assert [milestone for milestone, _ in saved(interrupted)] == [10_000, 20_000, 50_000]
 
 
 def test_resuming_from_each_milestone_checkpoint_saves_each_milestone_once(tmp_path, tiny_model_config, corpus):
@@ -120,16 +122,18 @@ def test_simple_trainer_resumes_exactly_without_saving_again(tmp_path, tiny_mode
 
     straight = trainer(tmp_path / "straight")
     straight_losses = straight.train()
+    step = dict(saved_simple(tmp_path / "straight"))[20_000]  # 3 (the smaller ar model: later)
     first = trainer(tmp_path / "run")
-    first.max_steps = 4
+    first.max_steps = step + 1
     first.train()
     resumed = trainer(tmp_path / "run")
     info = resumed.resume(ProgressiveCheckpointManager([1], tmp_path / "run").get_checkpoint_path_for_milestone(20_000))
-    assert info["global_step"] == 3 and resumed.model.config.n_layers == 2
+    assert info["global_step"] == step and resumed.model.config.n_layers == 2
     losses = resumed.train()
-    assert losses == pytest.approx(straight_losses[3:], rel=1e-5, abs=1e-6)
-    assert resumed.consistency_losses == pytest.approx(straight.consistency_losses[3:], rel=1e-5, abs=1e-6)
-    assert saved_simple(tmp_path / "run") == saved_simple(tmp_path / "straight") == [(10_000, 1), (20_000, 3), (50_000, 7)]
+    assert losses == pytest.approx(straight_losses[step:], rel=1e-5, abs=1e-6)
+    assert resumed.consistency_losses == pytest.approx(straight.consistency_losses[step:], rel=1e-5, abs=1e-6)
+    assert saved_simple(tmp_path / "run") == saved_simple(tmp_path / "straight")
+    assert [milestone for milestone, _ in saved_simple(tmp_path / "run")] == [10_000, 20_000, 50_000]
 
 
 def saved_simple(save_dir):

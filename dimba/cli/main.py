@@ -5,6 +5,7 @@
     dimba checkpoints plot RUN_DIR [--out PNG]    parameters and loss against step, as a PNG
     dimba checkpoints export CKPT OUT             OUT/model.safetensors + OUT/config.json
     dimba generate CKPT --prompt TEXT --steps N --seed S [--length L] [--num-samples N] [--no-clamp]
+                   [--temperature T] [--top-p P]
     dimba eval CKPT_OR_RUN_DIR [--data FILE_OR_DIR...] [--samples K] [--seq-len N] [--json]
     dimba data prepare INPUT... --out DIR [--tokenizer bytes|bpe|PATH] ...   token shards for data=shards
 
@@ -68,14 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="CKPT", help="any checkpoint dimba writes")
     p.add_argument("out", metavar="OUT", help="output directory (created if needed)")
 
-    p = commands.add_parser("generate", help="generate text from a checkpoint (deterministic DDIM sampling)",
+    p = commands.add_parser("generate", help="generate text from a checkpoint (its objective's sampler)",
                             description="Generate text: the prompt's tokens fill the first positions, the rest is "
-                                        "sampled with DDIM in the embedding space. The same seed gives the same text.")
+                                        "sampled as the checkpoint's objective does: DDIM in the embedding space "
+                                        "(diffusion), unmasking in --steps steps (masked), or token by token (ar). "
+                                        "The same seed gives the same text.")
     p.add_argument("checkpoint", metavar="CKPT", help="any checkpoint dimba writes, an export directory, or a run "
                                                       "directory (its newest checkpoint)")
     p.add_argument("--prompt", required=True, metavar="TEXT", help="text the output starts with")
     p.add_argument("--steps", type=int, default=16, metavar="N",
-                   help="DDIM steps, 1 .. the model's diffusion_steps (default: 16)")
+                   help="denoising steps: DDIM steps, 1 .. the model's diffusion_steps, or unmasking steps "
+                        "(default: 16; an ar model generates one token a step and ignores it)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the starting noise (default: 0)")
     p.add_argument("--length", type=int, metavar="L",
                    help="total length in tokens, prompt included (default: the prompt plus 64)")
@@ -83,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not snap each prediction to the nearest token embedding")
     p.add_argument("--num-samples", type=int, default=1, metavar="N",
                    help="samples to draw, seeds S, S+1, ..., as one batch (default: 1)")
+    p.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                   help="masked and ar: divide the logits by T before drawing a token (0: the most likely; default: 1)")
+    p.add_argument("--top-p", type=float, default=1.0, metavar="P",
+                   help="masked and ar: draw from the smallest set of most likely tokens holding P of the "
+                        "probability (default: 1, all)")
     p = commands.add_parser("eval", help="held-out likelihood bound in bits per byte, with reference lines",
                             description="The variational bound on -log p(text) of a checkpoint, in bits per byte "
                                         "(and per token), with its Monte Carlo standard error, beside a uniform, "
@@ -146,8 +155,8 @@ def cmd_generate(args: argparse.Namespace, out) -> int:
     if not -2**63 <= args.seed <= 2**64 - args.num_samples:
         raise CLIError(f"--seed must lie in [-2**63, 2**64 - {args.num_samples}] (seeds S .. S + N - 1 are used), "
                        f"got {args.seed}")
-    from dimba.diffusion.sampling import sample_many
     from dimba.io.load import load_model
+    from dimba.objectives import generate
 
     model = load_model(checkpoint_of(args.checkpoint, "generating from"))
     prompt = model.tokenizer.encode(args.prompt)
@@ -156,9 +165,10 @@ def cmd_generate(args: argparse.Namespace, out) -> int:
         raise CLIError(f"--length ({length}) must be at least the prompt's length ({len(prompt)} tokens)")
     seeds = [args.seed + i for i in range(args.num_samples)]
     try:
-        ids = sample_many(model, prompt, length, args.steps, seeds, clamp=args.clamp)
+        ids = generate(model, prompt, length, args.steps, seeds, clamp=args.clamp, temperature=args.temperature,
+                       top_p=args.top_p)["ids"]
     except ValueError as exc:
-        raise CLIError(f"--steps/--length: {one_line(exc)}") from None
+        raise CLIError(f"--steps/--length/--temperature/--top-p: {one_line(exc)}") from None
     for seed, row in zip(seeds, ids.tolist()):
         if args.num_samples > 1:
             print(f"=== seed {seed} ===", file=out)

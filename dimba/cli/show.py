@@ -119,6 +119,9 @@ def _header(info: Dict[str, Any], source: str) -> list:
                      f"(of {_milestone_list(info.get('milestones'))})")
     if info.get("saved_together_with"):
         lines.append(f"saved with   {', '.join(info['saved_together_with'])}")
+    metadata = info.get("metadata") if isinstance(info.get("metadata"), dict) else {}
+    architecture = metadata.get("architecture") if isinstance(metadata.get("architecture"), dict) else {}
+    lines.append(f"objective    {architecture.get('objective', 'diffusion')}")
     lines.append(f"step         {_value(info.get('global_step'))}")
     lines.append(f"params       {_count(info.get('current_params'))}")
     if info.get("created_at"):

@@ -26,7 +26,8 @@ OPTIONS: Dict[str, tuple] = {
     "rewarm_steps": ("growth", "rewarm_steps"),
     "lr_restart": ("growth", "lr_restart"),
     "lr_width_exponent": ("growth", "lr_width_exponent"),
-    **{f.name: ("objective", f.name) for f in fields(ObjectiveConfig)},
+    "objective": ("objective", "name"),
+    **{f.name: ("objective", f.name) for f in fields(ObjectiveConfig) if f.name != "name"},
     "growth_schedule": ("growth", "schedule"),
     "enable_progressive_checkpoints": ("progressive_checkpoints", "enabled"),
     "progressive_milestones": ("progressive_checkpoints", "milestones"),
@@ -60,6 +61,7 @@ class Recipe:
     """Horizon of the LR schedule; None: the Trainer's max_steps."""
 
     def __post_init__(self) -> None:
+        self.model = self.objective.network(self.model)  # the objective decides the network's variant
         self.growth.schedule = as_events(self.growth.schedule)
         validate_schedule(self.model, self.growth.schedule)
         check_lr_options(self.optim, self.growth)

@@ -60,6 +60,7 @@ class Config:
     def __post_init__(self) -> None:
         if not int_at_least(self.seed, 0) or self.seed >= 2**32:
             raise ConfigError("seed", self.seed, "an integer in [0, 2**32)")
+        self.model = self.objective.network(self.model)  # the objective decides the network's variant
         validate_schedule(self.model, self.growth.schedule)
         check_lr_options(self.optim, self.growth)
         self.objective.check_diffusion_steps(self.model.diffusion_steps)

@@ -23,12 +23,10 @@ def block_shapes(cfg: "DIMBAConfig") -> Dict[str, Shape]:
     d, di, n, h = cfg.d_model, cfg.expand * cfg.d_model, cfg.d_state, cfg.expand * cfg.d_model // cfg.head_dim
     directions = 2 if cfg.bidirectional else 1
     conv = di + 2 * n
-    shapes: Dict[str, Shape] = {
-        "norm.weight": (d,),
-        "modulation.weight": (2 * d, d),
-        "modulation.bias": (2 * d,),
-        "mixer.in_proj.weight": (di + conv + h, d),
-    }
+    shapes: Dict[str, Shape] = {"norm.weight": (d,)}
+    if cfg.time_conditioned:
+        shapes.update({"modulation.weight": (2 * d, d), "modulation.bias": (2 * d,)})
+    shapes["mixer.in_proj.weight"] = (di + conv + h, d)
     for k in range(directions):
         shapes[f"mixer.convs.{k}.weight"] = (conv, 1, cfg.d_conv)
         shapes[f"mixer.convs.{k}.bias"] = (conv,)
@@ -46,14 +44,13 @@ def parameter_shapes(cfg: "DIMBAConfig") -> Dict[str, Shape]:
     """Every parameter of the model, by its name in `DIMBA.named_parameters()` order."""
     d, e, t = cfg.d_model, cfg.d_embed, cfg.d_time
     shapes: Dict[str, Shape] = {
-        "embedding.weight": (cfg.vocab_size, e),
+        "embedding.weight": (cfg.embedding_rows, e),
         "in_proj.weight": (d, e),
         "in_proj.bias": (d,),
-        "time_mlp.0.weight": (d, t),
-        "time_mlp.0.bias": (d,),
-        "time_mlp.2.weight": (d, d),
-        "time_mlp.2.bias": (d,),
     }
+    if cfg.time_conditioned:
+        shapes.update({"time_mlp.0.weight": (d, t), "time_mlp.0.bias": (d,), "time_mlp.2.weight": (d, d),
+                       "time_mlp.2.bias": (d,)})
     for i in range(cfg.n_layers):
         shapes.update({f"blocks.{i}.{name}": shape for name, shape in block_shapes(cfg).items()})
     shapes.update({"norm_f.weight": (d,), "out_proj.weight": (e, d), "out_proj.bias": (e,)})

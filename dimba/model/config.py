@@ -7,6 +7,8 @@ from typing import Any, Dict, Mapping
 
 from dimba.errors import ConfigError
 DTYPES = ("fp32", "bf16")
+OBJECTIVES = ("diffusion", "masked", "ar")
+"""The network each objective trains (see `DIMBAConfig.objective`)."""
 SCANS = ("auto", "torch", "mamba_ssm")  # see dimba.model.kernels
 
 
@@ -48,6 +50,12 @@ class DIMBAConfig:
     """Scan each sequence in both directions (a denoiser sees the whole sequence)."""
     norm_eps: float = 1e-5
     """RMSNorm epsilon."""
+    objective: str = "diffusion"
+    """The objective the network is built for, taken from the `objective` group: `diffusion`
+    (continuous embeddings, timestep-conditioned, bidirectional), `masked` (token ids with a
+    mask token added to the vocabulary, no timestep input, bidirectional) or `ar` (token ids
+    with a beginning-of-sequence token added, no timestep input, causal: `bidirectional`
+    false). Recorded in every checkpoint, so a model is only ever loaded as what it is."""
     dtype: str = field(default="fp32", compare=False)
     """Compute precision of the denoiser: `fp32`, or `bf16` (autocast: matmuls and the scan's
     products in bfloat16; weights, optimizer state, norms, decays and the loss stay float32).
@@ -71,6 +79,11 @@ class DIMBAConfig:
             )
         if not isinstance(self.bidirectional, bool):
             raise ConfigError("model.bidirectional", self.bidirectional, "true or false")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError("model.objective", self.objective, " | ".join(OBJECTIVES))
+        if self.objective == "ar" and self.bidirectional:
+            raise ConfigError("model.bidirectional", True, "false with model.objective=ar (a causal model reads no "
+                                                           "future; choose the objective with objective=ar, which sets both)")
         if self.dtype not in DTYPES:
             raise ConfigError("model.dtype", self.dtype, " | ".join(DTYPES))
         if self.scan not in SCANS:
@@ -85,6 +98,18 @@ class DIMBAConfig:
     @property
     def n_heads(self) -> int:
         return self.d_inner // self.head_dim
+
+    @property
+    def time_conditioned(self) -> bool:
+        """Only continuous diffusion takes the timestep: a masked model reads the noise level
+        off its mask tokens (MDLM), an autoregressive one has none."""
+        return self.objective == "diffusion"
+
+    @property
+    def embedding_rows(self) -> int:
+        """vocab_size, plus the mask token (`masked`) or the beginning-of-sequence token (`ar`),
+        which is row `vocab_size`: an input the network reads, never a token it predicts."""
+        return self.vocab_size + (self.objective != "diffusion")
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)

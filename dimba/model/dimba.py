@@ -1,16 +1,22 @@
-"""DIMBA: a continuous diffusion language model whose denoiser is a Mamba-2 stack.
+"""DIMBA: a diffusion language model whose denoiser is a Mamba-2 stack.
 
-Tokens live as vectors in a learned embedding space; the model sees a noised version
-x_t of a sequence's embeddings and the timestep t, and predicts the clean embeddings x0.
-Logits come from the prediction's similarity to every token's embedding (the
-"rounding" step of Diffusion-LM), which ties the two loss terms together and keeps the
+Under `objective=diffusion` tokens live as vectors in a learned embedding space; the model
+sees a noised version x_t of a sequence's embeddings and the timestep t, and predicts the
+clean embeddings x0. Logits come from the prediction's similarity to every token's embedding
+(the "rounding" step of Diffusion-LM), which ties the two loss terms together and keeps the
 embeddings from collapsing under the MSE term.
+
+The same stack serves the discrete objectives (`DIMBAConfig.objective`): it reads the
+embeddings of token ids, the mask token's or the beginning-of-sequence token's included,
+with no timestep, and `token_logits` gives the vocabulary's logits at every position
+(bidirectional for `masked`, causal for `ar`, whose `step_logits` carries the scan's state
+from one token to the next).
 """
 
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -19,26 +25,31 @@ from torch import Tensor, nn
 from dimba import internals
 from dimba.diffusion.schedule import CosineSchedule
 from dimba.model.config import DIMBAConfig
-from dimba.model.layers import DIMBABlock, RMSNorm, timestep_features
+from dimba.model.layers import DIMBABlock, MixerState, RMSNorm, timestep_features
 
 
 class DIMBA(nn.Module):
     def __init__(self, config: DIMBAConfig) -> None:
         super().__init__()
         self.config = config
-        self.embedding = nn.Embedding(config.vocab_size, config.d_embed)
+        self.embedding = nn.Embedding(config.embedding_rows, config.d_embed)
         nn.init.normal_(self.embedding.weight, std=1.0)  # unit scale per dim, like the noise
         self.in_proj = nn.Linear(config.d_embed, config.d_model)
-        self.time_mlp = nn.Sequential(
-            nn.Linear(config.d_time, config.d_model), nn.SiLU(), nn.Linear(config.d_model, config.d_model)
-        )
+        if config.time_conditioned:
+            self.time_mlp = nn.Sequential(
+                nn.Linear(config.d_time, config.d_model), nn.SiLU(), nn.Linear(config.d_model, config.d_model)
+            )
         self.blocks = nn.ModuleList(DIMBABlock(config) for _ in range(config.n_layers))
         self.norm_f = RMSNorm(config.d_model, config.norm_eps)
         self.out_proj = nn.Linear(config.d_model, config.d_embed)
+        if not config.time_conditioned:  # a discrete model starts at uniform logits, not at ~13 nats a token
+            nn.init.zeros_(self.out_proj.weight)
+            nn.init.zeros_(self.out_proj.bias)
         self.schedule = CosineSchedule(config.diffusion_steps)
 
-    def denoise(self, x_t: Tensor, t: Tensor) -> Tensor:
-        """Predict x0 (batch, length, d_embed) from x_t and integer timesteps t (batch,).
+    def denoise(self, x_t: Tensor, t: Optional[Tensor] = None) -> Tensor:
+        """Predict x0 (batch, length, d_embed) from x_t and integer timesteps t (batch,); t is
+        None for the models that take no timestep (`masked`, `ar`).
 
         Under `dtype="bf16"` the network runs in autocast; the prediction comes back in
         x_t's dtype, so losses and sampling arithmetic stay in full precision.
@@ -57,11 +68,15 @@ class DIMBA(nn.Module):
         internals.raise_recompile_limit(64)
         self._compiled_denoise = torch.compile(self._denoise, **options)
 
-    def _denoise(self, x_t: Tensor, t: Tensor) -> Tensor:
+    def _precision(self, device: torch.device):
         # enabled=False would also switch off an outer autocast (Lightning's bf16-mixed).
-        bf16 = torch.autocast(x_t.device.type, dtype=torch.bfloat16) if self.config.dtype == "bf16" else nullcontext()
-        with bf16:
-            cond = self.time_mlp(timestep_features(t, self.config.d_time).to(x_t.dtype))
+        return torch.autocast(device.type, dtype=torch.bfloat16) if self.config.dtype == "bf16" else nullcontext()
+
+    def _denoise(self, x_t: Tensor, t: Optional[Tensor]) -> Tensor:
+        with self._precision(x_t.device):
+            cond = None
+            if self.config.time_conditioned:
+                cond = self.time_mlp(timestep_features(t, self.config.d_time).to(x_t.dtype))
             h = self.in_proj(x_t)
             for block in self.blocks:
                 h = block(h, cond)
@@ -69,7 +84,28 @@ class DIMBA(nn.Module):
         return out.to(x_t.dtype)
 
     def logits(self, x0_hat: Tensor) -> Tensor:
-        return x0_hat @ self.embedding.weight.t()
+        """Logits over the vocabulary (never over the mask or beginning-of-sequence row)."""
+        weight = self.embedding.weight
+        return x0_hat @ (weight if weight.shape[0] == self.config.vocab_size else weight[: self.config.vocab_size]).t()
+
+    def token_logits(self, ids: Tensor) -> Tensor:
+        """(batch, length, vocab) logits of a discrete model (`masked`, `ar`) reading token ids."""
+        return self.logits(self.denoise(self.embed(ids)))
+
+    def empty_states(self, batch: int) -> List[MixerState]:
+        """Every block's state before the first token of a causal model (`step_logits`)."""
+        weight = self.in_proj.weight
+        return [block.mixer.empty_state(batch, weight.device, weight.dtype) for block in self.blocks]
+
+    def step_logits(self, ids: Tensor, states: List[MixerState]) -> Tensor:
+        """(batch, vocab) logits of the next token of a causal model after reading `ids` (batch,),
+        carrying `states` (updated in place): what `token_logits` gives at that position."""
+        with self._precision(ids.device):
+            h = self.in_proj(self.embed(ids))
+            for block, state in zip(self.blocks, states):
+                h = block.step(h, state)
+            out = self.out_proj(self.norm_f(h))
+        return self.logits(out.float().to(self.embedding.weight.dtype))
 
     def embed(self, tokens: Tensor) -> Tensor:
         """The clean embeddings x0 of token ids (a method, so FSDP2 gathers the table for it)."""

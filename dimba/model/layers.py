@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +48,16 @@ def timestep_features(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tens
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float64) / half)
     angles = t.to(torch.float64)[:, None] * freqs[None]
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+@dataclass
+class MixerState:
+    """What a causal mixer carries from one position to the next: the last d_conv - 1 inputs
+    of its convolution (batch, d_conv - 1, conv channels) and the SSM state (batch, heads,
+    head_dim, d_state). Updated in place by `Mamba2Mixer.step`."""
+
+    conv: Tensor
+    ssm: Tensor
 
 
 class Mamba2Mixer(nn.Module):
@@ -104,18 +116,53 @@ class Mamba2Mixer(nn.Module):
         y = out[0] + out[1].flip(1) if directions == 2 else out[0]
         return self.out_proj(self.norm.gated(y, z))
 
+    def empty_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> MixerState:
+        """The state before the first position: what the convolution's zero padding and the
+        scan's zero initial state are in `forward`."""
+        conv = self.convs[0]
+        return MixerState(conv=torch.zeros(batch, conv.kernel_size[0] - 1, conv.in_channels, device=device, dtype=dtype),
+                          ssm=torch.zeros(batch, self.n_heads, self.head_dim, self.d_state, device=device,
+                                          dtype=torch.float32))
+
+    def step(self, u: Tensor, state: MixerState) -> Tensor:
+        """`forward` at one more position (batch, d_model) of a causal mixer, from `state`
+        (the recurrence `ssd_reference` writes out), without reading the earlier positions again."""
+        assert len(self.convs) == 1, "step() runs a causal (one-direction) mixer"
+        heads, head_dim = self.n_heads, self.head_dim
+        z, xbc, dt = torch.split(self.in_proj(u), [self.d_inner, self.d_inner + 2 * self.d_state, heads], dim=-1)
+        window = torch.cat([state.conv, xbc.unsqueeze(1)], dim=1)  # (b, K, channels), oldest first
+        conv = self.convs[0]
+        xbc = F.silu(torch.einsum("bkc,ck->bc", window, conv.weight[:, 0]) + conv.bias)
+        state.conv = window[:, 1:]
+        x, B, C = torch.split(xbc, [self.d_inner, self.d_state, self.d_state], dim=-1)
+        x = x.view(-1, heads, head_dim)
+        step = F.softplus(dt + self.dt_bias[0]).float()  # (b, h)
+        decay = torch.exp(step * -torch.exp(self.A_log[0].float()))
+        state.ssm = state.ssm * decay[:, :, None, None] + torch.einsum(
+            "bhp,bn->bhpn", x.float() * step[:, :, None], B.float())
+        y = torch.einsum("bhpn,bn->bhp", state.ssm, C.float()) + x.float() * self.D[0].float()[:, None]
+        return self.out_proj(self.norm.gated(y.reshape(u.shape[0], self.d_inner).to(u.dtype), z))
+
 
 class DIMBABlock(nn.Module):
-    """Pre-norm residual block; the timestep modulates the normalized input (shift, scale)."""
+    """Pre-norm residual block; where the model takes the timestep (continuous diffusion), it
+    modulates the normalized input (shift, scale)."""
 
     def __init__(self, cfg: DIMBAConfig) -> None:
         super().__init__()
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.modulation = nn.Linear(cfg.d_model, 2 * cfg.d_model)
-        nn.init.zeros_(self.modulation.weight)
-        nn.init.zeros_(self.modulation.bias)
+        if cfg.time_conditioned:
+            self.modulation = nn.Linear(cfg.d_model, 2 * cfg.d_model)
+            nn.init.zeros_(self.modulation.weight)
+            nn.init.zeros_(self.modulation.bias)
         self.mixer = Mamba2Mixer(cfg)
 
-    def forward(self, h: Tensor, cond: Tensor) -> Tensor:
+    def forward(self, h: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+        if cond is None:
+            return h + self.mixer(self.norm(h))
         shift, scale = self.modulation(cond).unsqueeze(1).chunk(2, dim=-1)
         return h + self.mixer(self.norm(h) * (1 + scale) + shift)
+
+    def step(self, h: Tensor, state: "MixerState") -> Tensor:
+        """One position (batch, d_model) of a causal, unconditioned block, carrying `state`."""
+        return h + self.mixer.step(self.norm(h), state)

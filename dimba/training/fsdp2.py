@@ -18,7 +18,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, OffloadPolicy, fully_sh
 from dimba.growth.sharded import SHARD_ATTRIBUTE
 from dimba.model import DIMBA
 
-FORWARD_METHODS = ("loss", "denoise", "logits", "embed", "rounding_mean")
+FORWARD_METHODS = ("loss", "denoise", "logits", "embed", "rounding_mean", "token_logits", "step_logits")
 
 
 def shard_dimba(

@@ -175,7 +175,7 @@ class DIMBALightningModule(L.LightningModule):
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         out = steps.training_loss(self.model, batch, self.objective, self.recipe.seed, self.global_step, self.global_rank)
         self.log("train/loss", out["loss"], prog_bar=True)
-        self.log_dict({"train/mse": out["mse"], "train/ce": out["ce"]})
+        self.log_dict({f"train/{name}": out[name] for name in ("mse", "ce") if name in out})
         if "consistency" in out:
             self.log("train/consistency_loss", out["consistency"])
         self.log("model/params", float(self.parameter_count()))
@@ -183,7 +183,8 @@ class DIMBALightningModule(L.LightningModule):
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         out = steps.validation_loss(self.model, batch, self.objective, batch_idx)
-        self.log_dict({"val/loss": out["loss"], "val/mse": out["mse"], "val/ce": out["ce"]}, prog_bar=False, sync_dist=True)
+        self.log_dict({f"val/{name}": out[name] for name in ("loss", "mse", "ce") if name in out}, prog_bar=False,
+                      sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self.last_validation_step = self.global_step
@@ -263,6 +264,9 @@ class DIMBALightningModule(L.LightningModule):
         record = CheckpointRecord(checkpoint)
         if record.architecture is not None:
             recorded = recorded_config(record, "the checkpoint", runtime=self.model.config)
+            if recorded.objective != self.model.config.objective:
+                raise ValueError(f"the checkpoint was trained with objective={recorded.objective}, this module trains "
+                                 f"objective={self.model.config.objective}: a run keeps its objective")
             if recorded != self.model.config:
                 adopt_architecture(self.model, recorded)
                 self.structure_version += 1

@@ -19,6 +19,7 @@ from dimba.growth.optim import GrowableAdamW
 from dimba.growth.schedule import GrowthEvent
 from dimba.model import DIMBA
 from dimba.objective import ObjectiveConfig
+from dimba.objectives import autoregressive, masked
 from dimba.training.lr_schedule import GrowthAwareLR, build_lr_multiplier, width_lr_scales
 
 
@@ -52,7 +53,12 @@ def step_deltas(t: torch.Tensor, objective: ObjectiveConfig, seed: int, step: in
 
 def training_loss(model: DIMBA, batch: torch.Tensor, objective: ObjectiveConfig, seed: int, step: int,
                   rank: int = 0) -> Dict[str, torch.Tensor]:
-    """One training step's loss dict under `objective`: what both trainers optimize and log."""
+    """One training step's loss dict under `objective`: what both trainers optimize and log
+    ("loss", and its terms: "mse" and "ce" for diffusion, "ce" for masked and ar)."""
+    if objective.name == "masked":
+        return masked.loss(model, batch, step_generator(batch.device, seed, step, rank))
+    if objective.name == "ar":
+        return autoregressive.loss(model, batch)
     t, noise = step_noise(model, batch, seed, step, rank)
     delta = step_deltas(t, objective, seed, step, rank) if objective.use_consistency_training else None
     return objective_loss(model, batch, t, noise, objective.mse_weight, objective.ce_weight, delta,
@@ -60,7 +66,11 @@ def training_loss(model: DIMBA, batch: torch.Tensor, objective: ObjectiveConfig,
 
 
 def validation_loss(model: DIMBA, batch: torch.Tensor, objective: ObjectiveConfig, batch_idx: int) -> Dict[str, torch.Tensor]:
-    """Fixed timesteps and noise per validation batch, so losses compare across steps."""
+    """Fixed timesteps and noise (or masks) per validation batch, so losses compare across steps."""
+    if objective.name == "masked":
+        return masked.loss(model, batch, torch.Generator(device=batch.device).manual_seed(batch_idx))
+    if objective.name == "ar":
+        return autoregressive.loss(model, batch)
     generator = torch.Generator().manual_seed(batch_idx)
     t = model.schedule.sample_timesteps(batch.shape[0], torch.device("cpu"), generator).to(batch.device)
     noise = torch.randn(*batch.shape, model.config.d_embed, generator=generator)

@@ -14,7 +14,8 @@ from typing import Any, Optional
 
 import torch
 
-from dimba.diffusion.bound import BitsPerByte, bits_per_byte, sequence_bound
+from dimba.diffusion.bound import BitsPerByte, bits_per_byte
+from dimba.objectives import sequence_bound
 
 NOISE_SEED = 20_221_206
 

@@ -1,0 +1,437 @@
+"""Is DIMBA any good? The three objectives at equal training FLOPs, in bits per byte, with
+their samples' quality and sampling speed.
+
+Each run trains exactly as `python train.py objective=NAME` does (the default run's model,
+growth schedule, optimizer, LR schedule, clipping, data order; `dimba.training.steps`), in
+process, so the step count can be set to equalise FLOPs: the budget is the FLOPs of the
+default run (`objective=diffusion`, 240 steps) times `--budgets`; an objective whose step
+costs less (ar: one scan direction, no timestep MLP) gets proportionally more steps, its
+growth events at the same fractions of them.
+
+Held-out text: the corpus's validation split (dimba's last 5%), cut in two: the learning
+rate of each objective is chosen on `select` (seed 0, a grid around `optim.lr`), and the
+figures are read on `report` (seeds 0..n-1 at the chosen rate). The figure is each
+objective's own likelihood in bits per byte: the continuous bound, the masked bound (both
+`dimba eval`'s estimators) or ar's exact log-likelihood.
+
+Samples (seed 0, chosen rate) are scored by their bits per byte under the best ar model of
+the largest budget on that corpus (the judge), their unigram entropy (bits per byte),
+their share of distinct 4-grams of bytes, and the share of their words in an English word
+list; held-out text gets the same scores, as the line to compare with. Sampling time is per
+1,000 generated tokens, one batch of `SAMPLES` sequences.
+
+Corpora: dimba's built-in text (CPython's documentation) and English prose from Debian's
+`fortunes` package (fortune-mod's cookie files, BSD licence; /usr/share/games/fortunes);
+the word list is Debian's `wamerican` (/usr/share/dict/american-english, SCOWL's licence).
+Install both with `apt-get install fortunes wamerican`; nothing is downloaded here.
+
+    python bench/quality.py run [--corpora builtin,english] [--budgets 1,4] [--seeds 3]
+    python bench/quality.py report      # JSON on stdout, bench/results/quality.json and plots
+
+Every run is appended to bench/results/quality_runs.jsonl; a restart skips finished runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import re
+import sys
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import torch  # noqa: E402
+
+from dimba.checkpointing.atomic_io import write_atomic  # noqa: E402
+from dimba.config.schema import Config  # noqa: E402
+from dimba.diffusion.bound import bits_per_byte  # noqa: E402
+from dimba.growth.schedule import GrowthEvent  # noqa: E402
+from dimba.model import DIMBA  # noqa: E402
+from dimba.objectives import generate, sequence_bound  # noqa: E402
+from dimba.training import steps  # noqa: E402
+
+from flops import count_flops  # noqa: E402
+from growth_runner import epoch_batches, grow  # noqa: E402
+
+log = logging.getLogger("bench.quality")
+
+OBJECTIVES = ("ar", "masked", "diffusion")  # ar first: the judge comes from it
+RESULTS = ROOT / "bench" / "results"
+RUNS = RESULTS / "quality_runs.jsonl"
+CACHE = ROOT / "bench" / ".cache" / "quality"
+FORTUNES = Path("/usr/share/games/fortunes")
+WORDS = Path("/usr/share/dict/american-english")
+LR_GRID = (0.5, 1.0, 2.0)  # times optim.lr
+BOUND_SAMPLES = 16  # draws per sequence of the continuous and masked bounds (dimba eval's default)
+SAMPLES, SAMPLE_LEN = 16, 128
+HELD_OUT_WINDOWS = 96  # per half of the validation split
+SAMPLER_STEPS = {"diffusion": (16, 64, 256), "masked": (16, 64, 128), "ar": (1,)}
+VERSION = "v1"
+
+
+# ---------------------------------------------------------------------- the runs as train.py composes them
+def compose(overrides: Sequence[str]) -> Config:
+    """The run `python train.py OVERRIDES` would train, as typed, validated config."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    from dimba.config.store import register_configs, validate
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return validate(hydra_compose("config", overrides=list(overrides)))
+
+
+def english_corpus() -> Path:
+    """The fortunes, one blank line between cookies (their `%` separators dropped)."""
+    target = CACHE / "fortunes.txt"
+    if target.is_file():
+        return target
+    if not FORTUNES.is_dir():
+        raise SystemExit(f"{FORTUNES} is missing: apt-get install fortunes")
+    cookies = []
+    for path in sorted(p for p in FORTUNES.iterdir() if p.is_file() and not p.is_symlink() and not p.suffix):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        cookies += [c.strip("\n") for c in re.split(r"^%$", text, flags=re.M) if c.strip()]
+    CACHE.mkdir(parents=True, exist_ok=True)
+    write_atomic(target, lambda tmp: tmp.write_text("\n\n".join(cookies) + "\n", encoding="utf-8"))
+    return target
+
+
+def corpus_overrides(corpus: str) -> List[str]:
+    return [] if corpus == "builtin" else ["data=text_files", f"data.files=[{english_corpus()}]"]
+
+
+def step_flops(config: Config, model_config) -> int:
+    """FLOPs of one training step (forward and backward) of `objective` at `model_config`."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = DIMBA(model_config)
+        batch = torch.randint(0, model_config.vocab_size, (config.data.batch_size, config.data.seq_len))
+        flops = count_flops(lambda: steps.training_loss(model, batch, config.objective, 0, 0)["loss"].backward())
+    return flops
+
+
+_FLOPS: Dict[tuple, int] = {}
+
+
+def run_flops(config: Config, total_steps: int, events: Sequence[GrowthEvent]) -> int:
+    """Training FLOPs of `total_steps` steps growing at `events` (a step after an event runs grown)."""
+    from dimba.growth.schedule import validate_schedule
+
+    stages = [config.model] + list(validate_schedule(config.model, events))
+    bounds = [0] + [e.step for e in events] + [total_steps]
+    total = 0
+    for stage, (begin, end) in zip(stages, zip(bounds[:-1], bounds[1:])):
+        key = (config.objective.name, json.dumps(stage.to_dict(), sort_keys=True))
+        if key not in _FLOPS:
+            _FLOPS[key] = step_flops(config, stage)
+        total += _FLOPS[key] * max(0, end - begin)
+    return total
+
+
+def scaled_plan(config: Config, budget: int) -> tuple:
+    """(steps, events) of the default schedule stretched so the run uses `budget` FLOPs."""
+    base_steps, base_events = config.trainer.max_steps, list(config.growth.schedule)
+    factor = budget / run_flops(config, base_steps, base_events)
+    events = [replace(e, step=max(1, round(e.step * factor))) for e in base_events]
+    return max(1, round(base_steps * factor)), events
+
+
+# ---------------------------------------------------------------------- one run
+def train(config: Config, lr: float, total_steps: int, events: Sequence[GrowthEvent]) -> tuple:
+    """Train as the trainers do; returns (model, data module, wall seconds)."""
+    from dimba.run import build_data
+
+    torch.manual_seed(config.seed)
+    data = build_data(config)
+    model = DIMBA(config.model).train()
+    optim = replace(config.optim, lr=lr)
+    growth = replace(config.growth, schedule=list(events))
+    optimizer = steps.build_optimizer(model, optim)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, steps.lr_multiplier(optim, growth, total_steps,
+                                                                                   config.model.d_model))
+    batches = epoch_batches(data.train_dataloader())
+    history: List[Dict[str, Any]] = []
+    started = time.perf_counter()
+    for step in range(total_steps):
+        out = steps.training_loss(model, next(batches), config.objective, config.seed, step)
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.trainer.gradient_clip_val)
+        optimizer.step()
+        scheduler.step()
+
+        def grow_now(event: GrowthEvent) -> None:
+            grow(model, optimizer, event, config.seed)
+            history.append({"step": event.step})
+
+        steps.after_optimizer_step(step + 1, growth.schedule, history, grow_now, lambda: None)
+        if (step + 1) % 50 == 0:
+            log.info("    step %d/%d loss %.4f", step + 1, total_steps, float(out["loss"].detach()))
+    return model, data, time.perf_counter() - started
+
+
+def held_out(data) -> Dict[str, tuple]:
+    """(windows, byte counts) of the two halves of the validation split, at most
+    `HELD_OUT_WINDOWS` of each, evenly spaced (the continuous and masked bounds cost 18
+    forwards a window)."""
+    windows = torch.stack([data.val_set[i] for i in range(len(data.val_set))])
+    half = windows.shape[0] // 2
+    tokenizer = data.tokenizer
+
+    def spread(part: torch.Tensor) -> torch.Tensor:
+        picks = torch.linspace(0, part.shape[0] - 1, min(HELD_OUT_WINDOWS, part.shape[0])).round().long().unique()
+        return part[picks]
+
+    parts = {"select": spread(windows[:half]), "report": spread(windows[half:2 * half])}
+    return {name: (w, torch.tensor([tokenizer.byte_length(r.tolist()) for r in w], dtype=torch.float64))
+            for name, w in parts.items()}
+
+
+def bpb(model, windows: torch.Tensor, byte_counts: torch.Tensor) -> Dict[str, float]:
+    bound = sequence_bound(model, windows, BOUND_SAMPLES, torch.Generator().manual_seed(0))
+    result = bits_per_byte(bound, torch.full((windows.shape[0],), windows.shape[1]), byte_counts, sampled=True)
+    return {"bpb": result.bpb, "se": result.bpb_se, "windows": windows.shape[0]}
+
+
+def draw_samples(model, objective: str) -> List[Dict[str, Any]]:
+    out = []
+    for n_steps in SAMPLER_STEPS[objective]:
+        started = time.perf_counter()
+        result = generate(model, torch.tensor([], dtype=torch.long), SAMPLE_LEN, n_steps, list(range(SAMPLES)))
+        seconds = time.perf_counter() - started
+        out.append({"steps": n_steps, "forwards": result["forwards"], "seconds": seconds,
+                    "s_per_1000_tokens": seconds / (SAMPLES * SAMPLE_LEN / 1000), "ids": result["ids"].tolist()})
+    return out
+
+
+def run_key(corpus: str, objective: str, budget: float, lr: float, seed: int) -> str:
+    return f"{VERSION}|{corpus}|{objective}|x{budget:g}|lr{lr:g}|seed{seed}"
+
+
+def one_run(corpus: str, objective: str, budget: float, lr: float, seed: int, with_samples: bool) -> Dict[str, Any]:
+    overrides = [f"objective={objective}", f"seed={seed}", *corpus_overrides(corpus)]
+    config = compose(overrides)
+    default = compose(["objective=diffusion", *corpus_overrides(corpus)])
+    flops_budget = int(budget * run_flops(default, default.trainer.max_steps, list(default.growth.schedule)))
+    total_steps, events = scaled_plan(config, flops_budget)
+    log.info("%s %s x%g lr %g seed %d: %d steps, growth at %s", corpus, objective, budget, lr, seed, total_steps,
+             [e.step for e in events])
+    model, data, wall = train(config, lr, total_steps, events)
+    model.eval()
+    record: Dict[str, Any] = {
+        "key": run_key(corpus, objective, budget, lr, seed), "corpus": corpus, "objective": objective,
+        "budget": budget, "lr": lr, "seed": seed, "steps": total_steps, "growth_steps": [e.step for e in events],
+        "flops": run_flops(config, total_steps, events), "budget_flops": flops_budget, "train_wall_s": wall,
+        "params": sum(p.numel() for p in model.parameters()), "overrides": overrides}
+    started = time.perf_counter()
+    record["heldout"] = {name: bpb(model, w, b) for name, (w, b) in held_out(data).items()}
+    record["eval_wall_s"] = time.perf_counter() - started
+    if with_samples:
+        record["samples"] = draw_samples(model, objective)
+    if objective == "ar":  # a judge candidate
+        CACHE.mkdir(parents=True, exist_ok=True)
+        torch.save({"config": config.model.to_dict(), "state": model.state_dict()}, CACHE / f"{record['key'].replace('|', '_')}.pt")
+    log.info("  -> %s", {k: round(v["bpb"], 4) for k, v in record["heldout"].items()})
+    return record
+
+
+def load_runs() -> Dict[str, Dict[str, Any]]:
+    if not RUNS.exists():
+        return {}
+    return {r["key"]: r for r in (json.loads(line) for line in RUNS.read_text().splitlines() if line.strip())}
+
+
+def append_run(record: Dict[str, Any]) -> None:
+    lines = RUNS.read_text().splitlines() if RUNS.exists() else []
+    lines.append(json.dumps(record, separators=(",", ":")))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_atomic(RUNS, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+
+
+def ensure(corpus: str, objective: str, budget: float, lr: float, seed: int, with_samples: bool) -> Dict[str, Any]:
+    runs = load_runs()
+    key = run_key(corpus, objective, budget, lr, seed)
+    if key in runs and (runs[key].get("samples") or not with_samples):
+        return runs[key]
+    record = one_run(corpus, objective, budget, lr, seed, with_samples)
+    append_run(record)
+    return record
+
+
+def chosen_lr(corpus: str, objective: str, budget: float) -> float:
+    """The grid's rate with the lowest `select` figure on seed 0 at the 1x budget."""
+    base = compose([f"objective={objective}"]).optim.lr
+    runs = [ensure(corpus, objective, min(budget, 1.0), base * m, 0, True) for m in LR_GRID]
+    return min(runs, key=lambda r: r["heldout"]["select"]["bpb"])["lr"]
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    for budget in args.budgets:
+        for corpus in args.corpora:
+            for objective in OBJECTIVES:
+                lr = chosen_lr(corpus, objective, budget)
+                seeds = range(args.seeds if budget == min(args.budgets) else args.seeds_large)
+                for seed in seeds:
+                    ensure(corpus, objective, budget, lr, seed, with_samples=seed == 0)
+
+
+# ---------------------------------------------------------------------- scoring samples
+def word_list() -> set:
+    if not WORDS.is_file():
+        raise SystemExit(f"{WORDS} is missing: apt-get install wamerican")
+    return {w.strip().lower() for w in WORDS.read_text(encoding="utf-8", errors="replace").splitlines() if w.strip()}
+
+
+def text_scores(texts: Sequence[bytes], words: set) -> Dict[str, float]:
+    data = b"".join(texts)
+    counts = Counter(data)
+    total = sum(counts.values())
+    entropy = -sum(c / total * math.log2(c / total) for c in counts.values())
+    grams = [t[i:i + 4] for t in texts for i in range(len(t) - 3)]
+    found = re.findall(r"[a-z]+", data.decode("utf-8", errors="replace").lower())
+    return {"unigram_entropy_bits": entropy, "distinct_4grams": len(set(grams)) / max(1, len(grams)),
+            "real_word_share": sum(w in words for w in found) / max(1, len(found)), "words": len(found)}
+
+
+def judge_of(corpus: str, runs: Dict[str, Dict[str, Any]]):
+    candidates = [r for r in runs.values() if r["corpus"] == corpus and r["objective"] == "ar"]
+    best = min(candidates, key=lambda r: (-r["budget"], r["heldout"]["select"]["bpb"]))
+    from dimba.model import DIMBAConfig
+
+    saved = torch.load(CACHE / f"{best['key'].replace('|', '_')}.pt", weights_only=True)
+    model = DIMBA(DIMBAConfig.from_dict(saved["config"]))
+    model.load_state_dict(saved["state"])
+    return model.eval(), best["key"]
+
+
+def judge_bpb(judge, ids: torch.Tensor, tokenizer) -> float:
+    byte_counts = torch.tensor([tokenizer.byte_length(r.tolist()) for r in ids], dtype=torch.float64)
+    bound = sequence_bound(judge, ids, 2, torch.Generator().manual_seed(0))
+    return bits_per_byte(bound, torch.full((ids.shape[0],), ids.shape[1]), byte_counts).bpb
+
+
+def summarize(values: Sequence[float]) -> Dict[str, float]:
+    mean = sum(values) / len(values)
+    spread = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else float("nan")
+    return {"mean": mean, "sd": spread, "n": len(values), "min": min(values), "max": max(values)}
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from dimba.run import build_data
+
+    runs = load_runs()
+    words = word_list()
+    table: Dict[str, Any] = {}
+    for corpus in sorted({r["corpus"] for r in runs.values()}):
+        judge, judge_key = judge_of(corpus, runs)
+        data = build_data(compose(corpus_overrides(corpus)))
+        tokenizer = data.tokenizer
+        report_windows = held_out(data)["report"][0][:SAMPLES]
+        real = [tokenizer.decode(r.tolist()).encode("utf-8") for r in report_windows]
+        entry: Dict[str, Any] = {"judge": judge_key, "heldout_text": {
+            "judge_bpb": judge_bpb(judge, report_windows, tokenizer), **text_scores(real, words)}}
+        for budget in sorted({r["budget"] for r in runs.values() if r["corpus"] == corpus}):
+            rows: Dict[str, Any] = {}
+            for objective in OBJECTIVES:
+                chosen = [r for r in runs.values() if r["corpus"] == corpus and r["objective"] == objective
+                          and r["budget"] == budget and r.get("samples")]
+                if not chosen:
+                    continue
+                lr = chosen[0]["lr"]
+                seeds = [r for r in runs.values() if r["corpus"] == corpus and r["objective"] == objective
+                         and r["budget"] == budget and r["lr"] == lr]
+                row = {"lr": lr, "steps": chosen[0]["steps"], "flops": chosen[0]["flops"],
+                       "params": chosen[0]["params"], "train_wall_s": chosen[0]["train_wall_s"],
+                       "report_bpb": summarize([r["heldout"]["report"]["bpb"] for r in seeds]),
+                       "per_seed": {r["seed"]: r["heldout"]["report"]["bpb"] for r in seeds},
+                       "lr_grid_select_bpb": {r["lr"]: r["heldout"]["select"]["bpb"] for r in runs.values()
+                                              if r["corpus"] == corpus and r["objective"] == objective
+                                              and r["budget"] == min(budget, 1.0) and r["seed"] == 0},
+                       "sampling": []}
+                for sampled in chosen[0]["samples"]:
+                    ids = torch.tensor(sampled["ids"])
+                    texts = [tokenizer.decode(r.tolist()).encode("utf-8") for r in ids]
+                    row["sampling"].append({"steps": sampled["steps"], "forwards": sampled["forwards"],
+                                            "s_per_1000_tokens": sampled["s_per_1000_tokens"],
+                                            "judge_bpb": judge_bpb(judge, ids, tokenizer), **text_scores(texts, words),
+                                            "example": texts[0].decode("utf-8", errors="replace")})
+                rows[objective] = row
+            if "ar" in rows:
+                for row in rows.values():
+                    row["ratio_to_ar"] = row["report_bpb"]["mean"] / rows["ar"]["report_bpb"]["mean"]
+            entry[f"x{budget:g}"] = rows
+        table[corpus] = entry
+    result = {"date": time.strftime("%Y-%m-%d"), "command": "python bench/quality.py run && python bench/quality.py report",
+              "machine": "2-core Xeon (AVX-512, AMX), torch " + torch.__version__ + ", CPU", "bound_samples": BOUND_SAMPLES,
+              "samples": SAMPLES, "sample_len": SAMPLE_LEN, "corpora": table}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_atomic(RESULTS / "quality.json", lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))
+    plot(result)
+    print(json.dumps(result, indent=1))
+
+
+def plot(result: Dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"ar": "tab:green", "masked": "tab:blue", "diffusion": "tab:red"}
+    corpora = list(result["corpora"])
+    fig, axes = plt.subplots(1, len(corpora), figsize=(5.5 * len(corpora), 4), squeeze=False)
+    fig2, axes2 = plt.subplots(1, len(corpora), figsize=(5.5 * len(corpora), 4), squeeze=False)
+    for ax, ax2, corpus in zip(axes[0], axes2[0], corpora):
+        entry = result["corpora"][corpus]
+        for objective, colour in colours.items():
+            points = [(row["flops"], row["report_bpb"]) for key, rows in entry.items() if key.startswith("x")
+                      for name, row in rows.items() if name == objective]
+            if points:
+                ax.errorbar([p[0] for p in points], [p[1]["mean"] for p in points],
+                            yerr=[0 if math.isnan(p[1]["sd"]) else p[1]["sd"] for p in points], marker="o",
+                            color=colour, label=objective, capsize=3)
+            for key, rows in entry.items():
+                if key.startswith("x") and objective in rows:
+                    sampling = rows[objective]["sampling"]
+                    ax2.plot([s["s_per_1000_tokens"] for s in sampling], [s["judge_bpb"] for s in sampling],
+                             marker="o", color=colour, alpha=1.0 if key == "x1" else 0.5,
+                             label=f"{objective} ({key})")
+        ax.axhline(8.0, color="grey", lw=0.8, ls=":")
+        ax.set(xscale="log", yscale="log", xlabel="training FLOPs", ylabel="held-out bits per byte (report half)",
+               title=corpus)
+        ax.legend()
+        ax2.axhline(entry["heldout_text"]["judge_bpb"], color="black", lw=0.8, ls="--", label="held-out text")
+        ax2.set(xscale="log", yscale="log", xlabel="sampling seconds per 1,000 tokens (CPU)",
+                ylabel="samples' bits per byte under the ar judge", title=corpus)
+        ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "quality_bpb_flops.png", dpi=110)
+    fig2.tight_layout()
+    fig2.savefig(RESULTS / "quality_sampling.png", dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run")
+    run.add_argument("--corpora", default="builtin,english", type=lambda s: s.split(","))
+    run.add_argument("--budgets", default="1,4", type=lambda s: [float(x) for x in s.split(",")])
+    run.add_argument("--seeds", type=int, default=3, help="seeds at the smallest budget")
+    run.add_argument("--seeds-large", type=int, default=3, help="seeds at the larger budgets")
+    sub.add_parser("report")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    cmd_run(args) if args.command == "run" else cmd_report(args)
+
+
+if __name__ == "__main__":
+    main()

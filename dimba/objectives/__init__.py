@@ -1,0 +1,85 @@
+"""What differs between the three objectives once a model is built: its likelihood and its
+sampler. `model.config.objective` decides; the training loss is `dimba.training.steps`'.
+
+- `diffusion`: continuous diffusion in the embedding space (`dimba.diffusion`);
+- `masked`: absorbing-state diffusion (`dimba.objectives.masked`);
+- `ar`: the autoregressive yardstick (`dimba.objectives.autoregressive`).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import torch
+from torch import Tensor
+
+from dimba.diffusion.bound import SequenceBound
+
+
+def sequence_bound(model, tokens: Tensor, samples: int, generator: torch.Generator,
+                   max_batch: int = 64) -> SequenceBound:
+    """-log p of each sequence of `tokens` (n, L), in nats: the continuous bound, the masked
+    bound (both estimated with `samples` draws per sequence) or the exact autoregressive one."""
+    objective = model.config.objective
+    if objective == "masked":
+        from dimba.objectives import masked
+
+        return masked.sequence_bound(model, tokens, samples, generator, max_batch)
+    if objective == "ar":
+        from dimba.objectives import autoregressive
+
+        return autoregressive.sequence_bound(model, tokens, max_batch)
+    from dimba.diffusion import bound
+
+    return bound.sequence_bound(model, tokens, samples, generator, max_batch=max_batch)
+
+
+def generate(model, prompt_ids: Tensor, length: int, steps: int, seeds: Sequence[int], clamp: bool = True,
+             temperature: float = 1.0, top_p: float = 1.0) -> Dict[str, object]:
+    """len(seeds) samples of `length` tokens after `prompt_ids`: {"ids": (N, length), "forwards"}.
+    `steps` is the number of denoising steps (unused by `ar`); `clamp` is DDIM's (continuous
+    only); `temperature` and `top_p` shape the token draws of `masked` and `ar`."""
+    objective = model.config.objective
+    prompt_ids = check_request(model, prompt_ids, length, steps, seeds, temperature, top_p)
+    if not clamp and objective != "diffusion":
+        raise ValueError(f"clamp (DDIM's snapping to token embeddings) applies to objective=diffusion, not {objective}")
+    was_training = model.training
+    model.eval()
+    try:
+        if objective == "masked":
+            from dimba.objectives import masked
+
+            return masked.sample(model, prompt_ids, length, steps, seeds, temperature, top_p)
+        if objective == "ar":
+            from dimba.objectives import autoregressive
+
+            return autoregressive.sample(model, prompt_ids, length, seeds, temperature, top_p)
+    finally:
+        model.train(was_training)
+    from dimba.diffusion.sampling import sample_many
+
+    return {"ids": sample_many(model, prompt_ids, length, steps, seeds, clamp), "forwards": steps}
+
+
+def check_request(model, prompt_ids: Tensor, length: int, steps: int, seeds: Sequence[int], temperature: float,
+                  top_p: float) -> Tensor:
+    """The prompt as a 1-D LongTensor, or ValueError naming what a generation request got wrong."""
+    prompt_ids = torch.as_tensor(prompt_ids)
+    if prompt_ids.dim() != 1 or (prompt_ids.numel() and (prompt_ids.is_floating_point() or prompt_ids.is_complex())):
+        raise ValueError(f"prompt_ids must be a 1-D tensor of integer token ids, got shape {tuple(prompt_ids.shape)} "
+                         f"of {prompt_ids.dtype}")
+    vocab = int(model.config.vocab_size)
+    if prompt_ids.numel() and not (0 <= int(prompt_ids.min()) and int(prompt_ids.max()) < vocab):
+        raise ValueError(f"prompt token ids must lie in [0, {vocab})")
+    if isinstance(length, bool) or not isinstance(length, int) or length < max(1, prompt_ids.numel()):
+        raise ValueError(f"length must be an integer >= max(1, the prompt's {prompt_ids.numel()} tokens), got {length!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if not seeds:
+        raise ValueError("seeds must name at least one seed")
+    if model.config.objective == "diffusion":
+        if temperature != 1.0 or top_p != 1.0:
+            raise ValueError("temperature and top_p apply to objective=masked and objective=ar (DDIM draws no tokens)")
+    elif not (temperature >= 0 and temperature == temperature) or not 0 < top_p <= 1:
+        raise ValueError(f"temperature must be >= 0 and top_p in (0, 1], got {temperature!r} and {top_p!r}")
+    return prompt_ids.long()
