@@ -175,7 +175,7 @@ def setup() -> None:
         path.write_text(update_in_place(path.read_text(), milestones, save_dir, _milestones_or_none(path)))
     else:
         path.write_text(render(milestones, save_dir))
-    print(f"Wrote {path}. Train with:\n  python train.py progressive_checkpoints={name}")
+    print(f"Wrote {path} (your own preset: git ignores it). Train with:\n  python train.py progressive_checkpoints={name}")
 
 
 def _milestones_or_none(path: Path) -> Optional[List[int]]:

@@ -125,3 +125,20 @@ def test_end_of_input_and_ctrl_c_exit_cleanly(conf):
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=HANG_GUARD_S)
     assert process.returncode == 0 and "Exiting interactive setup." in out and "Traceback" not in err
+
+
+def test_presets_the_setup_writes_stay_out_of_git_and_the_shipped_ones_in():
+    """The setup writes into the repository's conf/ (where Hydra finds presets); .gitignore
+    keeps the user's presets out of `git status`, never the ones dimba ships."""
+    if subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=ROOT, capture_output=True).returncode:
+        pytest.skip("not a git work tree")
+
+    def ignored(name: str) -> bool:
+        path = f"conf/progressive_checkpoints/{name}.yaml"
+        return subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0
+
+    shipped = sorted(p.stem for p in (ROOT / "conf" / "progressive_checkpoints").glob("*.yaml")
+                     if subprocess.run(["git", "ls-files", "--error-unmatch", str(p)], cwd=ROOT,
+                                       capture_output=True).returncode == 0)
+    assert shipped and not any(ignored(name) for name in shipped)
+    assert ignored("my_milestones")

@@ -69,3 +69,15 @@ def test_resuming_with_another_objective_is_refused_in_one_line(run):
         check_resume_before_running(config)
     message = str(caught.value)
     assert f"was trained with objective={objective}" in message and "\n" not in message
+
+
+def test_loading_a_checkpoint_into_a_model_of_another_objective_is_refused(run):
+    from dimba.errors import CheckpointLoadError
+    from dimba.model import DIMBA
+    from dimba.utils.checkpointing import ProgressiveCheckpointManager
+
+    objective, run_dir = run
+    milestone = sorted((run_dir / "progressive_checkpoints").glob("*.pt"))[0]
+    other = DIMBA(compose_config("objective=diffusion").model)
+    with pytest.raises(CheckpointLoadError, match=f"trained with objective={objective}, not diffusion"):
+        ProgressiveCheckpointManager([1], run_dir / "elsewhere").load_checkpoint(milestone, model=other)

@@ -82,6 +82,9 @@ def grow_to_checkpoint(model: nn.Module, optimizer: Optional[torch.optim.Optimiz
     target = recorded_config(record, path)
     if model.config == target:
         return
+    if target.objective != model.config.objective:
+        raise CheckpointLoadError(f"{path} holds a model trained with objective={target.objective}, not "
+                                  f"{model.config.objective}; load it as what it is with dimba.load_model('{path}')")
     try:
         remaps = grow_to(model, target)
     except ValueError as exc:
