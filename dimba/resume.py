@@ -124,3 +124,9 @@ def check_resume_before_running(config) -> None:
     elif config.tokenizer.name == "bytes":
         where = ", ".join(getattr(config.data, "files", None) or []) or "the built-in corpus"
         check_resume_tokenizer(recorded_tokenizer(path), None, where, key="tokenizer")
+    else:  # bpe trained on the text, or a pretrained file: a tokenizer of another kind can be told now
+        trained = (recorded_tokenizer(path) or {}).get("name", "bytes")
+        if trained != config.tokenizer.name:
+            raise ConfigError("tokenizer", config.tokenizer.name, "", line=(
+                f"tokenizer: {path} was trained with tokenizer={trained}, not {config.tokenizer.name}; resume it "
+                f"with tokenizer={trained} (its embeddings mean that tokenizer's tokens)"))

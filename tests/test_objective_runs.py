@@ -81,3 +81,14 @@ def test_loading_a_checkpoint_into_a_model_of_another_objective_is_refused(run):
     other = DIMBA(compose_config("objective=diffusion").model)
     with pytest.raises(CheckpointLoadError, match=f"trained with objective={objective}, not diffusion"):
         ProgressiveCheckpointManager([1], run_dir / "elsewhere").load_checkpoint(milestone, model=other)
+
+
+def test_resuming_a_byte_checkpoint_with_a_bpe_trained_on_text_is_refused_before_anything_runs(run, tmp_path):
+    objective, run_dir = run
+    text = tmp_path / "text.txt"
+    text.write_text("some text to train a vocabulary on\n" * 50)
+    config = compose_config(f"objective={objective}", "data=text_files", f"data.files=[{text}]", "tokenizer=bpe",
+                            f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}")
+    with pytest.raises(ConfigError) as caught:
+        check_resume_before_running(config)
+    assert "was trained with tokenizer=bytes, not bpe" in str(caught.value) and "\n" not in str(caught.value)
