@@ -10,11 +10,11 @@ take longer than that copy). Synchronous: dump + torch.save + fsync + publish.
 Asynchronous (`async_save=True`): dump; the copy overlaps the next forward/backward, the
 write and the publishing run in the background. `dd if=/dev/zero bs=1M conv=fsync` of the same size into the
 same directory, in the same run, gives the disk bandwidth. Prints one JSON object.
-Goals (issue 6): async stall <= 5% of the sync save; sync throughput >= 70% of dd.
+Goals: async stall <= 5% of the sync save; sync throughput >= 70% of dd.
 
 `--sharded`: the same on 2 CPU processes under `trainer=fsdp` (FSDP2): every rank writes its
 shards of a Distributed Checkpoint directory; asynchronous, `torch.distributed.checkpoint.
-async_save` stages them in host memory and writes them in a thread (goal, issue 13: training
+async_save` stages them in host memory and writes them in a thread (goal: training
 blocked <= 5% of the synchronous sharded save). Rank 0 prints the JSON.
 """
 

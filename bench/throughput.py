@@ -1,6 +1,6 @@
 """Training throughput of DIMBA against the matrix-multiply peak of the same process.
 
-Configs (`--config`): `reference` is issue 7's (vocab 256, d_model 256, 4 bidirectional
+Configs (`--config`): `reference` is the speed work's reference config (vocab 256, d_model 256, 4 bidirectional
 layers, d_state 16, expand 2, head dim 64, conv 4, seq 256, batch 8); `d1024` is the same
 with d_model 1024; `100m` the GPU config. Each step is forward + backward + AdamW on random
 byte tokens, `--threads` threads (2: this machine's cores).
@@ -54,12 +54,12 @@ REFERENCE = DIMBAConfig(vocab_size=256, d_model=256, n_layers=4, d_state=16, exp
 CONFIGS = {
     "reference": (REFERENCE, 256, 8),  # (architecture, seq_len, batch)
     "d1024": (DIMBAConfig(**{**REFERENCE.to_dict(), "d_model": 1024}), 256, 8),
-    # ~100M parameters: the GPU config of issue 7.
+    # ~100M parameters: the GPU reference config.
     "100m": (DIMBAConfig(vocab_size=256, d_model=1024, n_layers=24, d_state=64, expand=2, head_dim=64,
                          d_conv=4, chunk_size=128), 2048, 8),
 }
 VARIANTS = ("fp32", "bf16", "compile", "bf16+compile", "baseline", "reference")
-GOALS = {"reference": 0.35, "d1024": 0.50}  # fraction of the matmul peak, fp32 (issue 24)
+GOALS = {"reference": 0.35, "d1024": 0.50}  # fraction of the matmul peak, fp32 (docs/results/speed.md)
 HOOK_GOAL_FRACTION = 0.001
 
 

@@ -1,4 +1,4 @@
-"""Interactive setup, as in the seed document: `python scripts/interactive_setup.py`.
+"""Interactive setup: `python scripts/interactive_setup.py`.
 
 1. Setup Progressive Checkpointing: writes a Hydra preset
    `conf/progressive_checkpoints/<name>.yaml` that `python train.py progressive_checkpoints=<name>` uses.

@@ -6,7 +6,7 @@ direction on its own copy of the sequence, the causal convolution as an explicit
 shifted inputs, every norm written out. No chunking, no einsum tricks, no shared
 intermediates: if the fast path (chunked SSD scan, fused projections, autocast) ever
 computes something else, `tests/test_reference_agreement.py` sees it. `bench/throughput.py
---implementation reference` times it too: it is the ~1k tokens/s baseline of issue 7.
+--implementation reference` times it too: it is the ~1k tokens/s baseline the speed work started from.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The milestone callback inside a real `Trainer.fit`, used as the seed document shows."""
+"""The milestone callback inside a real `Trainer.fit`, used as the Python API shows."""
 
 from __future__ import annotations
 

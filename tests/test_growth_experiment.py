@@ -1,4 +1,4 @@
-"""The growth experiment (`bench/growth_experiment.py`, issue 16) as its user drives it: recipe
+"""The growth experiment (`bench/growth_experiment.py`) as its user drives it: recipe
 names on the command line are refused early and in one line when malformed, every name it has
 recorded reads back as itself, and its committed summary is exactly what its runs files give."""
 

@@ -1,5 +1,5 @@
 """Growth inside Trainer.fit: milestones per stage, checkpoints that know their shape,
-resume after growth, the seed's manual loading, and DDP."""
+resume after growth, manual loading through the ProgressiveCheckpointManager API, and DDP."""
 
 from __future__ import annotations
 

@@ -73,7 +73,7 @@ def test_an_update_retells_the_milestones_in_comments_and_keeps_the_others(conf)
     result = session(conf, "1", "y", "billions", "100M,1.5B", "", "billions", "y", "3")
     assert result.returncode == 0, result.stderr
     text = target.read_text()
-    assert "# The seed document's milestones: 100M, 1.5B." in text  # the header follows the values
+    assert "# Milestones: 100M, 1.5B." in text  # the header follows the values
     assert "milestones: [100000000, 1500000000]  # 100M, 1.5B\n" in text  # and so does the inline comment
     assert "30B" not in text
     assert text.startswith("# Keep save_dir on the shared filesystem of the cluster.\n")  # other comments stay

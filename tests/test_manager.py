@@ -1,4 +1,4 @@
-"""ProgressiveCheckpointManager: the seed document's save/list/load/resume story."""
+"""ProgressiveCheckpointManager: the save/list/load/resume story of its API."""
 
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def test_listing_skips_interrupted_writes_and_marks_unreadable_ones(tmp_path, ti
         (-1, "4.0M", "unreadable"), (1, "1", "ok"), (2, "2", "unreadable")
     ]
     assert "1000 bytes on disk" in listed[2]["error"]
-    for cp in listed:  # the seed's loop still works on every entry
+    for cp in listed:  # the API's listing loop still works on every entry
         assert f"{cp['milestone_str']}: step {cp['global_step']}"
     assert manager.saved_milestones() == [1]
     assert manager.get_checkpoint_path_for_milestone(2) is None

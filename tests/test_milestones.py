@@ -1,4 +1,4 @@
-"""Milestone parsing, formatting and tracking: the seed document's table and beyond."""
+"""Milestone parsing, formatting and tracking: the documented forms and beyond."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def test_format_param_count_matches_the_seed(count, text):
 
 
 def test_labels_are_exact_so_lookalike_milestones_get_distinct_names():
-    assert milestone_label(1 * B) == "1.0B"  # the seed's file name form
+    assert milestone_label(1 * B) == "1.0B"  # the checkpoint file name form
     assert milestone_label(1_000_000) == "1.0M"
     assert milestone_label(1_040_000) == "1.04M"
     assert format_param_count(1_040_000) == format_param_count(1_000_000)  # they display alike...

@@ -1,4 +1,4 @@
-"""One training recipe: the seed's keyword arguments, `python train.py` and SimpleTrainer train
+"""One training recipe: the Python API's keyword arguments, `python train.py` and SimpleTrainer train
 the same thing, because every default lives in the config dataclasses."""
 
 from __future__ import annotations

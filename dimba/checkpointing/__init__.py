@@ -1,6 +1,6 @@
 """The core of progressive checkpointing, free of torch: milestones, the save policy, the
 checkpoint format and crash-safe file writes. The manager that writes checkpoints with
-torch is `dimba.io.manager` (the seed's path: `dimba.utils.checkpointing`); the Lightning
+torch is `dimba.io.manager` (also importable as `dimba.utils.checkpointing`); the Lightning
 callback is `dimba.training.milestone_callback`."""
 
 from dimba.checkpointing.milestones import (

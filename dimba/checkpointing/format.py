@@ -164,7 +164,7 @@ class Entry:
         return self.status == "ok"
 
     def as_dict(self) -> Dict[str, Any]:
-        """The seed document's listing entry: the sidecar's keys plus status, path and
+        """A listing entry of `list_checkpoints`: the sidecar's keys plus status, path and
         metadata_path (and `error` unless ok). An unreadable sidecar still gets milestone_str,
         global_step and target_milestone (-1) from its file name."""
         if self.sidecar is not None:
@@ -214,7 +214,7 @@ def is_our_sidecar(path: Path) -> bool:
 # ---------------------------------------------------------------------- checkpoint contents
 def milestone_entries(global_step: int, saved: List[int], current_params: int, milestones: List[int],
                       reached: List[int], metadata: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """The seed document's scalar keys. With several milestones in one save, the file's
+    """The milestone format's scalar keys. With several milestones in one save, the file's
     `target_milestone` is the largest; each sidecar names its own milestone."""
     return {
         "global_step": int(global_step),

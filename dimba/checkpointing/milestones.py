@@ -108,7 +108,7 @@ def parse_milestones(values: Any, default_unit: Optional[str] = None) -> List[in
 
 
 def parse_milestone_input(text: Any, default_unit: str = "B") -> List[int]:
-    """The seed document's parser: `"1,5,10,30"` means billions, `"100M,1B"` mixes units.
+    """The interactive parser: `"1,5,10,30"` means billions, `"100M,1B"` mixes units.
 
     Bare numbers are billions by default, as the seed table says; pass `default_unit=None`
     to read bare numbers as raw counts (what the YAML config does).
@@ -124,7 +124,7 @@ def _scaled(count: int) -> tuple[Decimal, str]:
 
 
 def format_param_count(count: int, precision: int = 1) -> str:
-    """Human form for logs: 1_234_567_890 -> '1.2B' (the seed's format)."""
+    """Human form for logs: 1_234_567_890 -> '1.2B' (the checkpoint file names' format)."""
     value, suffix = _scaled(int(count))
     if not suffix:
         return str(int(count))

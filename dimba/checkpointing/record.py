@@ -22,7 +22,7 @@ EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
 class CheckpointRecord:
     """A loaded checkpoint read the way dimba writes it, whichever writer and format made it.
 
-    Milestone files carry the seed's keys; Lightning checkpoints carry `state_dict` (with the
+    Milestone files carry the milestone format's keys; Lightning checkpoints carry `state_dict` (with the
     module's `model.` prefix) and `optimizer_states`; a gathered Distributed Checkpoint comes
     back with Lightning's keys. The architecture and growth history sit under `dimba` (every
     writer) or, in files of the first format version, under `metadata`.

@@ -94,7 +94,7 @@ class Recipe:
             (own if group is None else groups.setdefault(group, {}))[key] = value
         if "schedule" in groups.get("growth", {}):
             groups["growth"]["schedule"] = as_events(groups["growth"]["schedule"] or [])
-        if "progressive_checkpoints" in groups:  # off unless asked for, as the seed's default
+        if "progressive_checkpoints" in groups:  # off unless asked for, the Python API's default
             progressive = groups["progressive_checkpoints"]
             progressive.setdefault("enabled", _no_milestones().enabled)
             progressive["milestones"] = list(progressive.get("milestones") or [])

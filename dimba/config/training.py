@@ -82,7 +82,7 @@ class GrowthConfig:
 
 @dataclass
 class ProgressiveCheckpointsConfig:
-    """The seed document's keys. Milestones may be written 1000000000, 1e9 or 1B."""
+    """The milestone options. Milestones may be written 1000000000, 1e9 or 1B."""
 
     enabled: bool = True
     milestones: Any = field(default_factory=list)

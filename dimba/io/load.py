@@ -2,7 +2,7 @@
 
 `load_model` needs nothing but the file: the architecture (after growth) is recorded in
 every checkpoint. `grow_to_checkpoint` + `load_optimizer_state` restore a training state
-into a smaller model and its optimizer (the seed's `manager.load_checkpoint`).
+into a smaller model and its optimizer (`ProgressiveCheckpointManager.load_checkpoint`).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def optimizer_param_names(optimizer: torch.optim.Optimizer, model: nn.Module) ->
     """The model-relative name of every parameter in each optimizer group, in order.
 
     Stored beside the optimizer state, so that it loads into an optimizer whose groups are
-    laid out differently (the seed's plain `AdamW(model.parameters())`, say).
+    laid out differently (a plain `AdamW(model.parameters())`, say).
     """
     names = {id(p): n for n, p in model.named_parameters()}
     return [[names.get(id(p), "") for p in group["params"]] for group in optimizer.param_groups]

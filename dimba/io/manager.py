@@ -1,6 +1,6 @@
-"""ProgressiveCheckpointManager: the seed document's API for milestone checkpoints.
+"""ProgressiveCheckpointManager: the Python API for milestone checkpoints.
 
-It holds the milestone state of one save directory and answers the seed's questions
+It holds the milestone state of one save directory and answers the API's questions
 (count, should I save, save, load, list). The file layout and sidecars are
 `dimba.checkpointing.format`'s, the bytes are written by `dimba.io.writer`, the same
 writer the Lightning callback and SimpleTrainer use.
@@ -46,7 +46,7 @@ def ensure_console_logging() -> None:
 
 
 class ProgressiveCheckpointManager:
-    """Milestone state plus the files that record it, as in the seed document."""
+    """Milestone state plus the files that record it, as its API documents them."""
 
     def __init__(self, milestones: Sequence[Any], save_dir: PathLike = "./progressive_checkpoints",
                  enabled: bool = True) -> None:
@@ -79,7 +79,7 @@ class ProgressiveCheckpointManager:
 
     @staticmethod
     def count_parameters(model: nn.Module) -> int:
-        """Trainable parameters, as the seed document counts them."""
+        """Trainable parameters, as milestones count them."""
         return count_parameters(model)
 
     def should_save_checkpoint(self, model: nn.Module) -> Tuple[bool, Optional[int]]:

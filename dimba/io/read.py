@@ -68,7 +68,7 @@ def read_distributed_checkpoint(path: Path) -> Dict[str, Any]:
 
     Lightning keeps the module's state under "state_dict" (FSDP2; "model" in FSDP1 checkpoints) and the optimizers under
     "optimizer_<i>" in the shards, everything else in `meta.pt`; they come back under the
-    keys of a one-file checkpoint (`state_dict`, `optimizer_states`) plus the seed's
+    keys of a one-file checkpoint (`state_dict`, `optimizer_states`) plus the milestone format's
     `model_state_dict`. Both parts load with `weights_only=True`.
     """
     try:

@@ -1,4 +1,4 @@
-"""The one writer of milestone checkpoints, for both trainers and the seed's manager.
+"""The one writer of milestone checkpoints, for both trainers and the ProgressiveCheckpointManager.
 
 A save is a `PendingSave` (what the policy decided) plus a checkpoint dictionary. The
 bytes go into a temporary beside the final name and are fsynced; then, per milestone, its
@@ -79,7 +79,7 @@ def model_record(model: Any, growth_history: Sequence[Mapping[str, Any]] = (), *
 def build_milestone_checkpoint(base: Mapping[str, Any], model_state: Mapping[str, Any],
                                optimizer_state: Optional[Mapping[str, Any]], param_names: Optional[List[List[str]]],
                                pending: PendingSave, milestones: Sequence[int], reached: Sequence[int]) -> Dict[str, Any]:
-    """The seed document's checkpoint: `base` (Lightning's own dict, or empty) plus the seed's
+    """A milestone checkpoint: `base` (Lightning's own dict, or empty) plus the milestone format's
     keys. `model_state` and `optimizer_state` may alias tensors of `base`: `torch.save`
     stores each storage once, so nothing is written twice."""
     checkpoint = dict(base)

@@ -1,6 +1,6 @@
 """The one parameter counter: what milestones, the plan, growth records and exports count.
 
-The seed document counts trainable parameters. Every parameter of a DIMBA is trainable, so
+Milestones count trainable parameters. Every parameter of a DIMBA is trainable, so
 the count of a model and the count of its architecture agree; `architecture_parameters`
 gets it from a model built on the meta device (exact, and free of memory even at 30B).
 Under FSDP2 a parameter is a DTensor whose `numel()` is the whole tensor's, so a sharded

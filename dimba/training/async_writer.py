@@ -24,7 +24,7 @@ from dimba.checkpointing.policy import PendingSave
 def snapshot(obj: Any) -> Any:
     """A copy of a checkpoint whose tensors no later optimizer step can change.
 
-    Tensors are copied to (CPU) memory once each: the seed's keys alias Lightning's
+    Tensors are copied to (CPU) memory once each: the milestone format's keys alias Lightning's
     tensors, and the copy keeps them aliased, so the file still stores each storage once.
     Everything else (numbers, strings, lists, dicts) is copied structurally.
     """

@@ -1,7 +1,7 @@
 """The callbacks a recipe trains with, in the order that matters: grow, then check milestones.
 
 `dimba.run` calls this for `python train.py` (and adds Lightning's checkpointing and the
-progress bar); `DIMBALightningModule.configure_callbacks` calls it for the seed's plain
+progress bar); `DIMBALightningModule.configure_callbacks` calls it for the Python API's plain
 `Trainer` usage. Nothing else constructs these callbacks.
 """
 

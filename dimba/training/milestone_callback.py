@@ -211,13 +211,13 @@ class ProgressiveCheckpointCallback(Callback):
     def _assemble(self, trainer: L.Trainer, pl_module: L.LightningModule, pending: PendingSave,
                   sharded: bool) -> Dict[str, Any]:
         """Lightning's checkpoint of this moment, whose milestone state counts this save's
-        milestones, plus the seed's keys (only plain data for sharded `meta.pt`)."""
+        milestones, plus the milestone format's keys (only plain data for sharded `meta.pt`)."""
         checkpoint = internals.dump_checkpoint(trainer)
         state = checkpoint.get("callbacks", {}).get(self.state_key)
         if state is not None:
             state["reached_milestones"] = sorted(set(state["reached_milestones"]) | set(pending.milestones))
         milestones, reached = self.manager.milestones, self.manager.tracker.reached
-        if sharded:  # tensors are in the shards; the seed's aliases would gather them
+        if sharded:  # tensors are in the shards; the format's aliases would gather them
             checkpoint.update(milestone_entries(pending.global_step, list(pending.milestones), pending.current_params,
                                                 milestones, reached, pending.metadata))
             return checkpoint

@@ -1,7 +1,7 @@
 """DIMBALightningModule: a DIMBA, its loss and optimizer, for a Lightning Trainer.
 
 It trains a `dimba.config.Recipe`. `python train.py` builds it from the composed config
-(`from_recipe`) and adds the callbacks itself; the seed document's keyword arguments
+(`from_recipe`) and adds the callbacks itself; the Python API's keyword arguments
 (`DIMBALightningModule(vocab_size=..., enable_progressive_checkpoints=True, ...)`) become
 the same recipe, and the module then brings its own growth and milestone callbacks, so a
 plain `Trainer` works.
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 class DIMBALightningModule(L.LightningModule):
-    """As in the seed document. Keyword arguments: see `dimba.config.recipe.OPTIONS`."""
+    """The Lightning module of a DIMBA. Keyword arguments: see `dimba.config.recipe.OPTIONS`."""
 
     def __init__(self, vocab_size: Optional[int] = None,
                  model_config: Union[DIMBAConfig, Mapping[str, Any], None] = None, **options: Any) -> None:

@@ -1,4 +1,4 @@
-"""The seed document's import path: `from dimba.utils.checkpointing import ...`."""
+"""The documented import path of the ProgressiveCheckpointManager API: `from dimba.utils.checkpointing import ...`."""
 
 from dimba.checkpointing.milestones import format_param_count, parse_milestone_input
 from dimba.io.manager import ProgressiveCheckpointManager
