@@ -94,7 +94,7 @@ CDLM = ObjectiveConfig(use_consistency_training=True, consistency_loss_weight=1.
                        consistency_delta_min=16, consistency_delta_max=250)  # conf/objective/cdlm.yaml
 SAMPLING_STEPS = (1, 4, 16, 64)
 NGRAM_ORDER = 4
-PRIMARY = ("inpaint", "accuracy")  # (task, metric) the goal is judged on; see README
+PRIMARY = ("inpaint", "accuracy")  # (task, metric) the goal is judged on; see docs/results/cdlm.md
 HIGHER_IS_BETTER = {"accuracy": True, "model_bpb": False, "ngram_bpb": False, "distinct_4grams": True}
 RESULTS = Path(__file__).resolve().parent / "results"
 LN2 = math.log(2.0)
