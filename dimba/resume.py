@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from dimba.checkpointing import layout
 from dimba.checkpointing.discovery import LIGHTNING_GLOB, complete_milestones, looks_complete
 from dimba.errors import CheckpointLoadError
 from dimba.io.read import first_line
@@ -55,33 +56,26 @@ def resumable_step(path: Path) -> int:
     return int(checkpoint["global_step"])
 
 
-def recorded(path: Path):
-    """The `CheckpointRecord` of a checkpoint file or sharded directory (its meta.pt), memory-mapped."""
-    import torch
-
-    from dimba.checkpointing.record import CheckpointRecord
-
-    path = Path(path)
-    target = path / "meta.pt" if path.is_dir() else path
-    return CheckpointRecord(torch.load(target, map_location="cpu", weights_only=True, mmap=True))
-
-
 def recorded_tokenizer(path: Path) -> Optional[dict]:
     """The tokenizer record of a checkpoint (None: trained on bytes, or not recorded)."""
-    return recorded(path).tokenizer
+    from dimba.io.read import read_metadata
+
+    return read_metadata(path).tokenizer
 
 
 def recorded_objective(path: Path) -> str:
     """The objective a checkpoint's model was built for (`diffusion` where none is recorded)."""
-    return str((recorded(path).architecture or {}).get("objective", "diffusion"))
+    from dimba.io.read import read_metadata
+
+    return str((read_metadata(path).architecture or {}).get("objective", "diffusion"))
 
 
 def candidates(run_dir: Path, milestone_dir: Optional[Path] = None) -> List[Tuple[int, float, Path]]:
     """(step, mtime, path) of every checkpoint a run could continue from."""
     found = []
-    for entry in complete_milestones(milestone_dir or run_dir / "progressive_checkpoints"):
+    for entry in complete_milestones(milestone_dir or layout.milestone_dir(run_dir)):
         found.append((entry.sidecar.global_step, entry.checkpoint_path.stat().st_mtime, entry.checkpoint_path))
-    for path in (run_dir / "checkpoints").glob(LIGHTNING_GLOB):
+    for path in layout.lightning_dir(run_dir).glob(LIGHTNING_GLOB):
         step = checkpoint_step(path)
         if step is not None:
             found.append((step, path.stat().st_mtime, path))

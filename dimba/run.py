@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary
 
 from dimba.checkpointing.atomic_io import remove_stale_temporaries
+from dimba.checkpointing.layout import lightning_dir
 from dimba.checkpointing.milestones import milestone_label
 from dimba.config import Config, Recipe
 from dimba.launch import end_process_group, in_multirun, multirun_job
@@ -55,7 +56,7 @@ def build_module(config: Config, save_dir: Path) -> DIMBALightningModule:
 
 
 def build_trainer(config: Config, recipe: Recipe, output_dir: Path, resume_step: Optional[int]) -> L.Trainer:
-    checkpoints = output_dir / "checkpoints"
+    checkpoints = lightning_dir(output_dir)
     callbacks: List[L.Callback] = [
         *training_callbacks(recipe),  # grow, then check milestones
         ModelCheckpoint(dirpath=str(checkpoints), save_top_k=0, save_last=True, enable_version_counter=False,

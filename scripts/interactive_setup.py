@@ -23,6 +23,7 @@ from dimba.checkpointing.milestones import (  # noqa: E402
     parse_milestone_input,
     parse_milestones as parse_config_milestones,
 )
+from dimba.checkpointing.layout import MILESTONE_DIR as DEFAULT_SAVE_DIR  # noqa: E402
 
 PRESETS = ROOT / "conf" / "progressive_checkpoints"  # --conf-dir points elsewhere (tests do)
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
@@ -91,7 +92,7 @@ def read_preset(path: Path) -> dict:
         milestones = parse_config_milestones(list(node.get("milestones") or []))
     except MilestoneError as exc:
         raise ValueError(f"{path.name}: milestones: {exc}") from None
-    return {"milestones": milestones, "save_dir": node.get("save_dir") or "progressive_checkpoints"}
+    return {"milestones": milestones, "save_dir": node.get("save_dir") or DEFAULT_SAVE_DIR}
 
 
 def render(milestones: List[int], save_dir: str) -> str:
@@ -154,7 +155,7 @@ def update_in_place(text: str, milestones: List[int], save_dir: str, old: Option
 def setup() -> None:
     presets = sorted(p.stem for p in PRESETS.glob("*.yaml"))
     print(f"Existing presets: {', '.join(presets)}")
-    base = {"milestones": [], "save_dir": "progressive_checkpoints"}
+    base = {"milestones": [], "save_dir": DEFAULT_SAVE_DIR}
     if yes("Continue from an existing preset?"):
         base = ask_until("Preset to start from",
                          lambda t: read_preset(PRESETS / f"{t}.yaml") if t in presets else _unknown(t, presets))

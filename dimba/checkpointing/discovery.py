@@ -17,6 +17,7 @@ from typing import Iterable, List, Optional, Tuple
 
 from dimba.checkpointing import format as ckpt_format
 from dimba.checkpointing.atomic_io import is_sharded_checkpoint
+from dimba.checkpointing.layout import lightning_dir, milestone_dir as default_milestone_dir
 from dimba.errors import CheckpointLoadError
 
 VOLATILE = ("resume=", "ckpt_path=", "trainer.max_steps=", "hydra.", "dry_run=")
@@ -80,10 +81,9 @@ def complete_milestones(milestone_dir: Path) -> List[ckpt_format.Entry]:
 
 
 def has_checkpoint(run_dir: Path, milestone_dir: Optional[Path] = None) -> bool:
-    milestone_dir = milestone_dir or run_dir / "progressive_checkpoints"
-    if complete_milestones(milestone_dir):
+    if complete_milestones(milestone_dir or default_milestone_dir(run_dir)):
         return True
-    return any(looks_complete(p) for p in (run_dir / "checkpoints").glob(LIGHTNING_GLOB))
+    return any(looks_complete(p) for p in lightning_dir(run_dir).glob(LIGHTNING_GLOB))
 
 
 def latest_matching_run(runs_root: Path, overrides: Iterable[str]) -> Optional[Path]:

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import List, Sequence, Tuple
 
 from dimba.checkpointing import format as ckpt_format
+from dimba.checkpointing.layout import LIGHTNING_DIR, MILESTONE_DIR
 from dimba.checkpointing.milestones import MilestoneError, format_param_count, parse_milestone
 
-RUN_MARKERS = (".hydra", "train.log", "logs", "checkpoints")
+RUN_MARKERS = (".hydra", "train.log", "logs", LIGHTNING_DIR)
 
 
 class CLIError(Exception):
@@ -63,7 +64,7 @@ def run_directory(sidecar: Path, root: Path) -> Path:
             return candidate
         if candidate == root:
             break
-    if directory.name == "progressive_checkpoints" and directory != root:
+    if directory.name == MILESTONE_DIR and directory != root:
         return directory.parent
     return directory
 

@@ -199,7 +199,9 @@ def checkpoint_of(path: str, doing: str = "generating from") -> str:
     from dimba.resume import newest_valid_checkpoint
 
     directory = Path(path)
-    if not directory.is_dir() or not ((directory / "progressive_checkpoints").is_dir() or (directory / "checkpoints").is_dir()):
+    from dimba.checkpointing.layout import is_run_dir
+
+    if not is_run_dir(directory):
         return path
     newest = newest_valid_checkpoint(directory)
     if newest is None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
 from dimba.checkpointing.milestones import ACCEPTED_FORMS, MilestoneError, parse_milestones
+from dimba.checkpointing.layout import MILESTONE_DIR
 from dimba.config.checks import finite, int_at_least
 from dimba.config.lr import DEFAULT_DECAY_FRACTION, check_growth_lr, check_schedule, validate_lr_options
 from dimba.errors import ConfigError
@@ -87,7 +88,7 @@ class ProgressiveCheckpointsConfig:
     enabled: bool = True
     milestones: Any = field(default_factory=list)
     """Parameter counts; after validation a sorted list of unique ints."""
-    save_dir: str = "progressive_checkpoints"
+    save_dir: str = MILESTONE_DIR
     """Where milestone checkpoints go; a relative path is inside the run's output directory."""
     async_save: bool = False
     """Write milestone checkpoints in a background thread: training waits only for a copy of

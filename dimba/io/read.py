@@ -63,6 +63,19 @@ def read_record(filepath: PathLike, map_location: Any = "cpu") -> CheckpointReco
     return CheckpointRecord(read_checkpoint(filepath, map_location))
 
 
+def read_metadata(filepath: PathLike) -> CheckpointRecord:
+    """The record of a checkpoint without reading its tensors: a one-file checkpoint memory-
+    mapped (tensors stay on disk until touched), or a sharded directory's `meta.pt` alone.
+    What is checked before a run starts (objective, tokenizer, shape) reads this."""
+    path = Path(filepath)
+    check_checkpoint_file(path)
+    target = path / "meta.pt" if is_sharded_checkpoint(path) else path
+    try:
+        return CheckpointRecord(torch.load(target, map_location="cpu", weights_only=True, mmap=True))
+    except Exception as exc:
+        raise CheckpointLoadError(f"Cannot load checkpoint {path}: {first_line(exc)}") from exc
+
+
 def read_distributed_checkpoint(path: Path) -> Dict[str, Any]:
     """A sharded checkpoint directory as one full dictionary on the CPU.
 

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 import lightning as L
 
 from dimba.checkpointing.format import VAL_BPB, VAL_BPB_SE, parse_name
+from dimba.checkpointing.layout import milestone_dir, run_of
 from dimba.io.manager import ProgressiveCheckpointManager
 from dimba.training.loggers import log_event
 
@@ -48,8 +49,8 @@ def held_elsewhere(restored_save_dir: Optional[str], ckpt_path: Any, save_dir: P
     path = Path(str(ckpt_path))
     if source is None and parse_name(path.name) is not None:
         source = str(path.parent)
-    elif source is None and (path.parent.parent / "progressive_checkpoints").is_dir():
-        source = str(path.parent.parent / "progressive_checkpoints")
+    elif source is None and milestone_dir(run_of(path)).is_dir():
+        source = str(milestone_dir(run_of(path)))
     if source is None or Path(source).resolve() == Path(save_dir).resolve():
         return []
     return ProgressiveCheckpointManager([], source, enabled=False).saved_milestones()

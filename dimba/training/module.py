@@ -28,6 +28,7 @@ from dimba.growth.operators import adopt_architecture
 from dimba.growth.schedule import GrowthEvent
 from dimba.checkpointing.record import CheckpointRecord
 from dimba.io.load import recorded_config
+from dimba.io.read import read_metadata
 from dimba.io.writer import model_record
 from dimba.model import DIMBA, DIMBAConfig
 from dimba.model.params import architecture_parameters, count_parameters
@@ -153,9 +154,7 @@ class DIMBALightningModule(L.LightningModule):
         """Before a sharded model loads a checkpoint of a grown run: rebuild it at the recorded
         shape on the meta device and give each rank memory for its own shards only (the shards
         then load into it). True if the shape changed (the optimizers must be built anew)."""
-        path = Path(path)
-        target = path / "meta.pt" if path.is_dir() else path
-        record = CheckpointRecord(torch.load(target, map_location="cpu", weights_only=True, mmap=True))
+        record = read_metadata(path)
         recorded = recorded_config(record, path, runtime=self.model.config) if record.architecture else None
         if recorded is None or recorded == self.model.config:
             return False
