@@ -268,10 +268,10 @@ def ensure(corpus: str, objective: str, budget: float, lr: float, seed: int, wit
     return record
 
 
-def chosen_lr(corpus: str, objective: str, budget: float) -> float:
-    """The grid's rate with the lowest `select` figure on seed 0 at the 1x budget."""
+def chosen_lr(corpus: str, objective: str) -> float:
+    """The grid's rate with the lowest `select` figure on seed 0 at the 1x budget on `corpus`."""
     base = compose([f"objective={objective}"]).optim.lr
-    runs = [ensure(corpus, objective, min(budget, 1.0), base * m, 0, True) for m in LR_GRID]
+    runs = [ensure(corpus, objective, 1.0, base * m, 0, True) for m in LR_GRID]
     return min(runs, key=lambda r: r["heldout"]["select"]["bpb"])["lr"]
 
 
@@ -279,7 +279,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     for budget in args.budgets:
         for corpus in args.corpora:
             for objective in OBJECTIVES:
-                lr = chosen_lr(corpus, objective, budget)
+                lr = chosen_lr(args.tune_on or corpus, objective)
                 seeds = range(args.seeds if budget == min(args.budgets) else args.seeds_large)
                 for seed in seeds:
                     ensure(corpus, objective, budget, lr, seed, with_samples=seed == 0)
@@ -348,8 +348,12 @@ def cmd_report(args: argparse.Namespace) -> None:
         for budget in sorted({r["budget"] for r in runs.values() if r["corpus"] == corpus}):
             rows: Dict[str, Any] = {}
             for objective in OBJECTIVES:
-                grid = [r for r in runs.values() if r["corpus"] == corpus and r["objective"] == objective
-                        and r["budget"] == min(budget, 1.0) and r["seed"] == 0]
+                def grid_of(source: str) -> List[Dict[str, Any]]:
+                    return [r for r in runs.values() if r["corpus"] == source and r["objective"] == objective
+                            and r["budget"] == 1.0 and r["seed"] == 0]
+
+                tuned_on = corpus if len(grid_of(corpus)) >= len(LR_GRID) else "builtin"  # run --tune-on builtin
+                grid = grid_of(tuned_on)
                 if not grid:
                     continue
                 lr = min(grid, key=lambda r: r["heldout"]["select"]["bpb"])["lr"]
@@ -363,9 +367,8 @@ def cmd_report(args: argparse.Namespace) -> None:
                        "params": chosen[0]["params"], "train_wall_s": chosen[0]["train_wall_s"],
                        "report_bpb": summarize([r["heldout"]["report"]["bpb"] for r in seeds]),
                        "per_seed": {r["seed"]: r["heldout"]["report"]["bpb"] for r in seeds},
-                       "lr_grid_select_bpb": {r["lr"]: r["heldout"]["select"]["bpb"] for r in runs.values()
-                                              if r["corpus"] == corpus and r["objective"] == objective
-                                              and r["budget"] == min(budget, 1.0) and r["seed"] == 0},
+                       "lr_tuned_on": tuned_on,
+                       "lr_grid_select_bpb": {r["lr"]: r["heldout"]["select"]["bpb"] for r in grid},
                        "sampling": []}
                 for sampled in chosen[0]["samples"]:
                     ids = torch.tensor(sampled["ids"])
@@ -469,6 +472,7 @@ def main() -> None:
     run.add_argument("--budgets", default="1,4", type=lambda s: [float(x) for x in s.split(",")])
     run.add_argument("--seeds", type=int, default=3, help="seeds at the smallest budget")
     run.add_argument("--seeds-large", type=int, default=3, help="seeds at the larger budgets")
+    run.add_argument("--tune-on", default=None, help="tune every corpus's rates on this corpus's grid (default: its own)")
     sub.add_parser("report")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)

@@ -149,7 +149,7 @@ def rank_main(out: Path) -> None:
 
     from dimba.growth.memory import MemorySetting, growth_extra
     from dimba.growth.schedule import GrowthEvent
-    from dimba.growth.shapes import parameter_count
+    from dimba.model.shapes import parameter_count
     from dimba.model import DIMBAConfig
 
     torch.set_num_threads(1)

@@ -16,7 +16,8 @@ from dimba.errors import ConfigError
 from dimba.growth.memory import (MemorySetting, activation_elements, format_memory_table, growth_extra,
                                  memory_table, smallest_world_size, stage_memory)
 from dimba.growth.plan import count_parameters
-from dimba.growth.shapes import local_shape, parameter_count, parameter_shapes, shard_range
+from dimba.growth.shapes import local_shape, shard_range
+from dimba.model.shapes import parameter_count, parameter_shapes
 from dimba.model import DIMBA, DIMBAConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,8 +29,9 @@ H200 = 141 * 10**9
 
 @pytest.mark.parametrize("config", [
     DIMBAConfig(**SMALL), DIMBAConfig(**SMALL, bidirectional=False), DIMBAConfig(**{**SMALL, "expand": 1}),
-    BILLIONS_START, BILLIONS_END,
-], ids=["small", "unidirectional", "expand1", "billions_start", "billions_30B"])
+    BILLIONS_START, BILLIONS_END, DIMBAConfig(**SMALL, objective="masked"),
+    DIMBAConfig(**SMALL, objective="ar", bidirectional=False),
+], ids=["small", "unidirectional", "expand1", "billions_start", "billions_30B", "masked", "ar"])
 def test_shapes_from_the_architecture_match_a_model_built_on_the_meta_device(config):
     with torch.device("meta"):
         model = DIMBA(config)

@@ -20,7 +20,8 @@ from torch.testing._internal.distributed.fake_pg import FakeStore
 
 from dimba.growth.memory import MemorySetting, stage_memory
 from dimba.growth.schedule import GrowthEvent, validate_schedule
-from dimba.growth.shapes import local_shape, parameter_count, parameter_shapes
+from dimba.growth.shapes import local_shape
+from dimba.model.shapes import parameter_count, parameter_shapes
 from dimba.growth.simulate import simulate_growth
 from dimba.model import DIMBAConfig
 from dimba.training.fsdp2 import shard_dimba

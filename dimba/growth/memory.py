@@ -1,6 +1,6 @@
 """The memory plan: bytes per rank for each stage of a growing run, before it starts (no torch).
 
-Everything comes from the architecture (`dimba.growth.shapes`), so a 30B plan is
+Everything comes from the architecture (`dimba.model.shapes`), so a 30B plan is
 instant. Per rank and stage:
 
 - weights, gradients, AdamW moments: whole on every rank (single device, DDP), or sharded
@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from dimba.errors import ConfigError
-from dimba.growth.shapes import ROOT, numel, padded_shard_numel, parameter_count, parameter_shapes, unit_of
+from dimba.growth.shapes import ROOT, padded_shard_numel, unit_of
+from dimba.model.shapes import numel, parameter_count, parameter_shapes
 
 if TYPE_CHECKING:
     from dimba.model.config import DIMBAConfig

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from dimba.growth.init import initial_value
 from dimba.growth.remap import Index, place
-from dimba.growth.shapes import Shape, block_shapes, parameter_shapes
+from dimba.model.shapes import Shape, block_shapes, parameter_shapes
 from dimba.model.config import DIMBAConfig
 
 

@@ -27,7 +27,7 @@ from torch.distributed.tensor import DTensor
 from dimba.diffusion.schedule import CosineSchedule
 from dimba.growth.remap import Remap
 from dimba.growth.rules import TensorRule, grown_value, new_tensor_rule
-from dimba.growth.shapes import parameter_shapes
+from dimba.model.shapes import parameter_shapes
 from dimba.growth.shards import local, local_rows
 from dimba.growth.unsharded import meta_model, put_tensor
 from dimba.model import DIMBA, DIMBAConfig
