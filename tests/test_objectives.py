@@ -192,3 +192,12 @@ def test_options_that_do_not_apply_to_an_objective_are_refused_in_one_line(make,
     with pytest.raises(ConfigError) as caught:
         make()
     assert str(caught.value).startswith(key) and "\n" not in str(caught.value)
+
+
+def test_model_loss_is_each_objectives_own_loss():
+    for objective in ("masked", "ar"):
+        model = build(objective)
+        tokens = torch.randint(0, 8, (2, 12))
+        assert model.loss(tokens)["loss"].item() == pytest.approx(math.log(8), rel=1e-5)  # uniform at the start
+        with pytest.raises(ValueError, match="belong to continuous diffusion"):
+            model.loss(tokens, t=torch.tensor([1, 2]))

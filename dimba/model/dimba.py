@@ -134,8 +134,16 @@ class DIMBA(nn.Module):
 
         Pass `t` and `noise` to make the loss deterministic (tests, evaluation). With
         `return_prediction` the dict also holds "x0_hat", so a further term (the CDLM
-        consistency loss) can reuse this forward instead of running another.
+        consistency loss) can reuse this forward instead of running another. A `masked` or
+        `ar` model returns its own objective's loss (which takes none of these options).
         """
+        if self.config.objective != "diffusion":
+            if t is not None or noise is not None or return_prediction:
+                raise ValueError(f"t, noise and return_prediction belong to continuous diffusion, not to an "
+                                 f"objective={self.config.objective} model")
+            from dimba.objectives import masked, autoregressive
+
+            return masked.loss(self, tokens, None) if self.config.objective == "masked" else autoregressive.loss(self, tokens)
         x0 = self.embedding(tokens)
         if t is None:
             t = self.schedule.sample_timesteps(tokens.shape[0], tokens.device)

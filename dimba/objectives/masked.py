@@ -46,14 +46,14 @@ def mask_id(model) -> int:
     return int(model.config.vocab_size)
 
 
-def draw_masks(counts: Tensor, length: int, generator: torch.Generator) -> Tensor:
+def draw_masks(counts: Tensor, length: int, generator: Optional[torch.Generator]) -> Tensor:
     """(n, length) booleans, row r masking a uniformly random subset of `counts[r]` positions."""
     scores = torch.rand(counts.numel(), length, generator=generator, device=counts.device)
     ranks = scores.argsort(dim=1).argsort(dim=1)
     return ranks < counts[:, None]
 
 
-def stratified_counts(n: int, length: int, generator: torch.Generator, device: torch.device) -> Tensor:
+def stratified_counts(n: int, length: int, generator: Optional[torch.Generator], device: torch.device) -> Tensor:
     """n mask counts in 1..length, stratified: one uniform draw inside each of n equal slices of
     [0, 1), mapped to a count (a batch covers the noise levels evenly, as MDLM's antithetic t)."""
     u = (torch.arange(n, device=device, dtype=torch.float64)
@@ -70,8 +70,9 @@ def masked_cross_entropy(model, tokens: Tensor, masks: Tensor) -> Tensor:
     return (nll * masks).sum(1) / masks.sum(1).clamp(min=1)
 
 
-def loss(model, tokens: Tensor, generator: torch.Generator) -> Dict[str, Tensor]:
-    """The bound per token, estimated on a batch: one stratified mask count per sequence."""
+def loss(model, tokens: Tensor, generator: Optional[torch.Generator]) -> Dict[str, Tensor]:
+    """The bound per token, estimated on a batch: one stratified mask count per sequence
+    (`generator` None: torch's global one)."""
     counts = stratified_counts(tokens.shape[0], tokens.shape[1], generator, tokens.device)
     masks = draw_masks(counts, tokens.shape[1], generator)
     per_sequence = masked_cross_entropy(model, tokens, masks)
