@@ -177,7 +177,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     result = {"date": time.strftime("%Y-%m-%d"), "command": COMMAND,
               "machine": "2-core Xeon (AVX-512, AMX), torch " + torch.__version__ + ", CPU", "bound_samples": BOUND_SAMPLES,
               "samples": SAMPLES, "sample_len": SAMPLE_LEN, "runs": len(runs),
-              "run_hours": sum(r["train_wall_s"] + r["eval_wall_s"] for r in runs.values()) / 3600, "corpora": table}
+              "run_hours": sum(r["train_wall_s"] + r["eval_wall_s"] + sum(x["seconds"] for x in r.get("samples", []))
+                               for r in runs.values()) / 3600, "corpora": table}
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_atomic(RESULTS / "quality.json", lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))
     write_atomic(RESULTS / "quality.md", lambda tmp: tmp.write_text(markdown(result), encoding="utf-8"))
