@@ -1,4 +1,5 @@
 """Growth of an FSDP2-sharded model, tensor by tensor: no rank ever holds the whole model.
+(The DTensor facts it reads, which rows a rank holds, are `dimba.growth.shards`.)
 
 The grown model is built on the meta device, wrapped by the same function that wrapped
 the old one (so it is sharded exactly like a fresh model), and given memory for this

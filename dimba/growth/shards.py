@@ -1,4 +1,6 @@
 """Small facts about FSDP2's DTensors that growth needs: local shards and their rows.
+(The growth of a sharded model itself is `dimba.growth.sharded`; the optimizer's is
+`dimba.growth.optim`.)
 
 Sharded growth supports what `dimba.training.fsdp2.shard_dimba` makes: a 1-D device mesh
 with every parameter `Shard(0)`. A tensor is regrown by gathering it whole (one tensor at

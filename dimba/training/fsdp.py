@@ -1,6 +1,7 @@
 """`trainer=fsdp`: FSDP2 through Lightning's ModelParallelStrategy, data parallel over every
 process, one shard unit per Mamba-2 block (`DIMBALightningModule.configure_model` calls
-`dimba.training.fsdp2.shard_dimba`).
+`dimba.training.fsdp2.shard_dimba`). This module is the Lightning strategy; `fsdp2` is the
+wrapping of the model itself, which the sharded growth reuses without Lightning.
 
 Parameters, gradients and AdamW state are DTensor shards: a rank holds 1/world of each.
 The model grows shard by shard (`dimba.growth.apply.apply_sharded_growth`). Checkpoints are

@@ -1,4 +1,5 @@
 """The one FSDP2 wrapping of a DIMBA: a unit per Mamba-2 block, the root for the rest.
+(The Lightning strategy that calls it for `trainer=fsdp` is `dimba.training.fsdp`.)
 
 Both the trainer (a fresh or resumed model) and sharded growth (each grown model) wrap
 through `shard_dimba`, so a grown model is sharded exactly like a fresh one. Parameters

@@ -1,4 +1,6 @@
-"""Sharded checkpoint directories, swapped in whole.
+"""Sharded checkpoint directories, swapped in whole: the on-disk half of sharded saving, for
+`last.ckpt/` and milestones alike (`dimba.training.sharded_milestones` decides what a sharded
+milestone holds and when it is written).
 
 Lightning writes a sharded checkpoint (`last.ckpt/` under FSDP's `state_dict_type="sharded"`)
 in place: shards are overwritten file by file and `meta.pt` is a plain `torch.save`, so a
