@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from dimba.checkpointing import layout
-from dimba.checkpointing.discovery import LIGHTNING_GLOB, complete_milestones, looks_complete
+from dimba.checkpointing.discovery import LIGHTNING_GLOB, complete_milestones
+from dimba.checkpointing.files import looks_complete
 from dimba.errors import CheckpointLoadError
 from dimba.io.read import first_line
 

@@ -11,14 +11,12 @@ a Distributed Checkpoint directory with its metadata.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Iterable, List, Optional, Tuple
 
 from dimba.checkpointing import format as ckpt_format
-from dimba.checkpointing.atomic_io import is_sharded_checkpoint
+from dimba.checkpointing.files import check_checkpoint_file, looks_complete
 from dimba.checkpointing.layout import lightning_dir, milestone_dir as default_milestone_dir
-from dimba.errors import CheckpointLoadError
 
 VOLATILE = ("resume=", "ckpt_path=", "trainer.max_steps=", "hydra.", "dry_run=")
 LIGHTNING_GLOB = "*.ckpt"
@@ -39,41 +37,10 @@ def saved_overrides(run_dir: Path) -> Optional[List[str]]:
     return [str(o) for o in overrides] if isinstance(overrides, list) else None
 
 
-def looks_complete(path: Path) -> bool:
-    """A Lightning checkpoint that was written to the end (a truncated zip has no central
-    directory; a sharded directory gets `.metadata` last)."""
-    if path.is_dir():
-        return is_sharded_checkpoint(path)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            archive.infolist()
-    except (OSError, zipfile.BadZipFile):
-        return False
-    return True
-
-
 def check_resumable(path: Path) -> None:
     """What `ckpt_path=` names must be a whole Lightning checkpoint (a file, or a sharded
     directory); a CheckpointLoadError naming the file says what it is instead. No torch."""
-    path = Path(path)
-    if path.suffix == ".json":
-        raise CheckpointLoadError(f"{path} is a milestone's JSON sidecar; pass the checkpoint it describes "
-                                  f"({path.with_suffix('.pt').name})")
-    if not path.exists():
-        raise CheckpointLoadError(f"{path}: no such file or directory")
-    if path.is_dir():
-        if not is_sharded_checkpoint(path):
-            raise CheckpointLoadError(f"{path} is a directory but not a sharded checkpoint (no .metadata: incomplete)")
-        return
-    size = path.stat().st_size
-    if size == 0:
-        raise CheckpointLoadError(f"{path} is empty (0 bytes): not a checkpoint, or an interrupted write")
-    with path.open("rb") as handle:
-        head = handle.read(4)
-    if head != b"PK\x03\x04":
-        raise CheckpointLoadError(f"{path} is not a checkpoint (not a PyTorch zip archive)")
-    if not looks_complete(path):
-        raise CheckpointLoadError(f"{path} is truncated or corrupt (its zip archive has no central directory)")
+    check_checkpoint_file(path, resumable=True)
 
 
 def complete_milestones(milestone_dir: Path) -> List[ckpt_format.Entry]:

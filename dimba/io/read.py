@@ -17,31 +17,10 @@ import torch
 from dimba import internals
 from dimba.checkpointing.atomic_io import is_sharded_checkpoint
 from dimba.checkpointing.record import CheckpointRecord, model_view
+from dimba.checkpointing.files import check_checkpoint_file
 from dimba.errors import CheckpointLoadError
 
 PathLike = Union[str, os.PathLike]
-ZIP_MAGIC, PICKLE_MAGIC = b"PK\x03\x04", b"\x80"
-
-
-def check_checkpoint_file(path: PathLike) -> None:
-    """Refuse, before torch sees it, what cannot be a checkpoint: a missing path, an empty
-    file, a directory without shards, a file that is neither a zip archive nor a pickle."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointLoadError(f"{path}: no such file or directory")
-    if is_sharded_checkpoint(path):
-        return
-    if path.is_dir():
-        raise CheckpointLoadError(f"{path} is a directory without Distributed Checkpoint shards (no .metadata)")
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(4)
-    except OSError as exc:
-        raise CheckpointLoadError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not head:
-        raise CheckpointLoadError(f"{path} is empty (0 bytes): not a checkpoint, or an interrupted write")
-    if head != ZIP_MAGIC and head[:1] != PICKLE_MAGIC:
-        raise CheckpointLoadError(f"{path} is not a checkpoint (neither a PyTorch zip archive nor a pickle)")
 
 
 def read_checkpoint(filepath: PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
