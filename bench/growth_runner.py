@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
+from dimba.config.trainer import TrainerConfig
 from dimba.config.training import GrowthConfig, OptimConfig
 from dimba.growth.apply import apply_growth
 from dimba.growth.schedule import GrowthEvent, as_events
@@ -29,7 +30,7 @@ from growth_eval import EvalSet, evaluate  # noqa: E402  (bench/ is on sys.path)
 
 log = logging.getLogger("bench.growth_runner")
 
-OPTIM, CLIP = OptimConfig(), 1.0  # conf/optim/adamw's lr, betas, weight decay, warmup, min_lr_ratio
+OPTIM, CLIP = OptimConfig(), TrainerConfig.gradient_clip_val  # the schemas' lr, betas, weight decay, warmup, clipping
 OBJECTIVE = ObjectiveConfig()  # objective=diffusion
 POST_GROWTH_EVALS = (4, 16)  # extra evaluations this many steps after each growth: the recovery
 

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from dimba.checkpointing.record import CheckpointRecord
 from dimba.config.recipe import Recipe
+from dimba.config.trainer import TrainerConfig
 from dimba.growth.apply import apply_growth
 from dimba.growth.schedule import GrowthEvent
 from dimba.io.manager import ProgressiveCheckpointManager
@@ -34,8 +35,9 @@ def default_device() -> torch.device:
 
 class SimpleTrainer:
     def __init__(self, train_loader: Optional[DataLoader] = None, vocab_size: Optional[int] = None,
-                 model_config: Union[DIMBAConfig, Mapping[str, Any], None] = None, max_steps: int = 240,
-                 gradient_clip_val: Optional[float] = 1.0, device: Union[str, torch.device, None] = None,
+                 model_config: Union[DIMBAConfig, Mapping[str, Any], None] = None,
+                 max_steps: int = TrainerConfig.max_steps,
+                 gradient_clip_val: Optional[float] = TrainerConfig.gradient_clip_val, device: Union[str, torch.device, None] = None,
                  log_every_n_steps: int = 10, recipe: Optional[Recipe] = None, **options: Any) -> None:
         """`options`: the recipe's keyword arguments (lr, growth_schedule, seed, ...), as for
         DIMBALightningModule; the LR schedule spans `max_steps` unless `total_steps` is given."""
