@@ -19,7 +19,7 @@ from torch import nn
 from dimba.checkpointing import atomic_io
 from dimba.checkpointing import format as ckpt_format
 from dimba.checkpointing.milestones import MilestoneTracker, format_param_count, milestone_label, parse_milestones
-from dimba.checkpointing.policy import PendingSave
+from dimba.checkpointing.policy import MilestonePolicy, PendingSave
 from dimba.errors import CheckpointLoadError
 from dimba.io import writer
 from dimba.io.load import grow_to_checkpoint, load_optimizer_state, optimizer_param_names
@@ -157,16 +157,20 @@ class ProgressiveCheckpointManager:
     def saved_milestones(self) -> List[int]:
         return sorted({e["target_milestone"] for e in self.valid_checkpoints()})
 
-    def forget_unsaved_milestones(self) -> List[int]:
-        """A milestone counts as reached only if its checkpoint is in `save_dir`: one the
-        restored state calls reached but no file holds is saved again, never skipped."""
-        saved = set(self.saved_milestones())
-        missing = [m for m in self.tracker.reached if m not in saved]
-        if missing:
+    def reconcile_with_disk(self, held_elsewhere: Sequence[int] = ()) -> List[int]:
+        """After a resume a milestone counts as reached exactly when its checkpoint is on disk
+        (`MilestonePolicy.reconcile`, the one statement of the rule, used by both trainers):
+        one the restored state calls reached but no file holds is saved again, never skipped.
+        Returns those, and says so once."""
+        lost = MilestonePolicy(self.tracker).reconcile(self.saved_milestones(), held_elsewhere)
+        if lost:
             log.warning("Milestones without a checkpoint in %s will be saved again: %s",
-                        self.save_dir, ", ".join(milestone_label(m) for m in missing))
-            self.tracker.reached = [m for m in self.tracker.reached if m in saved]
-        return missing
+                        self.save_dir, ", ".join(milestone_label(m) for m in lost))
+        return lost
+
+    def forget_unsaved_milestones(self) -> List[int]:
+        """`reconcile_with_disk` against this save directory alone."""
+        return self.reconcile_with_disk()
 
     def load_checkpoint(self, filepath: PathLike, model: Optional[nn.Module] = None,
                         optimizer: Optional[torch.optim.Optimizer] = None, map_location: Any = "cpu",

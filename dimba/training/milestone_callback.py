@@ -26,7 +26,6 @@ from lightning.pytorch.callbacks import Callback
 from dimba import internals
 from dimba.checkpointing.format import milestone_entries
 from dimba.checkpointing.record import model_view
-from dimba.checkpointing.milestones import milestone_label
 from dimba.checkpointing.policy import MilestonePolicy, PendingSave
 from dimba.checkpointing.ownership import SaveDirClaim
 from dimba.errors import CheckpointWriteError, ConfigError
@@ -287,9 +286,7 @@ class ProgressiveCheckpointCallback(Callback):
         started from another run's checkpoint does not save that run's milestones again)."""
         reached = None
         if trainer.is_global_zero:
-            lost = self.policy.reconcile(self.manager.saved_milestones(), held_elsewhere=held_elsewhere(self._restored_save_dir, trainer.ckpt_path, self.manager.save_dir))
-            if lost:
-                log.warning("Milestones without a checkpoint in %s will be saved again: %s",
-                            self.manager.save_dir, ", ".join(milestone_label(m) for m in lost))
+            self.manager.reconcile_with_disk(held_elsewhere(self._restored_save_dir, trainer.ckpt_path,
+                                                            self.manager.save_dir))
             reached = self.manager.tracker.reached
         self.manager.tracker.reached = list(trainer.strategy.broadcast(reached, src=0))
