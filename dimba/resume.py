@@ -74,7 +74,7 @@ def recorded_objective(path: Path) -> str:
 def candidates(run_dir: Path, milestone_dir: Optional[Path] = None) -> List[Tuple[int, float, Path]]:
     """(step, mtime, path) of every checkpoint a run could continue from."""
     found = []
-    for entry in complete_milestones(milestone_dir or layout.milestone_dir(run_dir)):
+    for entry in complete_milestones(milestone_dir or layout.milestone_dir_of(run_dir)):
         found.append((entry.sidecar.global_step, entry.checkpoint_path.stat().st_mtime, entry.checkpoint_path))
     for path in layout.lightning_dir(run_dir).glob(LIGHTNING_GLOB):
         step = checkpoint_step(path)

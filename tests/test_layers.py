@@ -165,3 +165,20 @@ print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'lightning')
     assert result.returncode == 0, result.stderr
     chosen, imported = result.stdout.strip().splitlines()
     assert chosen == str(run.relative_to(tmp_path)) and imported == "[]"
+
+
+def test_the_run_directorys_folder_names_are_written_once():
+    """`dimba.checkpointing.layout` owns where a run's checkpoints live: no other module joins
+    a path with "progressive_checkpoints" or "checkpoints" itself (`run_dir / "checkpoints"`)."""
+    from dimba.checkpointing.layout import LIGHTNING_DIR, MILESTONE_DIR
+
+    owner = PACKAGE / "checkpointing" / "layout.py"
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if path == owner:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant)
+                    and node.right.value in (LIGHTNING_DIR, MILESTONE_DIR)):
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert offenders == []

@@ -152,3 +152,24 @@ def test_training_writes_nothing_on_stdout_the_progress_bar_and_summary_go_elsew
     out, err = capfd.readouterr()
     assert out == ""
     assert "Epoch 0" in err and "Trainable params" in caplog.text
+
+
+def test_resume_auto_finds_a_run_whose_milestones_went_to_another_save_dir(tmp_path):
+    """A run killed before its first last.ckpt has only milestones; with
+    `progressive_checkpoints.save_dir` overridden they are not in the default folder, and
+    `resume=auto` must still see that the run holds a checkpoint (and which is newest)."""
+    from dimba.checkpointing.discovery import latest_matching_run
+    from dimba.checkpointing.layout import lightning_dir
+    from dimba.resume import newest_valid_checkpoint
+
+    overrides = ["trainer.max_steps=2", "trainer.val_check_interval=2", "progressive_checkpoints=millions",
+                 "progressive_checkpoints.milestones=[20K]", "progressive_checkpoints.save_dir=kept"]
+    run_dir = tmp_path / "outputs" / "2026-01-01" / "10-00-00.000001"
+    train(compose_config(*overrides), run_dir)
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (run_dir / ".hydra" / "config.yaml").write_text("progressive_checkpoints:\n  save_dir: kept\n")
+    for leftover in lightning_dir(run_dir).iterdir():  # killed before the first last.ckpt
+        leftover.unlink()
+    assert latest_matching_run(tmp_path / "outputs", overrides) == run_dir
+    assert newest_valid_checkpoint(run_dir).parent == run_dir / "kept"

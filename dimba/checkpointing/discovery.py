@@ -16,7 +16,7 @@ from typing import Iterable, List, Optional, Tuple
 
 from dimba.checkpointing import format as ckpt_format
 from dimba.checkpointing.files import check_checkpoint_file, looks_complete
-from dimba.checkpointing.layout import lightning_dir, milestone_dir as default_milestone_dir
+from dimba.checkpointing.layout import lightning_dir, milestone_dir_of
 
 VOLATILE = ("resume=", "ckpt_path=", "trainer.max_steps=", "hydra.", "dry_run=")
 LIGHTNING_GLOB = "*.ckpt"
@@ -48,7 +48,7 @@ def complete_milestones(milestone_dir: Path) -> List[ckpt_format.Entry]:
 
 
 def has_checkpoint(run_dir: Path, milestone_dir: Optional[Path] = None) -> bool:
-    if complete_milestones(milestone_dir or default_milestone_dir(run_dir)):
+    if complete_milestones(milestone_dir or milestone_dir_of(run_dir)):
         return True
     return any(looks_complete(p) for p in lightning_dir(run_dir).glob(LIGHTNING_GLOB))
 

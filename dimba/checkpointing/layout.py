@@ -20,6 +20,24 @@ def milestone_dir(run_dir: Path) -> Path:
     return Path(run_dir) / MILESTONE_DIR
 
 
+def milestone_dir_of(run_dir: Path) -> Path:
+    """Where a finished or interrupted run wrote its milestones: its composed
+    `progressive_checkpoints.save_dir` (`.hydra/config.yaml`; relative means inside the run),
+    else the default folder."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    try:
+        composed = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text(encoding="utf-8"))
+        save_dir = composed["progressive_checkpoints"]["save_dir"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return milestone_dir(run_dir)
+    if not isinstance(save_dir, str) or not save_dir or "${" in save_dir:
+        return milestone_dir(run_dir)
+    path = Path(save_dir).expanduser()
+    return path if path.is_absolute() else run_dir / path
+
+
 def lightning_dir(run_dir: Path) -> Path:
     """Where a run writes Lightning's `last.ckpt`."""
     return Path(run_dir) / LIGHTNING_DIR
