@@ -113,7 +113,7 @@ def fsdp_phase(torch, dist, before, event) -> Dict[str, float]:
     from dimba.growth.apply import apply_sharded_growth
     from dimba.growth.optim import GrowableAdamW
     from dimba.growth.sharded import build_sharded
-    from dimba.training.fsdp2 import shard_dimba
+    from dimba.training.fsdp_wrapping import shard_dimba
 
     mesh = init_device_mesh("cpu", (dist.get_world_size(),))
     model = build_sharded(before, functools.partial(shard_dimba, mesh=mesh), "cpu", seed=0)

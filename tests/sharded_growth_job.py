@@ -40,7 +40,7 @@ from dimba.growth.optim import GrowableAdamW, entry_steps  # noqa: E402
 from dimba.growth.schedule import GrowthEvent  # noqa: E402
 from dimba.growth.sharded import build_sharded, recorded_shard  # noqa: E402
 from dimba.model import DIMBA, DIMBAConfig  # noqa: E402
-from dimba.training.fsdp2 import shard_dimba  # noqa: E402
+from dimba.training.fsdp_wrapping import shard_dimba  # noqa: E402
 
 CONFIG = dict(vocab_size=64, d_model=32, n_layers=3, d_state=8, head_dim=16, d_embed=16, d_time=16,
               chunk_size=8, diffusion_steps=100)

@@ -24,7 +24,7 @@ from dimba.growth.shapes import local_shape
 from dimba.model.shapes import parameter_count, parameter_shapes
 from dimba.growth.simulate import simulate_growth
 from dimba.model import DIMBAConfig
-from dimba.training.fsdp2 import shard_dimba
+from dimba.training.fsdp_wrapping import shard_dimba
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = 64

@@ -22,7 +22,7 @@ from lightning.pytorch.strategies import FSDPStrategy, SingleDeviceStrategy
 import dimba
 from dimba.io.manager import ProgressiveCheckpointManager
 from dimba.io.read import read_checkpoint
-from dimba.training.sharded_saves import WholeDirectorySaves
+from dimba.training.directory_swap import WholeDirectorySaves
 from dimba.model.params import architecture_parameters as count_parameters
 from dimba.resume import checkpoint_step, newest_valid_checkpoint
 from dimba.training import DIMBALightningModule

@@ -18,7 +18,7 @@ from dimba.growth.optim import transfer_optimizer_state
 from dimba.growth.rules import DepthMode, TensorRule, depth_rules, depth_target, width_rules, width_target
 from dimba.growth.schedule import GrowthOp
 from dimba.growth.sharded import Shard, grow_sharded
-from dimba.growth.shards import is_sharded
+from dimba.growth.dtensor_rows import is_sharded
 from dimba.growth.unsharded import grow_in_place
 from dimba.model import DIMBA, DIMBAConfig
 from dimba.model.params import count_parameters

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.distributed.tensor import DTensor
 
 from dimba.growth.remap import Remap
-from dimba.growth.shards import local, local_rows, regrow
+from dimba.growth.dtensor_rows import local, local_rows, regrow
 
 
 def births(state: Dict[str, Any]) -> List[Tensor]:

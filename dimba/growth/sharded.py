@@ -1,5 +1,5 @@
 """Growth of an FSDP2-sharded model, tensor by tensor: no rank ever holds the whole model.
-(The DTensor facts it reads, which rows a rank holds, are `dimba.growth.shards`.)
+(The DTensor facts it reads, which rows a rank holds, are `dimba.growth.dtensor_rows`.)
 
 The grown model is built on the meta device, wrapped by the same function that wrapped
 the old one (so it is sharded exactly like a fresh model), and given memory for this
@@ -29,18 +29,18 @@ from dimba.diffusion.schedule import CosineSchedule
 from dimba.growth.remap import Remap
 from dimba.growth.rules import TensorRule, grown_value, new_tensor_rule
 from dimba.model.shapes import parameter_shapes
-from dimba.growth.shards import local, local_rows
+from dimba.growth.dtensor_rows import local, local_rows
 from dimba.growth.unsharded import meta_model, put_tensor
 from dimba.model import DIMBA, DIMBAConfig
 
-Shard = Callable[[DIMBA], object]  # applies FSDP2 to a model in place (dimba.training.fsdp2.shard_dimba)
+Shard = Callable[[DIMBA], object]  # applies FSDP2 to a model in place (dimba.training.fsdp_wrapping.shard_dimba)
 SHARD_ATTRIBUTE = "dimba_shard"  # where shard_dimba leaves the wrapping it applied, for growth to repeat
 
 
 def recorded_shard(model: DIMBA) -> Shard:
     shard = model.__dict__.get(SHARD_ATTRIBUTE)
     if shard is None:
-        raise ValueError("the model was not wrapped by dimba.training.fsdp2.shard_dimba; pass shard=")
+        raise ValueError("the model was not wrapped by dimba.training.fsdp_wrapping.shard_dimba; pass shard=")
     return shard
 
 

@@ -4,7 +4,7 @@ Under torch's fake process group (`dist.init_process_group("fake", ...)`, one pr
 playing one rank of any world size) a 30B plan is wrapped, grown through every event
 and measured in seconds and no memory: what each rank would hold, to set against the
 memory plan (`dimba.growth.memory`). The caller initialises the process group and passes
-the wrapping (`functools.partial(dimba.training.fsdp2.shard_dimba, mesh=mesh)`).
+the wrapping (`functools.partial(dimba.training.fsdp_wrapping.shard_dimba, mesh=mesh)`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dimba.growth.apply import apply_sharded_growth
 from dimba.growth.optim import GrowableAdamW, births
 from dimba.growth.schedule import GrowthEvent
 from dimba.growth.sharded import Shard, build_sharded
-from dimba.growth.shards import local
+from dimba.growth.dtensor_rows import local
 from dimba.model import DIMBAConfig
 from dimba.model.params import count_parameters
 

@@ -1,6 +1,6 @@
 """`trainer=fsdp`: FSDP2 through Lightning's ModelParallelStrategy, data parallel over every
 process, one shard unit per Mamba-2 block (`DIMBALightningModule.configure_model` calls
-`dimba.training.fsdp2.shard_dimba`). This module is the Lightning strategy; `fsdp2` is the
+`dimba.training.fsdp_wrapping.shard_dimba`). This module is the Lightning strategy; `fsdp_wrapping` is the
 wrapping of the model itself, which the sharded growth reuses without Lightning.
 
 Parameters, gradients and AdamW state are DTensor shards: a rank holds 1/world of each.
@@ -23,7 +23,7 @@ import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 
 from dimba import internals
-from dimba.training.sharded_saves import WholeDirectorySaves
+from dimba.training.directory_swap import WholeDirectorySaves
 
 METADATA_FILE = "meta.pt"  # what Lightning's sharded checkpoints keep beside the shards
 

@@ -23,7 +23,7 @@ from dimba.checkpointing.milestones import format_param_count
 from dimba.config.recipe import Recipe
 from dimba.growth.apply import apply_growth, apply_sharded_growth
 from dimba.growth.sharded import build_sharded
-from dimba.growth.shards import is_sharded
+from dimba.growth.dtensor_rows import is_sharded
 from dimba.growth.operators import adopt_architecture
 from dimba.growth.schedule import GrowthEvent
 from dimba.checkpointing.record import CheckpointRecord
@@ -33,7 +33,7 @@ from dimba.io.writer import model_record
 from dimba.model import DIMBA, DIMBAConfig
 from dimba.model.params import architecture_parameters, count_parameters
 from dimba.training import steps
-from dimba.training.fsdp2 import shard_dimba
+from dimba.training.fsdp_wrapping import shard_dimba
 from dimba.training.loggers import growth_metrics, log_event
 from dimba.training.lr_schedule import upgrade_scheduler_state
 from dimba.training.validation_bound import ValidationBound, validation_windows

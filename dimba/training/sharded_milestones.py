@@ -1,7 +1,7 @@
 """Milestones under a sharded strategy: every rank writes its shards of one Distributed
 Checkpoint directory (nothing is gathered on one rank); rank zero publishes it once every
 rank's part is durable, with the same writer as one-file milestones. (What is written: this
-module; how a sharded directory reaches the disk whole: `dimba.training.sharded_saves`.)
+module; how a sharded directory reaches the disk whole: `dimba.training.directory_swap`.)
 
 Synchronously (`write`), or in the background (`start`, then `settle` at every step):
 `torch.distributed.checkpoint.async_save` stages each rank's shards in host memory, returns,

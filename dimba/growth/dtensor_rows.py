@@ -2,7 +2,7 @@
 (The growth of a sharded model itself is `dimba.growth.sharded`; the optimizer's is
 `dimba.growth.optim`.)
 
-Sharded growth supports what `dimba.training.fsdp2.shard_dimba` makes: a 1-D device mesh
+Sharded growth supports what `dimba.training.fsdp_wrapping.shard_dimba` makes: a 1-D device mesh
 with every parameter `Shard(0)`. A tensor is regrown by gathering it whole (one tensor at
 a time), computing the grown value and keeping this rank's rows of it.
 """
