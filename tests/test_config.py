@@ -133,7 +133,8 @@ def test_the_plan_of_the_default_run_and_of_the_billions_experiment():
 def test_growth_after_max_steps_is_shown_as_never_happening():
     from dimba.growth.plan import build_plan
 
-    config = validate(compose_config("trainer.max_steps=150"))  # the depth growth at 120 only
+    steps = "growth.schedule=[{step:120,op:depth,n_layers:8},{step:168,op:width,d_model:192},{step:204,op:width,d_model:256}]"
+    config = validate(compose_config("trainer.max_steps=150", steps))  # the depth growth at 120 only
     plan = build_plan(config.model, config.growth.schedule, config.progressive_checkpoints.milestones, 150)
     assert plan.unreached == [2_000_000, 4_000_000]
     assert plan.table().count("never happens") == 2

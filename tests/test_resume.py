@@ -155,3 +155,27 @@ def test_simple_trainer_continues_from_a_lightning_milestone_checkpoint(tmp_path
     assert len(losses) == 6 and all(l == l for l in losses)  # trained on, no NaN
     assert simple.model.config.d_model == 64  # the step-7 growth happened in the plain loop
     assert saved(run) == [(10_000, 1), (20_000, 3), (50_000, 7)]  # 50K once: the Lightning run stopped at 5
+
+
+def test_growth_at_fractions_of_the_run_and_a_longer_resumed_run_does_not_grow_twice(tmp_path, tiny_model_config,
+                                                                                      corpus):
+    """`at: 0.3` is 30% of the run's steps; resuming a grown run with more steps moves the
+    fractions' steps, but the model is not grown again through events it has been through."""
+    schedule = [{"at": 0.3, "op": "depth", "n_layers": 2}, {"at": 0.7, "op": "width", "d_model": 64}]
+
+    def trainer(max_steps):
+        torch.manual_seed(0)
+        data = TextDataModule(files=[str(corpus)], seq_len=32, batch_size=4, seed=0)
+        data.setup()
+        return SimpleTrainer(train_loader=data.train_dataloader(), model_config=tiny_model_config, max_steps=max_steps,
+                             warmup_steps=2, growth_schedule=schedule, enable_progressive_checkpoints=True,
+                             progressive_milestones=MILESTONES, progressive_save_dir=str(tmp_path / "run"), device="cpu")
+
+    first = trainer(10)
+    assert [event.step for event in first.schedule] == [3, 7]
+    first.train()
+    longer = trainer(20)
+    assert [event.step for event in longer.schedule] == [6, 14]
+    longer.resume(ProgressiveCheckpointManager([1], tmp_path / "run").get_checkpoint_path_for_milestone(50_000))
+    longer.train()
+    assert (longer.model.config.n_layers, longer.model.config.d_model) == (2, 64) and len(longer.growth_history) == 2

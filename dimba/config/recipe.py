@@ -14,7 +14,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 from dimba.config.schema import Config
 from dimba.config.training import (GrowthConfig, OptimConfig, ProgressiveCheckpointsConfig, ValidationConfig,
                                    check_lr_options)
-from dimba.growth.schedule import GrowthEvent, as_events, validate_schedule
+from dimba.growth.schedule import GrowthEvent, as_events, resolve_steps, validate_schedule
 from dimba.model.config import DIMBAConfig
 from dimba.objective import ObjectiveConfig
 
@@ -62,7 +62,8 @@ class Recipe:
 
     def __post_init__(self) -> None:
         self.model = self.objective.network(self.model)  # the objective decides the network's variant
-        self.growth.schedule = as_events(self.growth.schedule)
+        self.growth.schedule = resolve_steps(as_events(self.growth.schedule), self.total_steps,
+                                             key="growth_schedule", total_key="total_steps", strict=False)
         validate_schedule(self.model, self.growth.schedule)
         check_lr_options(self.optim, self.growth)
         self.objective.check_diffusion_steps(self.model.diffusion_steps)

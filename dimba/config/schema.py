@@ -17,7 +17,7 @@ from dimba.config.training import (GrowthConfig, OptimConfig, ProgressiveCheckpo
                                    check_lr_options)
 from dimba.data.config import ShardsDataConfig, TokenizerConfig
 from dimba.errors import CheckpointLoadError, ConfigError
-from dimba.growth.schedule import validate_schedule
+from dimba.growth.schedule import resolve_steps, validate_schedule
 from dimba.model.config import DIMBAConfig, mamba_ssm_installed
 from dimba.objective import ObjectiveConfig
 
@@ -61,6 +61,7 @@ class Config:
         if not int_at_least(self.seed, 0) or self.seed >= 2**32:
             raise ConfigError("seed", self.seed, "an integer in [0, 2**32)")
         self.model = self.objective.network(self.model)  # the objective decides the network's variant
+        self.growth.schedule = resolve_steps(self.growth.schedule, self.trainer.max_steps)
         validate_schedule(self.model, self.growth.schedule)
         check_lr_options(self.optim, self.growth)
         self.objective.check_diffusion_steps(self.model.diffusion_steps)

@@ -27,11 +27,15 @@ class GrowthEvent:
     (the blocks' inner width and heads follow `expand` and `head_dim`).
     """
 
-    step: int = 0
+    step: Optional[int] = None
+    """The optimizer step after which it grows; or give `at`."""
     op: str = "depth"
     n_layers: Optional[int] = None
     d_model: Optional[int] = None
     mode: str = "identity"
+    at: Optional[float] = None
+    """The step as a fraction of the run's `trainer.max_steps` (0.5: halfway), so a recipe keeps
+    its shape when the run is made longer or shorter; resolved to `step` before training."""
 
     def apply(self, config: DIMBAConfig) -> DIMBAConfig:
         if GrowthOp(self.op) is GrowthOp.DEPTH:
@@ -60,6 +64,33 @@ def as_events(schedule: Sequence[GrowthEvent | Mapping[str, Any]] | None) -> Lis
     return [e if isinstance(e, GrowthEvent) else GrowthEvent(**dict(e)) for e in (schedule or [])]
 
 
+def resolve_steps(schedule: Sequence[GrowthEvent], total_steps: Optional[int], key: str = "growth.schedule",
+                  total_key: str = "trainer.max_steps", strict: bool = True) -> List[GrowthEvent]:
+    """The schedule with every `at:` fraction turned into a step of a run of `total_steps`
+    (round(at * total), at least 1); one with neither is refused. `strict`: an event given both
+    must agree; otherwise (a recipe read back from hyperparameters, resolved before) a step
+    already there is kept."""
+    resolved = []
+    for i, event in enumerate(schedule):
+        where = f"{key}[{i}]"
+        if event.at is None or (event.step is not None and not strict):
+            if event.step is None:
+                raise ConfigError(f"{where}.step", None, "an integer step, or at: a fraction of the run (at: 0.5)")
+            resolved.append(event)
+            continue
+        at = event.at
+        if isinstance(at, bool) or not isinstance(at, (int, float)) or not 0 < at <= 1:
+            raise ConfigError(f"{where}.at", at, "a fraction of the run in (0, 1]")
+        if total_steps is None:
+            raise ConfigError(f"{where}.at", at, f"a step instead: {total_key} is not known here")
+        step = max(1, round(at * total_steps))
+        if event.step is not None and event.step != step:
+            raise ConfigError(f"{where}.step", event.step,
+                              f"{step} (at: {at} of {total_key}={total_steps}), or leave step out")
+        resolved.append(replace(event, step=step))
+    return resolved
+
+
 def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -70,9 +101,10 @@ def validate_schedule(model: DIMBAConfig, schedule: Sequence[GrowthEvent], key: 
     ops = " | ".join(op.value for op in GrowthOp)
     for i, event in enumerate(schedule):
         where = f"{key}[{i}]"
-        if not _int(event.step) or event.step <= last_step:
+        if not _int(event.step) or event.step < max(last_step, 1):
             raise ConfigError(f"{where}.step", event.step,
-                              f"an integer step greater than {last_step} (steps must increase)")
+                              f"an integer step >= {max(last_step, 1)} (events in order; two may share a step, "
+                              f"as fractions of a short run do)")
         try:
             op = GrowthOp(event.op)
         except ValueError:

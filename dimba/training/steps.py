@@ -112,9 +112,10 @@ def growth_seed(seed: int, event: GrowthEvent) -> int:
 
 
 def due_growth(schedule: Sequence[GrowthEvent], step: int, history: Sequence[Mapping[str, Any]]) -> List[GrowthEvent]:
-    """Events whose step has come and that are not in the model's growth history yet."""
-    done = {entry["step"] for entry in history}
-    return [event for event in schedule if event.step <= step and event.step not in done]
+    """Events whose step has come and that the model has not been through yet: the first
+    len(history) events of the schedule are done, whatever step they were resolved to (a run
+    resumed with another trainer.max_steps resolves `at:` fractions to other steps)."""
+    return [event for event in list(schedule)[len(history):] if event.step <= step]
 
 
 def after_optimizer_step(step: int, schedule: Sequence[GrowthEvent], history: Sequence[Mapping[str, Any]],
