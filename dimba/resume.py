@@ -64,13 +64,6 @@ def recorded_tokenizer(path: Path) -> Optional[dict]:
     return read_metadata(path).tokenizer
 
 
-def recorded_objective(path: Path) -> str:
-    """The objective a checkpoint's model was built for (`diffusion` where none is recorded)."""
-    from dimba.io.read import read_metadata
-
-    return str((read_metadata(path).architecture or {}).get("objective", "diffusion"))
-
-
 def candidates(run_dir: Path, milestone_dir: Optional[Path] = None) -> List[Tuple[int, float, Path]]:
     """(step, mtime, path) of every checkpoint a run could continue from."""
     found = []
@@ -103,7 +96,10 @@ def check_resume_before_running(config) -> None:
     except CheckpointLoadError as exc:
         raise ConfigError("ckpt_path", str(path), "", line=f"ckpt_path: {exc}; accepted: a Lightning checkpoint "
                                                         "(last.ckpt, a milestone .pt, or a sharded directory) or null") from None
-    trained_with = recorded_objective(path)
+    from dimba.io.read import read_metadata
+
+    record = read_metadata(path)  # read once: the objective and the tokenizer both come from it
+    trained_with = str((record.architecture or {}).get("objective", "diffusion"))
     if trained_with != config.objective.name:
         raise ConfigError("objective", config.objective.name, "", line=(
             f"objective: {path} was trained with objective={trained_with}, not {config.objective.name}; resume it "
@@ -115,12 +111,12 @@ def check_resume_before_running(config) -> None:
         from dimba.data.format import read_manifest
 
         data_record = read_manifest(Path(config.data.path).expanduser(), key="data.path")["tokenizer"]
-        check_resume_tokenizer(recorded_tokenizer(path), data_record, config.data.path, key="data.path")
+        check_resume_tokenizer(record.tokenizer, data_record, config.data.path, key="data.path")
     elif config.tokenizer.name == "bytes":
         where = ", ".join(getattr(config.data, "files", None) or []) or "the built-in corpus"
-        check_resume_tokenizer(recorded_tokenizer(path), None, where, key="tokenizer")
+        check_resume_tokenizer(record.tokenizer, None, where, key="tokenizer")
     else:  # bpe trained on the text, or a pretrained file: a tokenizer of another kind can be told now
-        trained = (recorded_tokenizer(path) or {}).get("name", "bytes")
+        trained = (record.tokenizer or {}).get("name", "bytes")
         if trained != config.tokenizer.name:
             raise ConfigError("tokenizer", config.tokenizer.name, "", line=(
                 f"tokenizer: {path} was trained with tokenizer={trained}, not {config.tokenizer.name}; resume it "

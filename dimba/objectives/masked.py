@@ -58,6 +58,11 @@ def stratified_counts(n: int, length: int, generator: Optional[torch.Generator],
     [0, 1), mapped to a count (a batch covers the noise levels evenly, as MDLM's antithetic t)."""
     u = (torch.arange(n, device=device, dtype=torch.float64)
          + torch.rand(n, generator=generator, device=device, dtype=torch.float64)) / n
+    return counts_at(u, length)
+
+
+def counts_at(u: Tensor, length: int) -> Tensor:
+    """Mask counts 1..length at quantiles u in [0, 1) of the uniform distribution over them."""
     return (u * length).floor().long().clamp(0, length - 1) + 1
 
 
@@ -88,7 +93,7 @@ def sequence_bound(model, tokens: Tensor, samples: int, generator: torch.Generat
     n, length = tokens.shape
     k = samples // REPLICATES
     u = (torch.arange(k, dtype=torch.float64) + torch.rand(n, REPLICATES, k, generator=generator, dtype=torch.float64)) / k
-    counts = ((u * length).floor().long().clamp(0, length - 1) + 1).reshape(-1)
+    counts = counts_at(u, length).reshape(-1)
     masks = draw_masks(counts, length, generator)
     rows = torch.arange(n).repeat_interleave(REPLICATES * k)
     device = model.embedding.weight.device
