@@ -25,7 +25,7 @@ Corpora: dimba's built-in text (CPython's documentation) and English prose from 
 the word list is Debian's `wamerican` (/usr/share/dict/american-english, SCOWL's licence).
 Install both with `apt-get install fortunes wamerican`; nothing is downloaded here.
 
-    python bench/quality.py run [--corpora builtin,english] [--budgets 1,4] [--seeds 3]
+    python bench/quality.py run [--corpora builtin,english] [--objectives ar,masked,diffusion] [--budgets 1,4] [--seeds 3]
     python bench/quality.py timing      # sampling time per 1,000 tokens, on an idle machine
     python bench/quality.py report      # JSON on stdout, bench/results/quality.{json,md} and plots
 
@@ -109,13 +109,23 @@ def corpus_overrides(corpus: str) -> List[str]:
 
 
 def step_flops(config: Config, model_config) -> int:
-    """FLOPs of one training step (forward and backward) of `objective` at `model_config`."""
+    """FLOPs of one training step (forward and backward) of `objective` at `model_config`; for a
+    self-conditioned model, the expectation over its steps with and without the extra pass."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = DIMBA(model_config)
         batch = torch.randint(0, model_config.vocab_size, (config.data.batch_size, config.data.seq_len))
-        flops = count_flops(lambda: steps.training_loss(model, batch, config.objective, 0, 0)["loss"].backward())
-    return flops
+
+        def at(step: int) -> int:
+            return count_flops(lambda: steps.training_loss(model, batch, config.objective, 0, step)["loss"].backward())
+
+        if not model_config.self_condition:
+            return at(0)
+        decisions = {}
+        for step in range(64):
+            decisions.setdefault(steps.self_conditions(model, config.objective, 0, step), step)
+        rate = config.objective.self_condition_rate
+        return round(rate * at(decisions.get(True, 0)) + (1 - rate) * at(decisions.get(False, 0)))
 
 
 _FLOPS: Dict[tuple, int] = {}
@@ -129,7 +139,7 @@ def run_flops(config: Config, total_steps: int, events: Sequence[GrowthEvent]) -
     bounds = [0] + [e.step for e in events] + [total_steps]
     total = 0
     for stage, (begin, end) in zip(stages, zip(bounds[:-1], bounds[1:])):
-        key = (config.objective.name, json.dumps(stage.to_dict(), sort_keys=True))
+        key = (json.dumps(config.objective.to_dict(), sort_keys=True), json.dumps(stage.to_dict(), sort_keys=True))
         if key not in _FLOPS:
             _FLOPS[key] = step_flops(config, stage)
         total += _FLOPS[key] * max(0, end - begin)
@@ -201,14 +211,17 @@ def bpb(model, windows: torch.Tensor, byte_counts: torch.Tensor) -> Dict[str, fl
     return {"bpb": result.bpb, "se": result.bpb_se, "windows": windows.shape[0]}
 
 
-def draw_samples(model, objective: str) -> List[Dict[str, Any]]:
+def draw_samples(model, objective: str, samplers: Sequence[str] = ("ddim",)) -> List[Dict[str, Any]]:
     out = []
-    for n_steps in SAMPLER_STEPS[objective]:
-        started = time.perf_counter()
-        result = generate(model, torch.tensor([], dtype=torch.long), SAMPLE_LEN, n_steps, list(range(SAMPLES)))
-        seconds = time.perf_counter() - started
-        out.append({"steps": n_steps, "forwards": result["forwards"], "seconds": seconds,
-                    "s_per_1000_tokens": seconds / (SAMPLES * SAMPLE_LEN / 1000), "ids": result["ids"].tolist()})
+    for sampler in samplers if objective == "diffusion" else (None,):
+        for n_steps in SAMPLER_STEPS[objective]:
+            started = time.perf_counter()
+            result = generate(model, torch.tensor([], dtype=torch.long), SAMPLE_LEN, n_steps, list(range(SAMPLES)),
+                              sampler=sampler)
+            seconds = time.perf_counter() - started
+            out.append({"steps": n_steps, "forwards": result["forwards"], "seconds": seconds,
+                        "s_per_1000_tokens": seconds / (SAMPLES * SAMPLE_LEN / 1000), "ids": result["ids"].tolist(),
+                        **({"sampler": sampler} if sampler else {})})
     return out
 
 
@@ -216,8 +229,12 @@ def run_key(corpus: str, objective: str, budget: float, lr: float, seed: int) ->
     return f"{VERSION}|{corpus}|{objective}|x{budget:g}|lr{lr:g}|seed{seed}"
 
 
-def one_run(corpus: str, objective: str, budget: float, lr: float, seed: int, with_samples: bool) -> Dict[str, Any]:
-    overrides = [f"objective={objective}", f"seed={seed}", *corpus_overrides(corpus)]
+def one_run(corpus: str, objective: str, budget: float, lr: float, seed: int, with_samples: bool,
+            extra: Sequence[str] = (), label: str = "", samplers: Sequence[str] = ("ddim",),
+            halves: Sequence[str] = ("select", "report")) -> Dict[str, Any]:
+    """One run of `objective` (plus the Hydra overrides `extra`, keyed as `label`) at `budget`
+    times the default run's FLOPs, its bound read on the held-out `halves`."""
+    overrides = [f"objective={objective}", f"seed={seed}", *corpus_overrides(corpus), *extra]
     config = compose(overrides)
     default = compose(["objective=diffusion", *corpus_overrides(corpus)])
     flops_budget = int(budget * run_flops(default, default.trainer.max_steps, list(default.growth.schedule)))
@@ -227,15 +244,16 @@ def one_run(corpus: str, objective: str, budget: float, lr: float, seed: int, wi
     model, data, wall = train(config, lr, total_steps, events)
     model.eval()
     record: Dict[str, Any] = {
-        "key": run_key(corpus, objective, budget, lr, seed), "corpus": corpus, "objective": objective,
+        "key": run_key(corpus, label or objective, budget, lr, seed), "corpus": corpus, "objective": objective,
+        **({"variant": label} if label else {}),
         "budget": budget, "lr": lr, "seed": seed, "steps": total_steps, "growth_steps": [e.step for e in events],
         "flops": run_flops(config, total_steps, events), "budget_flops": flops_budget, "train_wall_s": wall,
         "params": sum(p.numel() for p in model.parameters()), "overrides": overrides}
     started = time.perf_counter()
-    record["heldout"] = {name: bpb(model, w, b) for name, (w, b) in held_out(data).items()}
+    record["heldout"] = {name: bpb(model, w, b) for name, (w, b) in held_out(data).items() if name in halves}
     record["eval_wall_s"] = time.perf_counter() - started
     if with_samples:
-        record["samples"] = draw_samples(model, objective)
+        record["samples"] = draw_samples(model, objective, samplers)
     if objective == "ar":  # a judge candidate
         CACHE.mkdir(parents=True, exist_ok=True)
         torch.save({"config": model.config.to_dict(), "state": model.state_dict()}, CACHE / f"{record['key'].replace('|', '_')}.pt")
@@ -276,7 +294,7 @@ def chosen_lr(corpus: str, objective: str) -> float:
 def cmd_run(args: argparse.Namespace) -> None:
     for budget in args.budgets:
         for corpus in args.corpora:
-            for objective in OBJECTIVES:
+            for objective in args.objectives:
                 lr = chosen_lr(args.tune_on or corpus, objective)
                 seeds = range(args.seeds if budget == min(args.budgets) else args.seeds_large)
                 for seed in seeds:
@@ -289,6 +307,7 @@ def main() -> None:
     run = sub.add_parser("run")
     run.add_argument("--corpora", default="builtin,english", type=lambda s: s.split(","))
     run.add_argument("--budgets", default="1,4", type=lambda s: [float(x) for x in s.split(",")])
+    run.add_argument("--objectives", default=",".join(OBJECTIVES), type=lambda s: s.split(","))
     run.add_argument("--seeds", type=int, default=3, help="seeds at the smallest budget")
     run.add_argument("--seeds-large", type=int, default=3, help="seeds at the larger budgets")
     run.add_argument("--tune-on", default=None, help="tune every corpus's rates on this corpus's grid (default: its own)")

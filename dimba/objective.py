@@ -17,8 +17,11 @@ if TYPE_CHECKING:
 from dimba.errors import ConfigError
 from dimba.model.config import OBJECTIVES
 
-DIFFUSION_ONLY = ("mse_weight", "ce_weight", "use_consistency_training", "consistency_loss_weight",
-                  "consistency_delta_min", "consistency_delta_max")
+WEIGHTINGS = ("uniform", "min_snr", "bound")
+"""What continuous diffusion trains on (see `ObjectiveConfig.weighting`)."""
+DIFFUSION_ONLY = ("weighting", "mse_weight", "ce_weight", "min_snr_gamma", "self_condition_rate",
+                  "use_consistency_training", "consistency_loss_weight", "consistency_delta_min",
+                  "consistency_delta_max")
 """The options of continuous diffusion: refused under `masked` and `ar` unless left at their defaults."""
 
 
@@ -36,10 +39,20 @@ class ObjectiveConfig:
     name: str = "diffusion"
     """`diffusion` (continuous, in the embedding space), `masked` (absorbing-state diffusion,
     MDLM) or `ar` (autoregressive, causal). It decides the network (`model.objective`)."""
+    weighting: str = "uniform"
+    """What continuous diffusion trains on (`dimba.objectives.continuous`): `uniform` (t
+    uniform, mse_weight x MSE + ce_weight x rounding cross-entropy), `min_snr` (the MSE
+    weighted by min(SNR(t), min_snr_gamma)) or `bound` (the variational bound itself, with
+    importance-sampled timesteps: the figure `dimba eval` reports)."""
     mse_weight: float = 1.0
-    """Weight of the x0 mean-squared error in the diffusion loss."""
+    """Weight of the x0 mean-squared error in the diffusion loss (`uniform`, `min_snr`)."""
     ce_weight: float = 1.0
-    """Weight of the token cross-entropy of the rounding logits in the diffusion loss."""
+    """Weight of the token cross-entropy of the rounding logits in the diffusion loss (`uniform`, `min_snr`)."""
+    min_snr_gamma: float = 5.0
+    """The SNR cap of `weighting=min_snr` (Hang et al. use 5)."""
+    self_condition_rate: float = 0.5
+    """Share of training steps on which a self-conditioned model (`model.self_condition`)
+    reads its own no-gradient x0 estimate (the rest read zeros)."""
     use_consistency_training: bool = False
     """Add the consistency term to the diffusion loss (one extra no-grad forward per step)."""
     consistency_loss_weight: float = 1.0
@@ -54,6 +67,14 @@ class ObjectiveConfig:
     def __post_init__(self) -> None:
         if self.name not in OBJECTIVES:
             raise ConfigError("objective.name", self.name, " | ".join(OBJECTIVES))
+        if self.weighting not in WEIGHTINGS:
+            raise ConfigError("objective.weighting", self.weighting, " | ".join(WEIGHTINGS))
+        gamma = self.min_snr_gamma
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma) or gamma <= 0:
+            raise ConfigError("objective.min_snr_gamma", gamma, "a finite number > 0")
+        rate = self.self_condition_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+            raise ConfigError("objective.self_condition_rate", rate, "a number in [0, 1]")
         for name in ("mse_weight", "ce_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -71,8 +92,14 @@ class ObjectiveConfig:
             raise ConfigError("objective.consistency_delta_max", self.consistency_delta_max,
                               f"an integer >= objective.consistency_delta_min ({self.consistency_delta_min})")
 
+        defaults = {f.name: f.default for f in fields(self)}
+        if self.weighting == "bound":
+            for option in ("mse_weight", "ce_weight"):
+                if getattr(self, option) != defaults[option]:
+                    raise ConfigError(f"objective.{option}", getattr(self, option),
+                                      f"its default ({defaults[option]}) with objective.weighting=bound: the "
+                                      f"bound weighs its own terms")
         if self.name != "diffusion":
-            defaults = {f.name: f.default for f in fields(self)}
             for option in DIFFUSION_ONLY:
                 if getattr(self, option) != defaults[option]:
                     raise ConfigError(f"objective.{option}", getattr(self, option),
@@ -87,6 +114,10 @@ class ObjectiveConfig:
         if model.objective not in ("diffusion", self.name):
             raise ConfigError("model.objective", model.objective,
                               f"{self.name}, as objective={self.name} says (or leave it unset)")
+        if self.name == "diffusion" and model.noise_schedule == "learned" and self.weighting != "bound":
+            raise ConfigError("model.noise_schedule", "learned",
+                              f"cosine | cosine_zero_snr with objective.weighting={self.weighting} (a learned "
+                              f"schedule is trained through the bound: objective.weighting=bound)")
         if model.objective == self.name and (self.name != "ar" or not model.bidirectional):
             return model
         return replace(model, objective=self.name, bidirectional=self.name != "ar" and model.bidirectional)
@@ -105,8 +136,11 @@ class ObjectiveConfig:
         """Plain data for hyperparameters (checkpoints load with weights_only=True)."""
         return {
             "name": str(self.name),
+            "weighting": str(self.weighting),
             "mse_weight": float(self.mse_weight),
             "ce_weight": float(self.ce_weight),
+            "min_snr_gamma": float(self.min_snr_gamma),
+            "self_condition_rate": float(self.self_condition_rate),
             "use_consistency_training": bool(self.use_consistency_training),
             "consistency_loss_weight": float(self.consistency_loss_weight),
             "consistency_delta_min": int(self.consistency_delta_min),

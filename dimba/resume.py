@@ -16,7 +16,6 @@ from dimba.checkpointing import layout
 from dimba.checkpointing.discovery import LIGHTNING_GLOB, complete_milestones
 from dimba.checkpointing.files import looks_complete
 from dimba.errors import CheckpointLoadError
-from dimba.io.read import first_line
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +27,10 @@ def checkpoint_step(path: Path) -> Optional[int]:
     if not looks_complete(path):
         log.warning("Skipping incomplete checkpoint %s", path)
         return None
-    import torch
+    from dimba.io.read import open_checkpoint
 
     try:
-        target = path / "meta.pt" if path.is_dir() else path
-        return int(torch.load(target, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+        return int(open_checkpoint(path, tensors=False).data["global_step"])
     except Exception as exc:
         log.warning("Skipping unreadable checkpoint %s: %s", path, exc)
         return None
@@ -41,15 +39,10 @@ def checkpoint_step(path: Path) -> Optional[int]:
 def resumable_step(path: Path) -> int:
     """The step of the Lightning checkpoint `ckpt_path=` names; a CheckpointLoadError naming
     the file if it cannot be resumed (the torch-free checks ran during validation)."""
-    import torch
+    from dimba.io.read import open_checkpoint
 
-    path = Path(path)
-    target = path / "meta.pt" if path.is_dir() else path
-    try:
-        checkpoint = torch.load(target, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:
-        raise CheckpointLoadError(f"Cannot load checkpoint {path}: {first_line(exc)}") from None
-    if not isinstance(checkpoint, dict) or "global_step" not in checkpoint:
+    checkpoint = open_checkpoint(path, tensors=False).data
+    if "global_step" not in checkpoint:
         raise CheckpointLoadError(f"{path} is not a training checkpoint (no global_step)")
     if "loops" not in checkpoint:
         raise CheckpointLoadError(f"{path} holds no Lightning training state (written by SimpleTrainer or by hand?): "
@@ -59,9 +52,9 @@ def resumable_step(path: Path) -> int:
 
 def recorded_tokenizer(path: Path) -> Optional[dict]:
     """The tokenizer record of a checkpoint (None: trained on bytes, or not recorded)."""
-    from dimba.io.read import read_metadata
+    from dimba.io.read import open_checkpoint
 
-    return read_metadata(path).tokenizer
+    return open_checkpoint(path, tensors=False).tokenizer
 
 
 def candidates(run_dir: Path, milestone_dir: Optional[Path] = None) -> List[Tuple[int, float, Path]]:
@@ -96,14 +89,27 @@ def check_resume_before_running(config) -> None:
     except CheckpointLoadError as exc:
         raise ConfigError("ckpt_path", str(path), "", line=f"ckpt_path: {exc}; accepted: a Lightning checkpoint "
                                                         "(last.ckpt, a milestone .pt, or a sharded directory) or null") from None
-    from dimba.io.read import read_metadata
+    from dimba.io.read import open_checkpoint
 
-    record = read_metadata(path)  # read once: the objective and the tokenizer both come from it
+    record = open_checkpoint(path, tensors=False)  # read once: the objective and the tokenizer both come from it
     trained_with = str((record.architecture or {}).get("objective", "diffusion"))
     if trained_with != config.objective.name:
         raise ConfigError("objective", config.objective.name, "", line=(
             f"objective: {path} was trained with objective={trained_with}, not {config.objective.name}; resume it "
             f"with objective={trained_with} (a run keeps its objective)"))
+    if record.architecture:
+        from dataclasses import replace as replace_fields
+
+        from dimba.model.config import CONTINUOUS_ONLY
+
+        trained = replace_fields(config.model, **{k: record.architecture.get(k, default)  # older: the defaults
+                                                  for k, default in CONTINUOUS_ONLY.items()})
+        difference = config.model.fixed_difference(trained)
+        if difference:
+            field = difference.split("=", 1)[0]
+            raise ConfigError(field, getattr(config.model, field.split(".", 1)[1]), "", line=(
+                f"{field}: {path} was trained with {difference}; resume it with {difference.split(',')[0]} "
+                f"(a run keeps its recipe)"))
     from dimba.data.config import ShardsDataConfig
     from dimba.data.records import check_resume_tokenizer
 

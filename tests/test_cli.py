@@ -20,7 +20,6 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from conftest import HANG_GUARD_S, ROOT, TINY_MODEL
-from dimba.io.load import load_exported
 from dimba.cli.main import main
 from dimba.training import DIMBALightningModule
 
@@ -195,7 +194,7 @@ def test_export_round_trip_gives_the_same_logits(milestone, tmp_path, capsys):
 
     original = dimba.load_model(milestone)
     assert set(load_file(str(out_dir / "model.safetensors"))) == set(original.state_dict())  # eps buffers too
-    exported = load_exported(out_dir)
+    exported = dimba.load_model(out_dir)
     assert exported.config == original.config and not exported.training
     x_t, t = torch.randn(2, 24, original.config.d_embed), torch.tensor([5, 80])
     with torch.no_grad():
@@ -266,14 +265,14 @@ BAD_COMMANDS = [
     (["checkpoints", "show", "{bad}/truncated.pt"], "failed reading zip archive"),
     (["checkpoints", "show", "{bad}/tensor.pt"], "is not a checkpoint (it holds a Tensor)"),
     (["checkpoints", "show", "{bad}/sidecar.json"], "is not a dimba checkpoint sidecar"),
-    (["checkpoints", "show", "{bad}/empty_dir"], "is a directory, not a checkpoint"),
+    (["checkpoints", "show", "{bad}/empty_dir"], "is a directory that holds no checkpoint"),
     (["checkpoints", "plot", "{bad}/missing"], "missing: no such directory"),
     (["checkpoints", "plot", "{bad}/empty_dir"], "has no metrics"),
     (["checkpoints", "plot", "{bad}/a_file"], "is not a directory"),
     (["checkpoints", "export", "{bad}/garbage.pt", "{bad}/out"], "is not a checkpoint"),
     (["checkpoints", "export", "{ckpt}", "{bad}/a_file"], "exists and is not a directory"),
     (["generate", "{bad}/missing.pt", "--prompt", "a", "--steps", "2", "--seed", "0"], "no such file or directory"),
-    (["generate", "{bad}/empty_dir", "--prompt", "a", "--steps", "2", "--seed", "0"], "not a dimba export (no config.json)"),
+    (["generate", "{bad}/empty_dir", "--prompt", "a", "--steps", "2", "--seed", "0"], "is a directory that holds no checkpoint"),
     (["generate", "{bad}/no_weights.pt", "--prompt", "a", "--steps", "2", "--seed", "0"], "cannot rebuild the model"),
     (["generate", "{ckpt}", "--prompt", "a", "--steps", "0", "--seed", "0"], "--steps must be at least 1"),
     (["generate", "{ckpt}", "--prompt", "a", "--num-samples", "0"], "--num-samples must be between 1 and 1024"),
@@ -283,7 +282,7 @@ BAD_COMMANDS = [
     (["generate", "{ckpt}", "--prompt", "abc", "--steps", "2", "--seed", "0", "--length", "2"], "at least the prompt's length (3 tokens)"),
     (["generate", "{ckpt}", "--steps", "2"], "the following arguments are required: --prompt"),
     (["checkpoints", "plot", "{run}", "--out", "/proc/dimba/x.png"], "cannot write /proc/dimba/x.png"),
-    (["generate", "{bad}", "--prompt", "a"], "is not a dimba export (no config.json)"),
+    (["generate", "{bad}", "--prompt", "a"], "is a directory that holds no checkpoint"),
     (["checkpoints", "frobnicate"], "invalid choice: 'frobnicate'"),
 ]
 

@@ -52,7 +52,7 @@ def test_the_loss_matches_a_hand_computation(model, batch):
         teacher[2] = model.embedding(tokens[2])  # t - δ = 0: the clean embedding is the target
         by_hand = ((student - teacher) ** 2).mean()
         plain = model.loss(tokens, t=t, noise=noise, mse_weight=1.0, ce_weight=1.0)["loss"]
-        out = objective_loss(model, tokens, t, noise, delta=delta, consistency_weight=0.5)
+        out = objective_loss(model, tokens, t, noise, ObjectiveConfig(consistency_loss_weight=0.5), delta=delta)
     assert by_hand > 0
     torch.testing.assert_close(out["consistency"], by_hand)
     torch.testing.assert_close(out["loss"], plain + 0.5 * by_hand)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -20,8 +21,12 @@ MILESTONES = [10_000, 20_000, 50_000]  # crossed at steps 1, 3 and 7
 # CDLM consistency training on (the tiny model has 100 diffusion steps); its gaps δ are drawn
 # from (seed, step, rank) like the noise, so resuming is exact with it too.
 CDLM = dict(use_consistency_training=True, consistency_loss_weight=0.5, consistency_delta_min=5, consistency_delta_max=40)
-OBJECTIVES = pytest.mark.parametrize("objective", [{}, CDLM, {"objective": "masked"}, {"objective": "ar"}],
-                                     ids=["diffusion", "cdlm", "masked", "ar"])
+# The continuous recipe's options, all on: the bound as the loss (its timesteps drawn from
+# (seed, step, rank)), self-conditioning (its draw too), and the architecture options.
+RECIPE = {"weighting": "bound", "model": dict(noise_schedule="cosine_zero_snr", embedding_norm=4.0,
+                                             x0_estimate="softmax", self_condition=True)}
+OBJECTIVES = pytest.mark.parametrize("objective", [{}, CDLM, RECIPE, {"objective": "masked"}, {"objective": "ar"}],
+                                     ids=["diffusion", "cdlm", "recipe", "masked", "ar"])
 
 
 @pytest.fixture
@@ -39,8 +44,15 @@ class RecordLoss(L.Callback):
         self.losses[trainer.global_step] = float(outputs["loss"])
 
 
+def with_options(model_config, objective):
+    """(model config, objective keyword arguments) of a parametrized case."""
+    objective = dict(objective or {})
+    return replace(model_config, **objective.pop("model", {})), objective
+
+
 def fit(tiny_model_config, corpus, run_dir: Path, max_steps: int, ckpt_path=None, objective=None):
     L.seed_everything(0, verbose=False)  # the same initial weights, as train.py's seed does
+    tiny_model_config, objective = with_options(tiny_model_config, objective)
     module = DIMBALightningModule(
         model_config=tiny_model_config, warmup_steps=2, total_steps=12, growth_schedule=SCHEDULE,
         enable_progressive_checkpoints=True, progressive_milestones=MILESTONES,
@@ -111,6 +123,8 @@ def test_seed_manual_resume_then_next_milestone(tmp_path, tiny_model_config, cor
 
 @OBJECTIVES
 def test_simple_trainer_resumes_exactly_without_saving_again(tmp_path, tiny_model_config, corpus, objective):
+    tiny_model_config, objective = with_options(tiny_model_config, objective)
+
     def trainer(save_dir, max_steps=10):
         torch.manual_seed(0)
         data = TextDataModule(files=[str(corpus)], seq_len=32, batch_size=4, seed=0)

@@ -21,7 +21,7 @@ from lightning.pytorch.strategies import FSDPStrategy, SingleDeviceStrategy
 
 import dimba
 from dimba.io.manager import ProgressiveCheckpointManager
-from dimba.io.read import read_checkpoint
+from dimba.io.read import open_checkpoint
 from dimba.training.directory_swap import WholeDirectorySaves
 from dimba.model.params import architecture_parameters as count_parameters
 from dimba.resume import checkpoint_step, newest_valid_checkpoint
@@ -70,7 +70,7 @@ def test_a_sharded_milestone_is_a_directory_that_lists_and_loads(tmp_path, tiny_
     [entry] = ProgressiveCheckpointManager([1000], save_dir).list_checkpoints()
     assert entry["status"] == "ok" and entry["path"] == str(path)
 
-    checkpoint = read_checkpoint(path)
+    checkpoint = open_checkpoint(path).data
     assert checkpoint["global_step"] == 1 and checkpoint["target_milestone"] == 1000
     assert set(checkpoint["model_state_dict"]) == set(module.model.state_dict())
     assert checkpoint["optimizer_states"]  # the moments travel in the shards
@@ -178,5 +178,5 @@ def test_a_sharded_last_checkpoint_is_replaced_whole_and_survives_a_crash_mid_wr
         fit(5)  # a new attempt; its first save of last.ckpt dies half-way
     monkeypatch.setattr(ShardedSaveStrategy, "save_checkpoint", original)
     assert checkpoint_step(last) == 3  # the old directory, whole: the torn write went to a temporary
-    state = read_checkpoint(last)
+    state = open_checkpoint(last).data
     assert state["global_step"] == 3 and state["optimizer_states"]

@@ -61,7 +61,7 @@ class CheckpointRecord:
 
     @property
     def is_milestone(self) -> bool:
-        return "model_state_dict" in self.data
+        return "model_state_dict" in self.data and not self.data.get("export")
 
     @property
     def model_state(self) -> Dict[str, Any]:

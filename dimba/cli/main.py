@@ -4,7 +4,7 @@
     dimba checkpoints show CKPT                   metadata, architecture and growth history
     dimba checkpoints plot RUN_DIR [--out PNG]    parameters and loss against step, as a PNG
     dimba checkpoints export CKPT OUT             OUT/model.safetensors + OUT/config.json
-    dimba generate CKPT --prompt TEXT --steps N --seed S [--length L] [--num-samples N] [--no-clamp]
+    dimba generate CKPT --prompt TEXT --steps N --seed S [--length L] [--num-samples N] [--no-clamp] [--sampler ddim|ancestral]
                    [--temperature T] [--top-p P]
     dimba eval CKPT_OR_RUN_DIR [--data FILE_OR_DIR...] [--samples K] [--seq-len N] [--json]
     dimba data prepare INPUT... --out DIR [--tokenizer bytes|bpe|PATH] ...   token shards for data=shards
@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="total length in tokens, prompt included (default: the prompt plus 64)")
     p.add_argument("--no-clamp", dest="clamp", action="store_false",
                    help="do not snap each prediction to the nearest token embedding")
+    p.add_argument("--sampler", choices=("ddim", "ancestral"), default=None,
+                   help="diffusion: deterministic DDIM (default) or ancestral steps, each a draw from the "
+                        "posterior q(z_s | z_t, x0_hat)")
     p.add_argument("--num-samples", type=int, default=1, metavar="N",
                    help="samples to draw, seeds S, S+1, ..., as one batch (default: 1)")
     p.add_argument("--temperature", type=float, default=1.0, metavar="T",
@@ -166,9 +169,9 @@ def cmd_generate(args: argparse.Namespace, out) -> int:
     seeds = [args.seed + i for i in range(args.num_samples)]
     try:
         ids = generate(model, prompt, length, args.steps, seeds, clamp=args.clamp, temperature=args.temperature,
-                       top_p=args.top_p)["ids"]
+                       top_p=args.top_p, sampler=args.sampler)["ids"]
     except ValueError as exc:
-        raise CLIError(f"--steps/--length/--temperature/--top-p: {one_line(exc)}") from None
+        raise CLIError(f"--steps/--length/--temperature/--top-p/--sampler: {one_line(exc)}") from None
     for seed, row in zip(seeds, ids.tolist()):
         if args.num_samples > 1:
             print(f"=== seed {seed} ===", file=out)

@@ -1,8 +1,8 @@
 """`dimba checkpoints show`: metadata, architecture and growth history of one checkpoint.
 
-A milestone checkpoint is described from its sidecar (no torch), an export directory from
-its `config.json`; only a checkpoint without a readable sidecar (Lightning's `last.ckpt`)
-is opened, through `dimba.io.read`.
+A milestone checkpoint is described from its sidecar (no torch); anything else (Lightning's
+`last.ckpt`, a sharded directory, an export) is opened through `dimba.io.read.open_checkpoint`
+with its tensors left on disk.
 """
 
 from __future__ import annotations
@@ -12,34 +12,33 @@ from pathlib import Path
 from typing import Any, Dict, Tuple
 
 from dimba.checkpointing import format as ckpt_format
-from dimba.checkpointing.atomic_io import is_sharded_checkpoint, size_on_disk
+from dimba.checkpointing.atomic_io import size_on_disk
+from dimba.checkpointing.files import checkpoint_kind
 from dimba.checkpointing.milestones import format_param_count, milestone_label
-from dimba.checkpointing.record import EXPORT_CONFIG, read_export_config
+from dimba.checkpointing.record import EXPORT_CONFIG
 from dimba.cli.checkpoints import CLIError
 from dimba.growth.schedule import describe_event
 
 
 def describe_checkpoint(path: Path) -> Tuple[Dict[str, Any], str]:
     """(record, where it came from). The record has the sidecar's keys (global_step,
-    current_params, metadata{architecture, growth_history, ...}, ...)."""
-    if not path.exists():
-        raise CLIError(f"{path}: no such file or directory")
-    if path.is_dir() and not is_sharded_checkpoint(path):
-        if (path / EXPORT_CONFIG).is_file():
-            return _export_record(path), f"export directory ({EXPORT_CONFIG})"
-        raise CLIError(f"{path} is a directory, not a checkpoint")
-    if path.suffix == ".json":
+    current_params, metadata{architecture, growth_history, ...}, ...). A milestone is
+    described from its sidecar (no torch); anything else `dimba.io.read` opens, tensors
+    left on disk."""
+    kind = checkpoint_kind(path)  # CheckpointLoadError names the path
+    if kind == "sidecar":
         return _from_sidecar(path), f"sidecar {path.name}"
     note = ""
     sidecar = ckpt_format.sidecar_of(path)
-    if sidecar.is_file():
+    if kind in ("file", "sharded") and sidecar.is_file():
         try:
             info = _from_sidecar(sidecar)
             if Path(info["path"]).name == path.name:
                 return info, f"sidecar {sidecar.name}"
         except CLIError as exc:
             note = f" ({exc}; read the checkpoint instead)"
-    return _record_from_checkpoint(path), f"checkpoint file{note}"
+    source = {"export": f"export directory ({EXPORT_CONFIG})", "sharded": "sharded checkpoint directory"}
+    return _record_from_checkpoint(path), source.get(kind, f"checkpoint file{note}")
 
 
 def _from_sidecar(path: Path) -> Dict[str, Any]:
@@ -51,28 +50,22 @@ def _from_sidecar(path: Path) -> Dict[str, Any]:
     return info
 
 
-def _export_record(path: Path) -> Dict[str, Any]:
-    info = read_export_config(path)
-    metadata = {"architecture": info["architecture"], "growth_history": info.get("growth_history", [])}
-    return {"path": str(path), "status": "ok", "global_step": info.get("global_step"),
-            "current_params": info.get("param_count"), "format": info.get("format"),
-            "source_checkpoint": info.get("source_checkpoint"), "metadata": metadata}
-
-
 def _record_from_checkpoint(path: Path) -> Dict[str, Any]:
-    """Torch enters here only: a checkpoint without a sidecar (e.g. Lightning's last.ckpt)."""
+    """Torch enters here only: a checkpoint without a sidecar (Lightning's last.ckpt, a sharded
+    directory, an export)."""
     from dimba.errors import CheckpointLoadError
-    from dimba.io.read import read_record
+    from dimba.io.read import open_checkpoint
     from dimba.model import DIMBAConfig
     from dimba.model.params import architecture_parameters
 
-    record = read_record(path)  # CheckpointLoadError names the file
+    record = open_checkpoint(path, tensors=False)  # CheckpointLoadError names the file
     architecture = record.architecture
     if architecture is None:
         raise CheckpointLoadError(f"{path} records no model architecture; it was not written by dimba")
     metadata = dict(record.data.get("metadata") or {}) if isinstance(record.data.get("metadata"), dict) else {}
     metadata.update(architecture=architecture, growth_history=record.growth_history)
-    keys = ("global_step", "epoch", "current_params", "target_milestone", "milestones", "reached_milestones")
+    keys = ("global_step", "epoch", "current_params", "target_milestone", "milestones", "reached_milestones",
+            "format", "source_checkpoint")
     info = {k: record.data[k] for k in keys if k in record.data}
     if "current_params" not in info:
         try:

@@ -116,6 +116,9 @@ class Config:
             raise ConfigError("trainer.strategy", strategy,
                               f"{' | '.join(SUPPORTED_STRATEGIES)} with growth or milestone checkpoints "
                               "(or growth=none progressive_checkpoints=disabled)")
+        if strategy == "fsdp" and self.model.noise_schedule == "learned":  # its warp is read outside the forward
+            raise ConfigError("model.noise_schedule", "learned", "cosine | cosine_zero_snr under FSDP (a learned "
+                              "schedule trains on one device or under DDP)")
         raw = self.trainer.strategy
         ours = isinstance(raw, Mapping) and raw.get("_target_") == DIMBA_FSDP
         if strategy == "fsdp" and not ours and (self.growth.schedule or progressive.enabled):

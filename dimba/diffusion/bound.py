@@ -90,10 +90,8 @@ def snr(alpha_bar: Tensor) -> Tensor:
 
 def diffusion_weights(alpha_bar: Tensor) -> Tensor:
     """w_t = 1/2 (SNR(t-1) - SNR(t)) for t = 0..T; zero for t < 2 (not in the sum)."""
-    ratio = snr(alpha_bar)
-    weights = torch.zeros_like(ratio)
-    weights[2:] = 0.5 * (ratio[1:-1] - ratio[2:])
-    return weights
+    ratio = snr(alpha_bar[1:])  # SNR(0) is infinite: left out, so no gradient meets it (a learned schedule)
+    return torch.cat([ratio.new_zeros(2), 0.5 * (ratio[:-1] - ratio[1:])])
 
 
 def timestep_proposal(alpha_bar: Tensor, mix: Tuple[float, float, float] = PROPOSAL_MIX) -> Tensor:
@@ -101,12 +99,14 @@ def timestep_proposal(alpha_bar: Tensor, mix: Tuple[float, float, float] = PROPO
     weight w_t, proportional to the step's drop in log-SNR, uniform over t = 2..T). Every
     t >= 2 has p_t > 0 as long as the uniform share is positive."""
     weights = diffusion_weights(alpha_bar)[2:]
-    log_snr = snr(alpha_bar).log()
-    drops = (log_snr[1:-1] - log_snr[2:]).clamp(min=0)
-    uniform = torch.full_like(drops, 1.0 / drops.numel())
     by_weight, by_logsnr, by_step = mix
-    proposal = torch.zeros_like(log_snr)
-    proposal[2:] = by_weight * weights / weights.sum() + by_logsnr * drops / drops.sum() + by_step * uniform
+    proposal = torch.zeros_like(alpha_bar, dtype=torch.float64)
+    proposal[2:] = by_weight * weights / weights.sum() + by_step / weights.numel()
+    if by_logsnr:  # (a zero-terminal-SNR schedule's last drop is infinite: that share then lands on t = T)
+        log_snr = snr(alpha_bar).log()
+        drops = (log_snr[1:-1] - log_snr[2:]).clamp(min=0)
+        drops = torch.where(torch.isinf(drops), drops[torch.isfinite(drops)].sum().clamp(min=1.0), drops)
+        proposal[2:] += by_logsnr * drops / drops.sum()
     return proposal / proposal.sum()
 
 
@@ -181,10 +181,11 @@ def _group_bound(model, tokens: Tensor, samples: int, generator: torch.Generator
                          prior=prior, diffusion=diffusion.mean(1), reconstruction=recon.mean(1))
 
 
-def posterior_mean(model, x0_hat: Tensor, decoder: str) -> Tensor:
-    """The reverse process's estimate of e at (z_t, t): the rounding distribution's mean
-    softmax(x0_hat . E^T) . E (`rounding`), or the regression output itself (`regression`)."""
-    return x0_hat if decoder == "regression" else model.rounding_mean(x0_hat)
+def posterior_mean(model, out: Tensor, decoder: str) -> Tensor:
+    """The reverse process's estimate of e at (z_t, t) from the network's output: the rounding
+    distribution's mean softmax(out . E^T) . E (`rounding`), or the model's own x0 estimate
+    (`regression`: the output itself, or that same mean under `x0_estimate=softmax`)."""
+    return model.x0_hat(out) if decoder == "regression" else model.rounding_mean(out)
 
 
 def _noised(x0: Tensor, seq: Tensor, t: Tensor, noise: Tensor, alpha_bar: Tensor, device, dtype) -> Tensor:
@@ -200,7 +201,7 @@ def _denoising_errors(model, x0: Tensor, seq: Tensor, t: Tensor, noise: Tensor, 
     for start in range(0, t.numel(), max_batch):
         part = slice(start, start + max_batch)
         z = _noised(x0, seq[part], t[part], noise[part], alpha_bar, device, dtype)
-        x0_hat = posterior_mean(model, model.denoise(z, t[part].to(device)), decoder)
+        x0_hat = posterior_mean(model, model.estimate(z, t[part].to(device)), decoder)
         err = (x0[seq[part].to(device)].to(torch.float64) - x0_hat.to(torch.float64)) ** 2
         out.append(err.sum(dim=(1, 2)).cpu())
     return torch.cat(out)
@@ -214,7 +215,7 @@ def _reconstruction_nats(model, x0: Tensor, tokens: Tensor, seq: Tensor, noise: 
     for start in range(0, seq.numel(), max_batch):
         part = slice(start, start + max_batch)
         z = _noised(x0, seq[part], one[part], noise[part], alpha_bar, device, dtype)
-        logits = model.logits(model.denoise(z, one[part].to(device))).to(torch.float64)
+        logits = model.logits(model.estimate(z, one[part].to(device))).to(torch.float64)
         target = tokens[seq[part]].to(device)
         nll = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view(target.shape)
         out.append(nll.sum(1).cpu())

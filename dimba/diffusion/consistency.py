@@ -39,8 +39,8 @@ def consistency_target(model, tokens: Tensor, t: Tensor, noise: Tensor, delta: T
     where t - δ = 0)."""
     with torch.no_grad():
         s = t - delta
-        x0 = model.embedding(tokens)
-        prediction = model.denoise(model.schedule.add_noise(x0, s, noise), s)
+        x0 = model.embed(tokens)
+        prediction = model.x0_hat(model.estimate(model.schedule.add_noise(x0, s, noise), s))
         at_zero = (s == 0).view(-1, *([1] * (x0.dim() - 1)))
         return torch.where(at_zero, x0.to(prediction.dtype), prediction)
 
@@ -55,19 +55,23 @@ def objective_loss(
     tokens: Tensor,
     t: Tensor,
     noise: Tensor,
-    mse_weight: float = 1.0,
-    ce_weight: float = 1.0,
+    objective=None,
     delta: Optional[Tensor] = None,
-    consistency_weight: float = 0.0,
+    self_condition: bool = False,
 ) -> Dict[str, Tensor]:
-    """The training loss of either objective: `DIMBA.loss`, plus the consistency term when
-    `delta` is given (the dict then holds "consistency" and "loss" includes its weight)."""
-    out = model.loss(tokens, t=t, noise=noise, mse_weight=mse_weight, ce_weight=ce_weight,
-                     return_prediction=delta is not None)
+    """The training loss of continuous diffusion under `objective` (an `ObjectiveConfig`; None:
+    the defaults), plus the consistency term when `delta` is given (the dict then holds
+    "consistency" and "loss" includes its weight)."""
+    from dimba.objective import ObjectiveConfig
+    from dimba.objectives import continuous
+
+    objective = objective if objective is not None else ObjectiveConfig()
+    out = continuous.loss(model, tokens, t, noise, objective.weighting, objective.mse_weight, objective.ce_weight,
+                          objective.min_snr_gamma, self_condition, return_prediction=delta is not None)
     if delta is None:
         return out
     x0_hat = out.pop("x0_hat")
     consistency = consistency_loss(model, tokens, x0_hat, t, noise, delta)
     out["consistency"] = consistency
-    out["loss"] = out["loss"] + consistency_weight * consistency
+    out["loss"] = out["loss"] + objective.consistency_loss_weight * consistency
     return out

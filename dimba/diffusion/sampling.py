@@ -15,6 +15,11 @@ Why this sampler:
   positions exactly on the forward-noised prompt sqrt(ab_t) e + sqrt(1 - ab_t) z at every
   t, so the denoiser sees a consistently noised prompt as context for the rest.
 
+The ancestral sampler (`sampler="ancestral"`) is the other one: each step draws z_s from the
+Gaussian posterior q(z_s | z_t, x0 := x0_hat), the reverse process whose likelihood
+`dimba eval` bounds, with noise from a per-row generator seeded with the row's seed (so it is
+as reproducible as DDIM). A self-conditioned model reads the previous step's estimate.
+
 `sample` generates from a prompt (`sample_many`: a batch of seeds at once); `denoise` runs the same DDIM loop on a whole batch from
 a given x_t (any starting timestep, optional known positions), for evaluation.
 """
@@ -32,18 +37,22 @@ def ddim_timesteps(total: int, steps: int) -> List[int]:
     return [(total * (steps - i) + steps // 2) // steps for i in range(steps + 1)]
 
 
-def sample(model, prompt_ids: Tensor, length: int, steps: int, seed: int, clamp: bool = True) -> Tensor:
+SAMPLERS = ("ddim", "ancestral")
+
+
+def sample(model, prompt_ids: Tensor, length: int, steps: int, seed: int, clamp: bool = True,
+           sampler: str = "ddim") -> Tensor:
     """Generate `length` token ids (prompt included) with `steps` DDIM steps.
 
     `prompt_ids` is a 1-D LongTensor (P,) that fills the first P positions; the result is a
     LongTensor (length,) on the CPU whose first P entries equal the prompt. The same seed
     gives the same output. Raises ValueError for a length or step count it cannot use.
     """
-    return sample_many(model, prompt_ids, length, steps, [seed], clamp)[0]
+    return sample_many(model, prompt_ids, length, steps, [seed], clamp, sampler)[0]
 
 
 def sample_many(model, prompt_ids: Tensor, length: int, steps: int, seeds: Sequence[int],
-                clamp: bool = True) -> Tensor:
+                clamp: bool = True, sampler: str = "ddim") -> Tensor:
     """`sample` for several seeds at once: one batch, so a DDIM step costs one forward pass
     of the whole batch. Returns (len(seeds), length) token ids; row i starts from seed i's
     noise, as `sample(..., seed=seeds[i])` does (rows do not interact).
@@ -67,12 +76,14 @@ def sample_many(model, prompt_ids: Tensor, length: int, steps: int, seeds: Seque
     seeds = [int(seed) for seed in seeds]
     if not seeds:
         raise ValueError("seeds must name at least one seed")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
 
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            return _ddim(model, prompt_ids.long(), length, ddim_timesteps(total, steps), seeds, clamp)
+            return _ddim(model, prompt_ids.long(), length, ddim_timesteps(total, steps), seeds, clamp, sampler)
     finally:
         model.train(was_training)
 
@@ -106,7 +117,8 @@ def denoise(
         model.train(was_training)
 
 
-def _ddim(model, prompt_ids: Tensor, length: int, timesteps: List[int], seeds: List[int], clamp: bool) -> Tensor:
+def _ddim(model, prompt_ids: Tensor, length: int, timesteps: List[int], seeds: List[int], clamp: bool,
+          sampler: str = "ddim") -> Tensor:
     weight = model.embedding.weight
     device, dtype = weight.device, weight.dtype
     alpha_bar = model.schedule.alpha_bar.to(device=device, dtype=torch.float64)
@@ -118,7 +130,7 @@ def _ddim(model, prompt_ids: Tensor, length: int, timesteps: List[int], seeds: L
         for seed in seeds])
     noise = noise.to(device=device, dtype=dtype)
     known = torch.zeros_like(noise)
-    known[:, :n_prompt] = model.embedding(prompt_ids.to(device))[None]  # (N, P, d_embed)
+    known[:, :n_prompt] = model.embed(prompt_ids.to(device))[None]  # (N, P, d_embed)
     known_mask = torch.zeros(len(seeds), length, dtype=torch.bool, device=device)
     known_mask[:, :n_prompt] = True
 
@@ -127,26 +139,47 @@ def _ddim(model, prompt_ids: Tensor, length: int, timesteps: List[int], seeds: L
         ab = alpha_bar[timesteps[0]].item()
         x_t[:, :n_prompt] = ab**0.5 * known[:, :n_prompt] + (1 - ab) ** 0.5 * noise[:, :n_prompt]
 
-    tokens, _ = _ddim_loop(model, x_t, timesteps, clamp, known if n_prompt else None, known_mask if n_prompt else None)
+    generators = ([torch.Generator(device="cpu").manual_seed((seed * 1_000_003 + 1) % 2**64) for seed in seeds]
+                  if sampler == "ancestral" else None)
+    tokens, _ = _ddim_loop(model, x_t, timesteps, clamp, known if n_prompt else None, known_mask if n_prompt else None,
+                           generators)
     result = tokens.cpu().clone()
     result[:, :n_prompt] = prompt_ids
     return result
 
 
-def _ddim_loop(model, x_t: Tensor, timesteps: List[int], clamp: bool,
-               known: Optional[Tensor], known_mask: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
-    """The DDIM (eta 0) updates along `timesteps`; the one copy of the sampler's math."""
+def _ddim_loop(model, x_t: Tensor, timesteps: List[int], clamp: bool, known: Optional[Tensor],
+               known_mask: Optional[Tensor], generators: Optional[List[torch.Generator]] = None) -> Tuple[Tensor, Tensor]:
+    """The updates along `timesteps`, DDIM (eta 0), or ancestral when `generators` (one per
+    row) are given; the one copy of the samplers' math."""
     device = x_t.device
     alpha_bar = model.schedule.alpha_bar.to(device=device, dtype=torch.float64)
-    tokens = logits = None
+    tokens = logits = previous = None
     for t, t_prev in zip(timesteps[:-1], timesteps[1:]):
-        x0_hat = model.denoise(x_t, torch.full((x_t.shape[0],), t, device=device, dtype=torch.long))
-        logits = model.logits(x0_hat)
+        out = model.estimate(x_t, torch.full((x_t.shape[0],), t, device=device, dtype=torch.long), previous)
+        x0_hat = model.x0_hat(out)
+        previous = x0_hat
+        logits = model.logits(out)
         tokens = logits.argmax(-1)  # (B, L)
-        x0 = model.embedding(tokens) if clamp else x0_hat
+        x0 = model.embed(tokens) if clamp else x0_hat
         if known is not None:
             x0 = torch.where(known_mask[..., None], known, x0)
         ab_t, ab_prev = alpha_bar[t].item(), alpha_bar[t_prev].item()
-        eps_hat = (x_t - ab_t**0.5 * x0) / (1 - ab_t) ** 0.5
-        x_t = ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * eps_hat
+        if generators is None:
+            eps_hat = (x_t - ab_t**0.5 * x0) / (1 - ab_t) ** 0.5
+            x_t = ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * eps_hat
+        else:
+            # (at prompt positions x0 is the prompt, so the draw is the forward-noised prompt at s)
+            x_t = _posterior_draw(x_t, x0, ab_t, ab_prev, generators)
     return tokens, logits
+
+
+def _posterior_draw(x_t: Tensor, x0: Tensor, ab_t: float, ab_s: float, generators: List[torch.Generator]) -> Tensor:
+    """z_s ~ q(z_s | z_t, x0) for s < t: mean a x0 + b z_t, variance (1 - ab_s)(1 - ab_t/ab_s)/(1 - ab_t)."""
+    alpha_ts = ab_t / ab_s
+    beta_ts = 1 - alpha_ts
+    a = ab_s**0.5 * beta_ts / (1 - ab_t)
+    b = alpha_ts**0.5 * (1 - ab_s) / (1 - ab_t)
+    std = ((1 - ab_s) * beta_ts / (1 - ab_t)) ** 0.5
+    noise = torch.cat([torch.randn(1, *x_t.shape[1:], generator=g, dtype=torch.float64) for g in generators])
+    return a * x0 + b * x_t + std * noise.to(x_t.device, x_t.dtype)

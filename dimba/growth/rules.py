@@ -60,6 +60,7 @@ _TOP = {
     "norm_f.weight": (("residual",), (), True, "ones"),
     "out_proj.weight": ((None, "residual"), (), False, "uniform"),
     "out_proj.bias": ((None,), (), False, "uniform"),
+    "schedule.warp": ((None,), (), False, "zeros"),  # the learned schedule's warping: zero is the cosine
 }
 _BLOCK = {
     "norm.weight": (("residual",), (), True, "ones"),

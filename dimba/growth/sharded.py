@@ -117,8 +117,8 @@ def build_sharded(config: DIMBAConfig, shard: Shard, device: torch.device | str,
             for name, param in model.named_parameters():
                 _fill(param, new_tensor_rule(name, shapes), None, seed, name)
         for module in model.modules():
-            if isinstance(module, CosineSchedule):
-                module.alpha_bar.copy_(CosineSchedule(module.steps).alpha_bar)
+            if isinstance(module, CosineSchedule):  # (a learned schedule's warp is a parameter: filled above)
+                module.alpha_bar = module.exact().to(module.alpha_bar.device)
             elif hasattr(module, "eps") and isinstance(module.eps, torch.Tensor):
                 module.eps.fill_(config.norm_eps)
     return model

@@ -20,7 +20,8 @@ from dimba.checkpointing.atomic_io import fsync_dir
 from dimba.checkpointing.record import EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_VERSION, EXPORT_WEIGHTS
 from dimba.data.format import TOKENIZER_FILE
 from dimba.errors import CheckpointLoadError
-from dimba.io.load import load_model, safetensors_torch
+from dimba.io.load import load_model
+from dimba.io.read import safetensors_torch
 from dimba.model import DIMBA
 from dimba.model.params import count_parameters
 

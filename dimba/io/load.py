@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 from torch import nn
 
-from dimba.checkpointing.atomic_io import is_sharded_checkpoint
-from dimba.checkpointing.record import EXPORT_CONFIG, EXPORT_WEIGHTS, CheckpointRecord, read_export_config
+from dimba.checkpointing.record import CheckpointRecord
 from dimba.errors import CheckpointLoadError, ConfigError
-from dimba.io.read import first_line, read_record
+from dimba.io.read import first_line, open_checkpoint
 from dimba.model import DIMBA, DIMBAConfig
 
 log = logging.getLogger(__name__)
@@ -44,9 +42,7 @@ def load_model(path: PathLike, map_location: Any = "cpu") -> DIMBA:
     here in one process), Lightning checkpoints (`last.ckpt`) and `dimba checkpoints export`
     directories. Every failure is a CheckpointLoadError naming the file.
     """
-    if os.path.isdir(path) and not is_sharded_checkpoint(path):  # an export, not DCP shards
-        return load_exported(path, map_location=map_location)
-    record = read_record(path, map_location=map_location)
+    record = open_checkpoint(path, map_location=map_location)
     model = DIMBA(recorded_config(record, path))
     try:
         model.load_state_dict(record.model_state)
@@ -85,6 +81,10 @@ def grow_to_checkpoint(model: nn.Module, optimizer: Optional[torch.optim.Optimiz
     if target.objective != model.config.objective:
         raise CheckpointLoadError(f"{path} holds a model trained with objective={target.objective}, not "
                                   f"{model.config.objective}; load it as what it is with dimba.load_model('{path}')")
+    difference = model.config.fixed_difference(target)
+    if difference:
+        raise CheckpointLoadError(f"{path} holds a model trained with {difference}; load it as what it is with "
+                                  f"dimba.load_model('{path}')")
     try:
         remaps = grow_to(model, target)
     except ValueError as exc:
@@ -156,38 +156,3 @@ def _regroup_by_name(optimizer: torch.optim.Optimizer, state: Dict[str, Any], mo
             index += 1
         groups.append({**group, "params": ids})
     return {"state": new_state, "param_groups": groups}
-
-
-def safetensors_torch():
-    try:
-        import safetensors.torch as st
-    except ImportError:
-        raise CheckpointLoadError("exports need the safetensors package: pip install safetensors") from None
-    return st
-
-
-def load_exported(path: PathLike, map_location: Any = "cpu") -> DIMBA:
-    """A DIMBA (eval mode) from a directory written by `export_checkpoint`."""
-    path = Path(path)
-    info = read_export_config(path)
-    config = recorded_config(CheckpointRecord({"dimba": info}), path / EXPORT_CONFIG)
-    weights = path / str(info.get("weights", EXPORT_WEIGHTS))
-    if not weights.is_file():
-        raise CheckpointLoadError(f"{path} has no {weights.name}")
-    st = safetensors_torch()
-    try:
-        state = st.load_file(str(weights), device="cpu")
-    except Exception as exc:  # SafetensorError (truncated, not safetensors), OSError
-        raise CheckpointLoadError(f"cannot read {weights}: {first_line(exc)}") from None
-    model = DIMBA(config)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointLoadError(f"{weights} does not fit the architecture in {EXPORT_CONFIG}: {first_line(exc)}") from None
-    record = info.get("tokenizer")
-    if isinstance(record, dict) and record.get("path") and not Path(record["path"]).is_absolute():
-        record = {**record, "path": str(path / record["path"])}  # shipped beside the weights
-    attach_tokenizer(model, record, path)
-    if map_location not in (None, "cpu") and isinstance(map_location, (str, torch.device)):
-        model.to(map_location)
-    return model.eval()

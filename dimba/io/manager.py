@@ -23,7 +23,7 @@ from dimba.checkpointing.policy import MilestonePolicy, PendingSave
 from dimba.errors import CheckpointLoadError
 from dimba.io import writer
 from dimba.io.load import grow_to_checkpoint, load_optimizer_state, optimizer_param_names
-from dimba.io.read import read_record
+from dimba.io.read import open_checkpoint
 from dimba.model.params import count_parameters
 
 log = logging.getLogger("dimba.checkpointing")
@@ -181,7 +181,7 @@ class ProgressiveCheckpointManager:
         optimizer pointed at the grown parameters. Always `weights_only=True`: a
         checkpoint is data, never code.
         """
-        record = read_record(filepath, map_location=map_location)
+        record = open_checkpoint(filepath, map_location=map_location)
         if not record.is_milestone:
             raise CheckpointLoadError(f"{filepath} is not a dimba milestone checkpoint (no 'model_state_dict')")
         if model is not None:

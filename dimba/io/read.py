@@ -1,8 +1,9 @@
-"""Read any checkpoint dimba writes, safely, with errors that name the file.
+"""Open any checkpoint dimba writes, safely, with errors that name the file: `open_checkpoint`.
 
-One file (`torch.load(weights_only=True)`: data, never code) or a Distributed Checkpoint
-directory written by every rank under FSDP (gathered here in one process), both returned
-as the same dictionary and viewed through `dimba.checkpointing.format.CheckpointRecord`.
+One file (`torch.load(weights_only=True)`: data, never code), a Distributed Checkpoint
+directory written by every rank under FSDP (gathered here in one process) or an export
+directory (safetensors), all returned as a `dimba.checkpointing.record.CheckpointRecord`.
+What a path is, `dimba.checkpointing.files.checkpoint_kind` decides.
 """
 
 from __future__ import annotations
@@ -15,22 +16,35 @@ from typing import Any, Dict, Union
 import torch
 
 from dimba import internals
-from dimba.checkpointing.atomic_io import is_sharded_checkpoint
-from dimba.checkpointing.record import CheckpointRecord, model_view
+from dimba.checkpointing.record import EXPORT_WEIGHTS, CheckpointRecord, model_view, read_export_config
 from dimba.checkpointing.files import check_checkpoint_file
 from dimba.errors import CheckpointLoadError
 
 PathLike = Union[str, os.PathLike]
 
 
-def read_checkpoint(filepath: PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
-    """The checkpoint's dictionary; a sharded directory comes back under one-file keys."""
+def open_checkpoint(filepath: PathLike, map_location: Any = "cpu", tensors: bool = True) -> CheckpointRecord:
+    """Any checkpoint dimba writes, as a CheckpointRecord: a one-file checkpoint (a milestone's
+    .pt, Lightning's .ckpt), a sharded directory (gathered in one process) or an export
+    directory. With `tensors=False` only what describes it is read: a one-file checkpoint
+    memory-mapped (tensors stay on disk until touched), a sharded directory's `meta.pt`, an
+    export's config; that is what is checked before a run starts (objective, tokenizer, step).
+    The one reader: every failure is a CheckpointLoadError naming the path."""
     path = Path(filepath)
-    check_checkpoint_file(path)
-    if is_sharded_checkpoint(path):
-        return read_distributed_checkpoint(path)
+    kind = check_checkpoint_file(path)
+    if kind == "export":
+        return _export_record(path, tensors)
+    if not tensors:
+        target = path / "meta.pt" if kind == "sharded" else path
+        return CheckpointRecord(_torch_load(target, path, mmap=True))
+    if kind == "sharded":
+        return CheckpointRecord(read_distributed_checkpoint(path))
+    return CheckpointRecord(_torch_load(path, path, map_location=map_location))
+
+
+def _torch_load(target: Path, path: Path, map_location: Any = "cpu", mmap: bool = False) -> Dict[str, Any]:
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(target, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # corrupt zip, truncated file, refused pickle
         raise CheckpointLoadError(f"Cannot load checkpoint {path}: {first_line(exc)}") from exc
     if not isinstance(checkpoint, dict):
@@ -38,21 +52,35 @@ def read_checkpoint(filepath: PathLike, map_location: Any = "cpu") -> Dict[str, 
     return checkpoint
 
 
-def read_record(filepath: PathLike, map_location: Any = "cpu") -> CheckpointRecord:
-    return CheckpointRecord(read_checkpoint(filepath, map_location))
+def _export_record(path: Path, tensors: bool) -> CheckpointRecord:
+    """An export directory under the record's keys: its config.json as the `dimba` record (a
+    shipped tokenizer file resolved beside it), its safetensors as the model's state."""
+    info = dict(read_export_config(path))
+    tokenizer = info.get("tokenizer")
+    if isinstance(tokenizer, dict) and tokenizer.get("path") and not Path(tokenizer["path"]).is_absolute():
+        info["tokenizer"] = {**tokenizer, "path": str(path / tokenizer["path"])}  # shipped beside the weights
+    data: Dict[str, Any] = {"dimba": info, "export": True,
+                            **{k: info[k] for k in ("global_step", "format", "source_checkpoint") if k in info}}
+    if "param_count" in info:
+        data["current_params"] = info["param_count"]
+    if tensors:
+        weights = path / str(info.get("weights", EXPORT_WEIGHTS))
+        if not weights.is_file():
+            raise CheckpointLoadError(f"{path} has no {weights.name}")
+        st = safetensors_torch()
+        try:
+            data["model_state_dict"] = st.load_file(str(weights), device="cpu")
+        except Exception as exc:  # SafetensorError (truncated, not safetensors), OSError
+            raise CheckpointLoadError(f"cannot read {weights}: {first_line(exc)}") from None
+    return CheckpointRecord(data)
 
 
-def read_metadata(filepath: PathLike) -> CheckpointRecord:
-    """The record of a checkpoint without reading its tensors: a one-file checkpoint memory-
-    mapped (tensors stay on disk until touched), or a sharded directory's `meta.pt` alone.
-    What is checked before a run starts (objective, tokenizer, shape) reads this."""
-    path = Path(filepath)
-    check_checkpoint_file(path)
-    target = path / "meta.pt" if is_sharded_checkpoint(path) else path
+def safetensors_torch():
     try:
-        return CheckpointRecord(torch.load(target, map_location="cpu", weights_only=True, mmap=True))
-    except Exception as exc:
-        raise CheckpointLoadError(f"Cannot load checkpoint {path}: {first_line(exc)}") from exc
+        import safetensors.torch as st
+    except ImportError:
+        raise CheckpointLoadError("exports need the safetensors package: pip install safetensors") from None
+    return st
 
 
 def read_distributed_checkpoint(path: Path) -> Dict[str, Any]:

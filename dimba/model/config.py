@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 from dimba.errors import ConfigError
 DTYPES = ("fp32", "bf16")
 OBJECTIVES = ("diffusion", "masked", "ar")
 """The network each objective trains (see `DIMBAConfig.objective`)."""
 SCANS = ("auto", "torch", "mamba_ssm")  # see dimba.model.kernels
+NOISE_SCHEDULES = ("cosine", "cosine_zero_snr", "learned")
+"""alpha_bar(t) of continuous diffusion (see `dimba.diffusion.schedule`)."""
+X0_ESTIMATES = ("regression", "softmax")
+"""How a continuous model's output becomes its estimate of x0 (see `DIMBAConfig.x0_estimate`)."""
+CONTINUOUS_ONLY = {"noise_schedule": "cosine", "embedding_norm": None, "x0_estimate": "regression",
+                   "self_condition": False}
+"""The architecture options of continuous diffusion, with their defaults (refused otherwise)."""
 
 
 def mamba_ssm_installed() -> bool:
@@ -45,7 +53,23 @@ class DIMBAConfig:
     d_time: int = 128
     """Sinusoidal features of the diffusion timestep."""
     diffusion_steps: int = 1000
-    """Number of discrete diffusion timesteps of the cosine schedule."""
+    """Number of discrete diffusion timesteps of the noise schedule."""
+    noise_schedule: str = "cosine"
+    """alpha_bar(t) of continuous diffusion: `cosine` (Nichol & Dhariwal), `cosine_zero_snr`
+    (the same, rescaled so that the last timestep is pure noise: Lin et al., 2024), or
+    `learned` (the cosine under a learned monotone time warping, trained through the bound:
+    `objective.weighting=bound`)."""
+    embedding_norm: Optional[float] = None
+    """Every token embedding row rescaled to this L2 norm on use (Plaid), so the diffusion's
+    signal-to-noise ratio means the same all through training; null leaves the rows free.
+    sqrt(d_embed) keeps the initial scale of one per dimension."""
+    x0_estimate: str = "regression"
+    """A continuous model's estimate of x0: `regression` (the network's output itself) or
+    `softmax` (the mean embedding under its rounding distribution, softmax(out . E^T) . E:
+    Plaid's categorical reparameterisation, always a mixture of real embeddings)."""
+    self_condition: bool = False
+    """The denoiser also reads its own previous estimate of x0 (Analog Bits): a second input
+    beside x_t, zeros when there is none; training feeds it half the time."""
     bidirectional: bool = True
     """Scan each sequence in both directions (a denoiser sees the whole sequence)."""
     norm_eps: float = 1e-5
@@ -84,6 +108,22 @@ class DIMBAConfig:
         if self.objective == "ar" and self.bidirectional:
             raise ConfigError("model.bidirectional", True, "false with model.objective=ar (a causal model reads no "
                                                            "future; choose the objective with objective=ar, which sets both)")
+        if self.noise_schedule not in NOISE_SCHEDULES:
+            raise ConfigError("model.noise_schedule", self.noise_schedule, " | ".join(NOISE_SCHEDULES))
+        norm = self.embedding_norm
+        if norm is not None and (isinstance(norm, bool) or not isinstance(norm, (int, float))
+                                 or not math.isfinite(norm) or norm <= 0):
+            raise ConfigError("model.embedding_norm", norm, "a positive number, or null for free embeddings")
+        if self.x0_estimate not in X0_ESTIMATES:
+            raise ConfigError("model.x0_estimate", self.x0_estimate, " | ".join(X0_ESTIMATES))
+        if not isinstance(self.self_condition, bool):
+            raise ConfigError("model.self_condition", self.self_condition, "true or false")
+        if self.objective != "diffusion":
+            for name, default in CONTINUOUS_ONLY.items():
+                if getattr(self, name) != default:
+                    raise ConfigError(f"model.{name}", getattr(self, name),
+                                      f"its default ({'null' if default is None else default}) with "
+                                      f"objective={self.objective}: it applies to continuous diffusion only")
         if self.dtype not in DTYPES:
             raise ConfigError("model.dtype", self.dtype, " | ".join(DTYPES))
         if self.scan not in SCANS:
@@ -113,6 +153,17 @@ class DIMBAConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+    def fixed_difference(self, trained: "DIMBAConfig") -> Optional[str]:
+        """How `trained` (a checkpoint's architecture) differs from this one in what growth
+        never changes (the objective and the continuous recipe's options), as
+        "model.FIELD=TRAINED, not THIS"; None when they agree. A run keeps these."""
+        for name in ("objective", *CONTINUOUS_ONLY):
+            mine, theirs = getattr(self, name), getattr(trained, name)
+            if mine != theirs:
+                shown = lambda v: "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)  # noqa: E731
+                return f"model.{name}={shown(theirs)}, not {shown(mine)}"
+        return None
 
     def with_runtime_of(self, other: "DIMBAConfig") -> "DIMBAConfig":
         """This architecture with `other`'s compute options (dtype, scan): a checkpoint decides

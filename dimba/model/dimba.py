@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dimba import internals
-from dimba.diffusion.schedule import CosineSchedule
+from dimba.diffusion.schedule import build_schedule
 from dimba.model.config import DIMBAConfig
 from dimba.model.layers import DIMBABlock, MixerState, RMSNorm, timestep_features
 
@@ -34,7 +34,8 @@ class DIMBA(nn.Module):
         self.config = config
         self.embedding = nn.Embedding(config.embedding_rows, config.d_embed)
         nn.init.normal_(self.embedding.weight, std=1.0)  # unit scale per dim, like the noise
-        self.in_proj = nn.Linear(config.d_embed, config.d_model)
+        # A self-conditioned denoiser reads [x_t, previous x0 estimate] (Analog Bits).
+        self.in_proj = nn.Linear(config.d_embed * (2 if config.self_condition else 1), config.d_model)
         if config.time_conditioned:
             self.time_mlp = nn.Sequential(
                 nn.Linear(config.d_time, config.d_model), nn.SiLU(), nn.Linear(config.d_model, config.d_model)
@@ -45,17 +46,20 @@ class DIMBA(nn.Module):
         if not config.time_conditioned:  # a discrete model starts at uniform logits, not at ~13 nats a token
             nn.init.zeros_(self.out_proj.weight)
             nn.init.zeros_(self.out_proj.bias)
-        self.schedule = CosineSchedule(config.diffusion_steps)
+        self.schedule = build_schedule(config.diffusion_steps, config.noise_schedule)
 
-    def denoise(self, x_t: Tensor, t: Optional[Tensor] = None) -> Tensor:
-        """Predict x0 (batch, length, d_embed) from x_t and integer timesteps t (batch,); t is
-        None for the models that take no timestep (`masked`, `ar`).
+    def denoise(self, x_t: Tensor, t: Optional[Tensor] = None, previous: Optional[Tensor] = None) -> Tensor:
+        """The network's output (batch, length, d_embed) at x_t and integer timesteps t (batch,);
+        t is None for the models that take no timestep (`masked`, `ar`). For continuous
+        diffusion the output is x0_hat (`x0_estimate=regression`) or the query of its rounding
+        distribution (`softmax`; `x0_hat` turns either into the estimate). `previous`: a
+        self-conditioned model's last x0 estimate (zeros when None).
 
         Under `dtype="bf16"` the network runs in autocast; the prediction comes back in
         x_t's dtype, so losses and sampling arithmetic stay in full precision.
         """
         compiled = self.__dict__.get("_compiled_denoise")
-        return compiled(x_t, t) if compiled is not None else self._denoise(x_t, t)
+        return compiled(x_t, t, previous) if compiled is not None else self._denoise(x_t, t, previous)
 
     def compile_denoiser(self, **options: Any) -> None:
         """Run the denoiser through `torch.compile` from now on (`compile=true`).
@@ -72,20 +76,41 @@ class DIMBA(nn.Module):
         # enabled=False would also switch off an outer autocast (Lightning's bf16-mixed).
         return torch.autocast(device.type, dtype=torch.bfloat16) if self.config.dtype == "bf16" else nullcontext()
 
-    def _denoise(self, x_t: Tensor, t: Optional[Tensor]) -> Tensor:
+    def _denoise(self, x_t: Tensor, t: Optional[Tensor], previous: Optional[Tensor] = None) -> Tensor:
         with self._precision(x_t.device):
             cond = None
             if self.config.time_conditioned:
                 cond = self.time_mlp(timestep_features(t, self.config.d_time).to(x_t.dtype))
+            if self.config.self_condition:
+                x_t = torch.cat([x_t, torch.zeros_like(x_t) if previous is None else previous.to(x_t.dtype)], dim=-1)
             h = self.in_proj(x_t)
             for block in self.blocks:
                 h = block(h, cond)
             out = self.out_proj(self.norm_f(h))
         return out.to(x_t.dtype)
 
+    def estimate(self, x_t: Tensor, t: Tensor, previous: Optional[Tensor] = None) -> Tensor:
+        """`denoise` as inference runs it: a self-conditioned model with no `previous` (a
+        sampler's last estimate) first estimates x0 from zeros, then reads that estimate. Two
+        forwards, a deterministic function of (x_t, t): the bound stays a bound."""
+        if self.config.self_condition and previous is None:
+            previous = self.x0_hat(self.denoise(x_t, t))
+        return self.denoise(x_t, t) if previous is None else self.denoise(x_t, t, previous)
+
+    def x0_hat(self, out: Tensor) -> Tensor:
+        """A continuous model's estimate of x0 from its output (`model.x0_estimate`)."""
+        return self.rounding_mean(out) if self.config.x0_estimate == "softmax" else out
+
+    def _table(self) -> Tensor:
+        """The embedding rows as used: rescaled to `embedding_norm` when it is set (Plaid)."""
+        weight = self.embedding.weight
+        if self.config.embedding_norm is None:
+            return weight
+        return weight * (self.config.embedding_norm / weight.norm(dim=-1, keepdim=True).clamp(min=1e-12))
+
     def logits(self, x0_hat: Tensor) -> Tensor:
         """Logits over the vocabulary (never over the mask or beginning-of-sequence row)."""
-        weight = self.embedding.weight
+        weight = self._table()
         return x0_hat @ (weight if weight.shape[0] == self.config.vocab_size else weight[: self.config.vocab_size]).t()
 
     def token_logits(self, ids: Tensor) -> Tensor:
@@ -109,12 +134,14 @@ class DIMBA(nn.Module):
 
     def embed(self, tokens: Tensor) -> Tensor:
         """The clean embeddings x0 of token ids (a method, so FSDP2 gathers the table for it)."""
-        return self.embedding(tokens)
+        if self.config.embedding_norm is None:
+            return self.embedding(tokens)
+        return F.embedding(tokens, self._table())
 
     def rounding_mean(self, x0_hat: Tensor) -> Tensor:
         """The mean embedding under the rounding distribution softmax(x0_hat . E^T): what the
         likelihood bound's reverse process uses as its estimate of x0."""
-        weight = self.embedding.weight  # one gathered table for both products (under FSDP2 a nested
+        weight = self._table()  # one gathered table for both products (under FSDP2 a nested
         logits = x0_hat @ weight.t()  # forward method would reshard it before the second)
         return torch.softmax(logits.float(), dim=-1).to(weight.dtype) @ weight
 
@@ -144,15 +171,11 @@ class DIMBA(nn.Module):
             from dimba.objectives import masked, autoregressive
 
             return masked.loss(self, tokens, None) if self.config.objective == "masked" else autoregressive.loss(self, tokens)
-        x0 = self.embedding(tokens)
+        from dimba.objectives import continuous
+
         if t is None:
             t = self.schedule.sample_timesteps(tokens.shape[0], tokens.device)
         if noise is None:
-            noise = torch.randn_like(x0)
-        x0_hat = self.denoise(self.schedule.add_noise(x0, t, noise), t)
-        mse = F.mse_loss(x0_hat, x0)
-        ce = F.cross_entropy(self.logits(x0_hat).flatten(0, 1).float(), tokens.flatten())
-        out = {"loss": mse_weight * mse + ce_weight * ce, "mse": mse, "ce": ce}
-        if return_prediction:
-            out["x0_hat"] = x0_hat
-        return out
+            noise = torch.randn(*tokens.shape, self.config.d_embed, device=tokens.device, dtype=self.embedding.weight.dtype)
+        return continuous.loss(self, tokens, t, noise, mse_weight=mse_weight, ce_weight=ce_weight,
+                               return_prediction=return_prediction)

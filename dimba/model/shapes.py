@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from dimba.model.config import DIMBAConfig
 
 Shape = Tuple[int, ...]
+LEARNED_SCHEDULE_SEGMENTS = 32  # dimba.diffusion.schedule.LearnedSchedule.SEGMENTS (a test checks they agree)
 
 
 def block_shapes(cfg: "DIMBAConfig") -> Dict[str, Shape]:
@@ -43,7 +44,7 @@ def parameter_shapes(cfg: "DIMBAConfig") -> Dict[str, Shape]:
     d, e, t = cfg.d_model, cfg.d_embed, cfg.d_time
     shapes: Dict[str, Shape] = {
         "embedding.weight": (cfg.embedding_rows, e),
-        "in_proj.weight": (d, e),
+        "in_proj.weight": (d, e * (2 if cfg.self_condition else 1)),  # [x_t | previous x0 estimate]
         "in_proj.bias": (d,),
     }
     if cfg.time_conditioned:
@@ -52,6 +53,8 @@ def parameter_shapes(cfg: "DIMBAConfig") -> Dict[str, Shape]:
     for i in range(cfg.n_layers):
         shapes.update({f"blocks.{i}.{name}": shape for name, shape in block_shapes(cfg).items()})
     shapes.update({"norm_f.weight": (d,), "out_proj.weight": (e, d), "out_proj.bias": (e,)})
+    if cfg.noise_schedule == "learned":
+        shapes["schedule.warp"] = (LEARNED_SCHEDULE_SEGMENTS,)
     return shapes
 
 

@@ -8,7 +8,7 @@ sampler. `model.config.objective` decides; the training loss is `dimba.training.
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -35,14 +35,18 @@ def sequence_bound(model, tokens: Tensor, samples: int, generator: torch.Generat
 
 
 def generate(model, prompt_ids: Tensor, length: int, steps: int, seeds: Sequence[int], clamp: bool = True,
-             temperature: float = 1.0, top_p: float = 1.0) -> Dict[str, object]:
+             temperature: float = 1.0, top_p: float = 1.0, sampler: Optional[str] = None) -> Dict[str, object]:
     """len(seeds) samples of `length` tokens after `prompt_ids`: {"ids": (N, length), "forwards"}.
-    `steps` is the number of denoising steps (unused by `ar`); `clamp` is DDIM's (continuous
-    only); `temperature` and `top_p` shape the token draws of `masked` and `ar`."""
+    `steps` is the number of denoising steps (unused by `ar`); `clamp` and `sampler` (`ddim`,
+    the default, or `ancestral`) are continuous diffusion's; `temperature` and `top_p` shape
+    the token draws of `masked` and `ar`."""
     objective = model.config.objective
     prompt_ids = check_request(model, prompt_ids, length, steps, seeds, temperature, top_p)
     if not clamp and objective != "diffusion":
         raise ValueError(f"clamp (DDIM's snapping to token embeddings) applies to objective=diffusion, not {objective}")
+    if sampler is not None and objective != "diffusion":
+        raise ValueError(f"sampler (ddim or ancestral) applies to objective=diffusion; objective={objective} "
+                         f"has its own")
     was_training = model.training
     model.eval()
     try:
@@ -58,7 +62,9 @@ def generate(model, prompt_ids: Tensor, length: int, steps: int, seeds: Sequence
         model.train(was_training)
     from dimba.diffusion.sampling import sample_many
 
-    return {"ids": sample_many(model, prompt_ids, length, steps, seeds, clamp), "forwards": steps}
+    forwards = steps + (1 if model.config.self_condition else 0)  # the first estimate of a self-conditioned model: two
+    return {"ids": sample_many(model, prompt_ids, length, steps, seeds, clamp, sampler or "ddim"),
+            "forwards": forwards}
 
 
 def check_request(model, prompt_ids: Tensor, length: int, steps: int, seeds: Sequence[int], temperature: float,

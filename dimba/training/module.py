@@ -28,7 +28,7 @@ from dimba.growth.operators import adopt_architecture
 from dimba.growth.schedule import GrowthEvent
 from dimba.checkpointing.record import CheckpointRecord
 from dimba.io.load import recorded_config
-from dimba.io.read import read_metadata
+from dimba.io.read import open_checkpoint
 from dimba.io.writer import model_record
 from dimba.model import DIMBA, DIMBAConfig
 from dimba.model.params import architecture_parameters, count_parameters
@@ -154,7 +154,7 @@ class DIMBALightningModule(L.LightningModule):
         """Before a sharded model loads a checkpoint of a grown run: rebuild it at the recorded
         shape on the meta device and give each rank memory for its own shards only (the shards
         then load into it). True if the shape changed (the optimizers must be built anew)."""
-        record = read_metadata(path)
+        record = open_checkpoint(path, tensors=False)
         recorded = recorded_config(record, path, runtime=self.model.config) if record.architecture else None
         if recorded is None or recorded == self.model.config:
             return False
@@ -266,6 +266,9 @@ class DIMBALightningModule(L.LightningModule):
             if recorded.objective != self.model.config.objective:
                 raise ValueError(f"the checkpoint was trained with objective={recorded.objective}, this module trains "
                                  f"objective={self.model.config.objective}: a run keeps its objective")
+            difference = self.model.config.fixed_difference(recorded)
+            if difference:
+                raise ValueError(f"the checkpoint was trained with {difference}: a run keeps its recipe")
             if recorded != self.model.config:
                 adopt_architecture(self.model, recorded)
                 self.structure_version += 1

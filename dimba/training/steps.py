@@ -19,27 +19,30 @@ from dimba.growth.optim import GrowableAdamW
 from dimba.growth.schedule import GrowthEvent
 from dimba.model import DIMBA
 from dimba.objective import ObjectiveConfig
-from dimba.objectives import autoregressive, masked
+from dimba.objectives import autoregressive, continuous, masked
 from dimba.training.lr_schedule import GrowthAwareLR, build_lr_multiplier, width_lr_scales
 
 
 # ---------------------------------------------------------------------- noise and loss
 def step_generator(device: torch.device, seed: int, step: int, rank: int = 0, stream: int = 0) -> torch.Generator:
-    """A generator seeded from (seed, step, rank); `stream` 1 is the consistency gaps δ, apart
-    from stream 0 (t and noise), so turning CDLM on leaves the diffusion noise unchanged."""
+    """A generator seeded from (seed, step, rank); `stream` 1 is the consistency gaps δ and 2
+    the self-conditioning draw, apart from stream 0 (t and noise), so turning either on leaves
+    the diffusion noise unchanged."""
     generator = torch.Generator(device=device)
     generator.manual_seed((seed * 1_000_003 + step) * 1009 + rank + stream * 2**62)
     return generator
 
 
-def step_noise(model: DIMBA, batch: torch.Tensor, seed: int, step: int, rank: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Timesteps and noise for one training step, drawn from (seed, step, rank) alone.
+def step_noise(model: DIMBA, batch: torch.Tensor, seed: int, step: int, rank: int = 0,
+               weighting: str = "uniform") -> tuple[torch.Tensor, torch.Tensor]:
+    """Timesteps (drawn as `weighting` wants them) and noise for one training step, drawn from
+    (seed, step, rank) alone.
 
     A resumed run draws exactly what the uninterrupted one would have, with no RNG state
     to carry, and the Lightning path and SimpleTrainer draw the same numbers.
     """
     generator = step_generator(batch.device, seed, step, rank)
-    t = model.schedule.sample_timesteps(batch.shape[0], batch.device, generator)
+    t = continuous.sample_timesteps(model, weighting, batch.shape[0], batch.device, generator)
     noise = torch.randn(*batch.shape, model.config.d_embed, generator=generator, device=batch.device,
                         dtype=model.embedding.weight.dtype)
     return t, noise
@@ -59,10 +62,18 @@ def training_loss(model: DIMBA, batch: torch.Tensor, objective: ObjectiveConfig,
         return masked.loss(model, batch, step_generator(batch.device, seed, step, rank))
     if objective.name == "ar":
         return autoregressive.loss(model, batch)
-    t, noise = step_noise(model, batch, seed, step, rank)
+    t, noise = step_noise(model, batch, seed, step, rank, objective.weighting)
     delta = step_deltas(t, objective, seed, step, rank) if objective.use_consistency_training else None
-    return objective_loss(model, batch, t, noise, objective.mse_weight, objective.ce_weight, delta,
-                          objective.consistency_loss_weight)
+    return objective_loss(model, batch, t, noise, objective, delta, self_conditions(model, objective, seed, step))
+
+
+def self_conditions(model: DIMBA, objective: ObjectiveConfig, seed: int, step: int) -> bool:
+    """Whether this step runs the self-conditioning pass: a draw from (seed, step) alone, the
+    same on every rank (so every rank runs the same forwards)."""
+    if not model.config.self_condition:
+        return False
+    draw = torch.rand((), generator=step_generator(torch.device("cpu"), seed, step, 0, stream=2))
+    return bool(draw < objective.self_condition_rate)
 
 
 def validation_loss(model: DIMBA, batch: torch.Tensor, objective: ObjectiveConfig, batch_idx: int) -> Dict[str, torch.Tensor]:
@@ -75,7 +86,8 @@ def validation_loss(model: DIMBA, batch: torch.Tensor, objective: ObjectiveConfi
     t = model.schedule.sample_timesteps(batch.shape[0], torch.device("cpu"), generator).to(batch.device)
     noise = torch.randn(*batch.shape, model.config.d_embed, generator=generator)
     noise = noise.to(batch.device, model.embedding.weight.dtype)
-    return model.loss(batch, t=t, noise=noise, mse_weight=objective.mse_weight, ce_weight=objective.ce_weight)
+    return continuous.loss(model, batch, t, noise, objective.weighting, objective.mse_weight, objective.ce_weight,
+                           objective.min_snr_gamma)
 
 
 # ---------------------------------------------------------------------- optimizer
