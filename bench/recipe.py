@@ -47,8 +47,10 @@ VARIANTS: Dict[str, List[str]] = {
     "softmax": ["model.x0_estimate=softmax"],
     "self_cond": ["model.self_condition=true"],
     "learned": ["objective.weighting=bound", "model.noise_schedule=learned"],
+    "bayes": ["model.embedding_norm=8.0", "model.x0_estimate=bayes"],
 }
-"""Each change alone (`learned` trains through the bound, so it is `bound` plus the schedule). `norm` rescales every row to sqrt(d_embed) = 8: one per dimension,
+"""Each change alone (`learned` trains through the bound, so it is `bound` plus the schedule;
+`bayes` needs rows of one norm, so it is `norm` plus the estimate). `norm` rescales every row to sqrt(d_embed) = 8: one per dimension,
 the scale the embeddings start at and the cosine schedule assumes."""
 SAMPLERS = ("ddim", "ancestral")
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import dimba.io.writer as writer_module
 import dimba.training.async_writer as async_module
-from dimba.checkpointing.policy import PendingSave
+from dimba.checkpointing.pending import PendingSave
 from dimba.errors import CheckpointWriteError
 from dimba.training import DIMBALightningModule
 from dimba.training.async_writer import snapshot
@@ -207,7 +207,7 @@ def test_under_ddp_a_failed_background_write_stops_the_next_save_on_every_rank(t
         raise OSError(errno.ENOSPC, "No space left on device")
 
     callback._background = callback.writer.submit(pending, {}, fails)
-    callback.policy.started(pending, background=True)
+    callback.checkpointer.started(pending, background=True)
     callback._background.future.exception(timeout=HANG_GUARD_S)  # the write has failed
     trainer = SimpleNamespace(is_global_zero=True, world_size=2, loggers=[])
     callback._collect(trainer)  # every step: parked, not raised (other ranks would hang)

@@ -74,12 +74,12 @@ def test_a_milestone_checkpoint_resumes_without_saving_again(tmp_path, tiny_mode
 
 def test_a_milestone_crossed_later_is_saved_at_that_step(tmp_path, tiny_model_config, token_loader, quiet_trainer_kwargs):
     """Stands in for growth: parameters become trainable at step 3 and the module says so."""
-    module = make_module(tiny_model_config, tmp_path, [1])
+    probe = make_module(tiny_model_config, tmp_path / "probe", [1])
+    full = sum(p.numel() for p in probe.parameters())
+    small = full - sum(p.numel() for p in probe.model.blocks.parameters())
+    module = make_module(tiny_model_config, tmp_path, [small, full])
     for p in module.model.blocks.parameters():
         p.requires_grad_(False)
-    small = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    full = sum(p.numel() for p in module.parameters())
-    module.progressive_checkpoint.manager.tracker.milestones = [small, full]
 
     class Unfreeze(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, *args):

@@ -22,7 +22,7 @@ from dimba.training.steps import self_conditions, step_noise, training_loss
 
 SMALL = dict(vocab_size=8, d_model=32, n_layers=2, d_state=8, head_dim=16, chunk_size=8, d_embed=16, d_time=16,
              diffusion_steps=50)
-EVERYTHING = dict(noise_schedule="cosine_zero_snr", embedding_norm=4.0, x0_estimate="softmax", self_condition=True)
+EVERYTHING = dict(noise_schedule="cosine_zero_snr", embedding_norm=4.0, x0_estimate="bayes", self_condition=True)
 
 
 def build(**options) -> DIMBA:
@@ -237,3 +237,29 @@ def test_the_learned_schedule_starts_as_the_cosine_and_trains_through_the_bound_
     with pytest.raises(ConfigError, match="objective.weighting=bound"):
         ObjectiveConfig().network(DIMBAConfig(noise_schedule="learned"))
     ObjectiveConfig(weighting="bound").network(DIMBAConfig(noise_schedule="learned"))
+
+
+def test_the_bayes_estimate_adds_each_positions_gaussian_likelihood_to_the_networks_logits():
+    """log softmax(logits) differs from the network's own log-probabilities by exactly
+    log q(z_t,i | v) = -||z_t,i - sqrt(ab_t) e_v||^2 / (2 (1 - ab_t)), up to a constant per position."""
+    plain = build(embedding_norm=4.0, x0_estimate="softmax").double()
+    bayes = build(embedding_norm=4.0, x0_estimate="bayes").double()
+    bayes.load_state_dict(plain.state_dict())
+    tokens = torch.randint(0, 8, (2, 7))
+    t = torch.tensor([1, 30])
+    with torch.no_grad():
+        e = bayes.embed(tokens)
+        z = bayes.schedule.add_noise(e, t, torch.randn(2, 7, 16, dtype=torch.float64))
+        network = torch.log_softmax(plain.logits(plain.denoise(z, t)).double(), -1)
+        posterior = torch.log_softmax(bayes.logits(bayes.denoise(z, t)).double(), -1)
+        ab = bayes.schedule.alpha_bar[t].view(-1, 1, 1)
+        rows = bayes.embed(torch.arange(8)).double()
+        likelihood = -((z.double()[..., None, :] - ab.sqrt()[..., None] * rows) ** 2).sum(-1) / (2 * (1 - ab))
+        gap = posterior - network - likelihood
+        torch.testing.assert_close(gap, gap[..., :1].expand_as(gap), rtol=0, atol=1e-6)
+        # at t = 1 the noisy embedding alone names its token: the estimate is the clean embedding
+        noise = torch.randn(2, 7, 16, dtype=torch.float64)
+        x0 = bayes.x0_hat(bayes.denoise(bayes.schedule.add_noise(e, torch.tensor([1, 1]), noise), torch.tensor([1, 1])))
+    torch.testing.assert_close(x0, e, rtol=0, atol=1e-6)
+    with pytest.raises(ConfigError, match="model.x0_estimate: 'bayes'"):
+        DIMBAConfig(x0_estimate="bayes")

@@ -121,7 +121,7 @@ def test_the_graph_sees_imports_inside_functions():
     assert "dimba.checkpointing.discovery" in graph["dimba.config.store"]  # inside register_configs
 
 
-TORCH_FREE = ["dimba.config", "dimba.checkpointing.milestones", "dimba.checkpointing.format", "dimba.checkpointing.policy",
+TORCH_FREE = ["dimba.config", "dimba.checkpointing.milestones", "dimba.checkpointing.format", "dimba.checkpointing.pending", "dimba.checkpointing.files",
               "dimba.checkpointing.discovery", "dimba.objective", "dimba.errors", "dimba.cli.checkpoints"]
 
 

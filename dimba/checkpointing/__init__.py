@@ -1,7 +1,8 @@
-"""The core of progressive checkpointing, free of torch: milestones, the save policy, the
-checkpoint format and crash-safe file writes. The manager that writes checkpoints with
-torch is `dimba.io.manager` (also importable as `dimba.utils.checkpointing`); the Lightning
-callback is `dimba.training.milestone_callback`."""
+"""The core of progressive checkpointing, free of torch: milestones, the checkpoint format,
+what a path is, and crash-safe file writes. The one owner of the milestone decisions is
+`dimba.io.checkpointer.MilestoneCheckpointer`; the API over it is `dimba.io.manager`
+(also importable as `dimba.utils.checkpointing`), the Lightning callback
+`dimba.training.milestone_callback`."""
 
 from dimba.checkpointing.milestones import (
     MilestoneTracker,

@@ -48,10 +48,11 @@ class CosineSchedule(nn.Module):
         return zero_terminal_snr(alpha_bar) if self.kind == "cosine_zero_snr" else alpha_bar
 
     def _apply(self, fn, recurse: bool = True):
-        """Keep alpha_bar in float64 whatever the model is cast to: near t = 0, 1 - alpha_bar is
-        4e-5, and the bound's weights 1/2 (SNR(t-1) - SNR(t)) lose whole digits to float32."""
+        """Keep alpha_bar exact, in float64, whatever the model is cast or moved to (`to_empty`
+        leaves it uninitialised): near t = 0, 1 - alpha_bar is 4e-5, and the bound's weights
+        1/2 (SNR(t-1) - SNR(t)) lose whole digits to float32."""
         super()._apply(fn, recurse)
-        if self.alpha_bar.dtype != torch.float64 and self.alpha_bar.device.type != "meta":
+        if self.alpha_bar.device.type != "meta":
             self.alpha_bar = self.exact().to(self.alpha_bar.device)
         return self
 

@@ -1,9 +1,9 @@
 """ProgressiveCheckpointManager: the Python API for milestone checkpoints.
 
-It holds the milestone state of one save directory and answers the API's questions
-(count, should I save, save, load, list). The file layout and sidecars are
-`dimba.checkpointing.format`'s, the bytes are written by `dimba.io.writer`, the same
-writer the Lightning callback and SimpleTrainer use.
+It answers the API's questions (count, should I save, save, load, list) for one save
+directory; every decision (what is reached, what is due, what a save holds, what the disk
+says after a resume) is its `MilestoneCheckpointer`'s, the object the Lightning callback
+adapts too.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from dimba.checkpointing import atomic_io
 from dimba.checkpointing import format as ckpt_format
-from dimba.checkpointing.milestones import MilestoneTracker, format_param_count, milestone_label, parse_milestones
-from dimba.checkpointing.policy import MilestonePolicy, PendingSave
+from dimba.checkpointing.milestones import format_param_count, milestone_label, parse_milestones
+from dimba.checkpointing.pending import PendingSave
 from dimba.errors import CheckpointLoadError
 from dimba.io import writer
+from dimba.io.checkpointer import MilestoneCheckpointer
 from dimba.io.load import grow_to_checkpoint, load_optimizer_state, optimizer_param_names
 from dimba.io.read import open_checkpoint
 from dimba.model.params import count_parameters
@@ -46,32 +46,39 @@ def ensure_console_logging() -> None:
 
 
 class ProgressiveCheckpointManager:
-    """Milestone state plus the files that record it, as its API documents them."""
+    """Milestone checkpoints of one save directory, through the API its documentation gives:
+    an adapter over `MilestoneCheckpointer` (`checkpointer`), which owns every decision."""
 
     def __init__(self, milestones: Sequence[Any], save_dir: PathLike = "./progressive_checkpoints",
                  enabled: bool = True) -> None:
-        self.enabled = bool(enabled)
-        self.tracker = MilestoneTracker(parse_milestones(list(milestones)) if milestones else [])
-        self.save_dir = Path(save_dir)
+        self.checkpointer = MilestoneCheckpointer(milestones, save_dir, enabled)
         ensure_console_logging()
 
     # ----------------------------------------------------------------- state
     @property
+    def enabled(self) -> bool:
+        return self.checkpointer.enabled
+
+    @property
+    def save_dir(self) -> Path:
+        return self.checkpointer.save_dir
+
+    @property
     def milestones(self) -> List[int]:
-        return list(self.tracker.milestones)
+        return self.checkpointer.milestones
 
     @property
     def reached_milestones(self) -> List[int]:
-        return list(self.tracker.reached)
+        return self.checkpointer.reached
 
     def get_next_milestone(self) -> Optional[int]:
-        return self.tracker.next_milestone()
+        return self.checkpointer.next_milestone()
 
     def state_dict(self) -> Dict[str, List[int]]:
-        return self.tracker.state_dict()
+        return self.checkpointer.state_dict()
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self.tracker.load_state_dict(state)
+        self.checkpointer.load_state_dict(state)
 
     @staticmethod
     def format_param_count(count: int) -> str:
@@ -86,22 +93,13 @@ class ProgressiveCheckpointManager:
         """(True, smallest unsaved milestone the model has reached) or (False, None)."""
         if not self.enabled:
             return False, None
-        crossed = self.tracker.crossed(self.count_parameters(model))
+        crossed = self.checkpointer.crossed(self.count_parameters(model))
         return (True, crossed[0]) if crossed else (False, None)
 
     # ----------------------------------------------------------------- writing
     def prepare_save_dir(self) -> None:
-        """Create the directory and drop leftovers of interrupted writes: temporary files,
-        and sidecars of ours whose checkpoint never got its final name. A checkpoint file
-        is never deleted: one without a sidecar is simply not a milestone checkpoint."""
-        self.save_dir.mkdir(parents=True, exist_ok=True)
-        leftovers = list(atomic_io.remove_stale_temporaries(self.save_dir))
-        for sidecar in ckpt_format.sidecars_in(self.save_dir):
-            if not sidecar.with_suffix(".pt").exists() and ckpt_format.is_our_sidecar(sidecar):
-                sidecar.unlink(missing_ok=True)
-                leftovers.append(sidecar)
-        for path in leftovers:
-            log.warning("Removed an incomplete checkpoint write: %s", path)
+        """Create the directory and drop leftovers of interrupted writes (never a checkpoint)."""
+        self.checkpointer.prepare_save_dir()
 
     def checkpoint_path(self, milestone: int, global_step: int) -> Path:
         return self.save_dir / ckpt_format.checkpoint_name(milestone, global_step)
@@ -115,20 +113,22 @@ class ProgressiveCheckpointManager:
         once even when several milestones are saved together.
         """
         current = self.count_parameters(model)
-        milestones = [int(milestone)] if milestone is not None else self.tracker.crossed(current)
+        milestones = [int(milestone)] if milestone is not None else self.checkpointer.crossed(current)
         if not milestones:
             raise ValueError(f"No milestone to save: the model has {format_param_count(current)} trainable "
                              f"parameters and the next milestone is {self._next_str()}")
         pending = PendingSave(tuple(sorted(set(milestones))), int(global_step), current, dict(metadata or {}))
+        return str(self.save_pending(model, optimizer, pending))
+
+    def save_pending(self, model: nn.Module, optimizer: Optional[torch.optim.Optimizer], pending: PendingSave) -> Path:
+        """Write the save the checkpointer asked for (`checkpointer.due`) from a model and its
+        optimizer; returns the largest milestone's path. SimpleTrainer saves through here."""
         self.prepare_save_dir()
         state = optimizer.state_dict() if optimizer is not None else None
         names = optimizer_param_names(optimizer, model) if optimizer is not None else None
-        base = {"dimba": writer.model_record(model, (metadata or {}).get("growth_history", ()))}
-        checkpoint = writer.build_milestone_checkpoint(base, model.state_dict(), state, names, pending,
-                                                       self.milestones, self.tracker.reached)
-        paths = writer.write_milestones(checkpoint, pending, self.save_dir, self.milestones, self.tracker.reached)
-        self.tracker.mark_reached(pending.milestones)
-        return str(paths[pending.largest])
+        base = {"dimba": writer.model_record(model, pending.metadata.get("growth_history", ()))}
+        checkpoint = self.checkpointer.assemble(base, model.state_dict(), state, names, pending)
+        return self.checkpointer.write(checkpoint, pending)[pending.largest]
 
     # ----------------------------------------------------------------- reading
     def list_checkpoints(self) -> List[Dict[str, Any]]:
@@ -136,17 +136,10 @@ class ProgressiveCheckpointManager:
         sidecars alone (no torch load). Each entry has `status`: "ok", or "unreadable" with
         an `error` (a sidecar that does not parse, a checkpoint of the wrong size). A
         checkpoint without its sidecar is an interrupted write and is not listed."""
-        listed = []
-        for entry in ckpt_format.entries_in(self.save_dir):
-            if entry.status == "missing":
-                continue
-            if entry.status == "unreadable":
-                log.warning("Unreadable milestone checkpoint %s: %s", entry.checkpoint_path, entry.error)
-            listed.append(entry.as_dict())
-        return listed
+        return self.checkpointer.list_checkpoints()
 
     def valid_checkpoints(self) -> List[Dict[str, Any]]:
-        return [e for e in self.list_checkpoints() if e["status"] == "ok"]
+        return self.checkpointer.valid_checkpoints()
 
     def get_checkpoint_path_for_milestone(self, milestone: Any) -> Optional[str]:
         """The newest complete checkpoint saved for exactly this milestone, if any."""
@@ -155,18 +148,13 @@ class ProgressiveCheckpointManager:
         return matches[-1]["path"] if matches else None
 
     def saved_milestones(self) -> List[int]:
-        return sorted({e["target_milestone"] for e in self.valid_checkpoints()})
+        return self.checkpointer.saved_milestones()
 
     def reconcile_with_disk(self, held_elsewhere: Sequence[int] = ()) -> List[int]:
         """After a resume a milestone counts as reached exactly when its checkpoint is on disk
-        (`MilestonePolicy.reconcile`, the one statement of the rule, used by both trainers):
-        one the restored state calls reached but no file holds is saved again, never skipped.
-        Returns those, and says so once."""
-        lost = MilestonePolicy(self.tracker).reconcile(self.saved_milestones(), held_elsewhere)
-        if lost:
-            log.warning("Milestones without a checkpoint in %s will be saved again: %s",
-                        self.save_dir, ", ".join(milestone_label(m) for m in lost))
-        return lost
+        (`MilestoneCheckpointer.reconcile_with_disk`): one the restored state calls reached but
+        no file holds is saved again, never skipped. Returns those."""
+        return self.checkpointer.reconcile_with_disk(held_elsewhere)
 
     def forget_unsaved_milestones(self) -> List[int]:
         """`reconcile_with_disk` against this save directory alone."""
@@ -189,7 +177,7 @@ class ProgressiveCheckpointManager:
             model.load_state_dict(record.model_state, strict=strict)
         if optimizer is not None and record.optimizer_state is not None:
             load_optimizer_state(optimizer, record.optimizer_state, filepath, model, record.optimizer_param_names)
-        self.tracker.mark_reached(record.reached_milestones)
+        self.checkpointer.published(record.reached_milestones)
         self.forget_unsaved_milestones()
         info = record.summary()
         info["path"] = str(filepath)

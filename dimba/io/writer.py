@@ -1,6 +1,6 @@
 """The one writer of milestone checkpoints, for both trainers and the ProgressiveCheckpointManager.
 
-A save is a `PendingSave` (what the policy decided) plus a checkpoint dictionary. The
+A save is a `PendingSave` (what the milestone checkpointer decided) plus a checkpoint dictionary. The
 bytes go into a temporary beside the final name and are fsynced; then, per milestone, its
 sidecar is written and only then does the checkpoint get its final name (a hard link to
 the same bytes). A checkpoint under its final name therefore always has its sidecar, and a
@@ -20,7 +20,7 @@ import torch
 from dimba.checkpointing import atomic_io
 from dimba.checkpointing import format as ckpt_format
 from dimba.checkpointing.milestones import format_param_count, milestone_label
-from dimba.checkpointing.policy import PendingSave
+from dimba.checkpointing.pending import PendingSave
 from dimba.errors import CheckpointWriteError
 
 log = logging.getLogger("dimba.checkpointing")

@@ -13,7 +13,7 @@ OBJECTIVES = ("diffusion", "masked", "ar")
 SCANS = ("auto", "torch", "mamba_ssm")  # see dimba.model.kernels
 NOISE_SCHEDULES = ("cosine", "cosine_zero_snr", "learned")
 """alpha_bar(t) of continuous diffusion (see `dimba.diffusion.schedule`)."""
-X0_ESTIMATES = ("regression", "softmax")
+X0_ESTIMATES = ("regression", "softmax", "bayes")
 """How a continuous model's output becomes its estimate of x0 (see `DIMBAConfig.x0_estimate`)."""
 CONTINUOUS_ONLY = {"noise_schedule": "cosine", "embedding_norm": None, "x0_estimate": "regression",
                    "self_condition": False}
@@ -64,9 +64,12 @@ class DIMBAConfig:
     signal-to-noise ratio means the same all through training; null leaves the rows free.
     sqrt(d_embed) keeps the initial scale of one per dimension."""
     x0_estimate: str = "regression"
-    """A continuous model's estimate of x0: `regression` (the network's output itself) or
+    """A continuous model's estimate of x0: `regression` (the network's output itself),
     `softmax` (the mean embedding under its rounding distribution, softmax(out . E^T) . E:
-    Plaid's categorical reparameterisation, always a mixture of real embeddings)."""
+    Plaid's categorical reparameterisation, always a mixture of real embeddings) or `bayes`
+    (the same, with each position's own Gaussian likelihood log q(z_t,i | token) added to the
+    network's logits: the exact posterior where the network's logits are the context's
+    prediction, certain at low noise; needs `embedding_norm`)."""
     self_condition: bool = False
     """The denoiser also reads its own previous estimate of x0 (Analog Bits): a second input
     beside x_t, zeros when there is none; training feeds it half the time."""
@@ -116,6 +119,10 @@ class DIMBAConfig:
             raise ConfigError("model.embedding_norm", norm, "a positive number, or null for free embeddings")
         if self.x0_estimate not in X0_ESTIMATES:
             raise ConfigError("model.x0_estimate", self.x0_estimate, " | ".join(X0_ESTIMATES))
+        if self.x0_estimate == "bayes" and self.embedding_norm is None:
+            raise ConfigError("model.x0_estimate", "bayes", "regression | softmax with model.embedding_norm=null "
+                                                            "(the Bayes estimate needs rows of one norm: set "
+                                                            "model.embedding_norm, e.g. 8)")
         if not isinstance(self.self_condition, bool):
             raise ConfigError("model.self_condition", self.self_condition, "true or false")
         if self.objective != "diffusion":

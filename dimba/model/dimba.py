@@ -81,13 +81,18 @@ class DIMBA(nn.Module):
             cond = None
             if self.config.time_conditioned:
                 cond = self.time_mlp(timestep_features(t, self.config.d_time).to(x_t.dtype))
+            inputs = x_t
             if self.config.self_condition:
-                x_t = torch.cat([x_t, torch.zeros_like(x_t) if previous is None else previous.to(x_t.dtype)], dim=-1)
-            h = self.in_proj(x_t)
+                inputs = torch.cat([x_t, torch.zeros_like(x_t) if previous is None else previous.to(x_t.dtype)], dim=-1)
+            h = self.in_proj(inputs)
             for block in self.blocks:
                 h = block(h, cond)
             out = self.out_proj(self.norm_f(h))
-        return out.to(x_t.dtype)
+        out = out.to(x_t.dtype)
+        if self.config.x0_estimate == "bayes":  # + each position's likelihood: q . e_v = log q(z_t | v) + const
+            ab = self.schedule.alpha_bar.to(x_t.device)[t]
+            out = out + (ab.sqrt() / (1 - ab)).to(x_t.dtype).view(-1, 1, 1) * x_t
+        return out
 
     def estimate(self, x_t: Tensor, t: Tensor, previous: Optional[Tensor] = None) -> Tensor:
         """`denoise` as inference runs it: a self-conditioned model with no `previous` (a
@@ -99,7 +104,7 @@ class DIMBA(nn.Module):
 
     def x0_hat(self, out: Tensor) -> Tensor:
         """A continuous model's estimate of x0 from its output (`model.x0_estimate`)."""
-        return self.rounding_mean(out) if self.config.x0_estimate == "softmax" else out
+        return out if self.config.x0_estimate == "regression" else self.rounding_mean(out)
 
     def _table(self) -> Tensor:
         """The embedding rows as used: rescaled to `embedding_norm` when it is set (Plaid)."""

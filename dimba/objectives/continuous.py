@@ -100,7 +100,7 @@ def _bound_loss(model, tokens: Tensor, x0: Tensor, t: Tensor, out: Tensor, x0_ha
     proposal = training_proposal(alpha_bar.detach().cpu()).to(t.device)
     weights = diffusion_weights(alpha_bar).to(t.device)
     length = tokens.shape[1]
-    e_hat = x0_hat if model.config.x0_estimate == "softmax" else model.rounding_mean(out)
+    e_hat = model.rounding_mean(out) if model.config.x0_estimate == "regression" else x0_hat
     sq_err = ((x0 - e_hat).to(torch.float64) ** 2).sum(dim=(1, 2))
     nll = F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="none").view(tokens.shape)
     at_one = (t == 1).to(torch.float64)

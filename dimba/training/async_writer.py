@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
-from dimba.checkpointing.policy import PendingSave
+from dimba.checkpointing.pending import PendingSave
 
 
 def snapshot(obj: Any) -> Any:

@@ -1,10 +1,10 @@
 """The Lightning side of progressive checkpointing.
 
-After every optimizer step the callback asks the policy (`dimba.checkpointing.policy`) what
-is due, given the (cached) parameter count. A due save is a `PendingSave`: the checkpoint
-is assembled by Lightning (so every strategy serializes its state as it should), the seed
-document's keys are added by the one builder (`dimba.io.writer`), and the one writer
-publishes it. A milestone checkpoint is therefore a Lightning checkpoint too: `ckpt_path=`
+An adapter over the milestone checkpointer (`dimba.io.checkpointer`), which owns the state
+and every decision: after each optimizer step the callback asks it what is due, given the
+(cached) parameter count. A due save is a `PendingSave`: Lightning dumps the checkpoint (so
+every strategy serializes its state as it should), the checkpointer adds the milestone
+format's keys and writes it. A milestone checkpoint is therefore a Lightning checkpoint too: `ckpt_path=`
 resumes it.
 
 Under a sharded strategy every rank writes its shards into one Distributed Checkpoint
@@ -24,12 +24,10 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from dimba import internals
-from dimba.checkpointing.format import milestone_entries
 from dimba.checkpointing.record import model_view
-from dimba.checkpointing.policy import MilestonePolicy, PendingSave
+from dimba.checkpointing.pending import PendingSave
 from dimba.checkpointing.ownership import SaveDirClaim
 from dimba.errors import CheckpointWriteError, ConfigError
-from dimba.io import writer
 from dimba.io.load import optimizer_param_names
 from dimba.io.manager import ProgressiveCheckpointManager
 from dimba.model.params import count_parameters
@@ -45,17 +43,17 @@ class ProgressiveCheckpointCallback(Callback):
     def __init__(self, milestones: Sequence[Any], save_dir: str | Path = "./progressive_checkpoints",
                  enabled: bool = True, async_save: bool = False) -> None:
         self.manager = ProgressiveCheckpointManager(milestones, save_dir, enabled)
-        self.policy = MilestonePolicy(self.manager.tracker)
+        self.checkpointer = self.manager.checkpointer  # the state and every decision
         self.writer: Optional[BackgroundWriter] = BackgroundWriter() if async_save else None
         self._background: Optional[BackgroundSave] = None  # rank zero's write in flight
         self._failed: Optional[str] = None  # a failed background write, reported at the next collective
         self._restored_save_dir: Optional[str] = None  # where the resumed checkpoint's run saved milestones
         self._claim: Optional[SaveDirClaim] = None  # rank zero's: this run alone writes into save_dir
-        self._shards = ShardedWrites(self.manager.save_dir)  # under a sharded strategy
+        self._shards = ShardedWrites(self.checkpointer.save_dir)  # under a sharded strategy
 
     @property
     def enabled(self) -> bool:
-        return self.manager.enabled
+        return self.checkpointer.enabled
 
     @property
     def async_save(self) -> bool:
@@ -76,25 +74,25 @@ class ProgressiveCheckpointCallback(Callback):
         error = None
         if trainer.is_global_zero:
             try:
-                self._claim = SaveDirClaim(self.manager.save_dir, str(trainer.default_root_dir))
+                self._claim = SaveDirClaim(self.checkpointer.save_dir, str(trainer.default_root_dir))
             except ConfigError as exc:
                 error = str(exc)
             else:
-                self.manager.prepare_save_dir()
+                self.checkpointer.prepare_save_dir()
                 if self.writer is not None:
                     self.writer.start()
         error = trainer.strategy.broadcast(error, src=0)
         if error is not None:
-            raise ConfigError("progressive_checkpoints.save_dir", str(self.manager.save_dir), "", line=error)
+            raise ConfigError("progressive_checkpoints.save_dir", str(self.checkpointer.save_dir), "", line=error)
 
     def _refuse_another_runs_milestones(self, trainer: L.Trainer) -> Optional[str]:
         """A fresh run (nothing resumed) must not write into a directory holding another run's
         milestones: its saves would sit beside, or on the names of, checkpoints it did not make."""
-        saved = self.manager.valid_checkpoints()
+        saved = self.checkpointer.valid_checkpoints()
         if not saved:
             return None
         names = ", ".join(Path(e["path"]).name for e in saved[:3]) + (", ..." if len(saved) > 3 else "")
-        return (f"progressive_checkpoints.save_dir: {self.manager.save_dir} already holds another run's milestone "
+        return (f"progressive_checkpoints.save_dir: {self.checkpointer.save_dir} already holds another run's milestone "
                 f"checkpoints ({names}); accepted: an empty directory, or the run's own to continue it "
                 "(resume=auto or ckpt_path=...)")
 
@@ -107,14 +105,14 @@ class ProgressiveCheckpointCallback(Callback):
             claim.release()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.policy.start_at(trainer.global_step)
+        self.checkpointer.start_at(trainer.global_step)
         if self.enabled and trainer.ckpt_path is not None:
             self._reconcile_with_disk(trainer)
         elif self.enabled:
             error = self._refuse_another_runs_milestones(trainer) if trainer.is_global_zero else None
             error = trainer.strategy.broadcast(error, src=0)
             if error is not None:
-                raise ConfigError("progressive_checkpoints.save_dir", str(self.manager.save_dir), "", line=error)
+                raise ConfigError("progressive_checkpoints.save_dir", str(self.checkpointer.save_dir), "", line=error)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -123,9 +121,9 @@ class ProgressiveCheckpointCallback(Callback):
         if self._background is not None and trainer.is_global_zero:
             self._collect(trainer)
         if self._shards.in_flight is not None:  # every rank: have all finished their shards?
-            self._apply(trainer, self._shards.settle(trainer, self.manager.milestones, self.manager.tracker.reached,
+            self._apply(trainer, self._shards.settle(trainer, self.checkpointer.milestones, self.checkpointer.reached,
                                                      wait=False))
-        pending = self.policy.due(trainer.global_step, self.parameter_count(pl_module))
+        pending = self.checkpointer.due(trainer.global_step, self.parameter_count(pl_module))
         if pending is not None:
             self.save(trainer, pl_module, replace(pending, metadata=milestone_metadata(trainer, pl_module)))
 
@@ -138,7 +136,7 @@ class ProgressiveCheckpointCallback(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """The run is over only when every milestone write is durable (or has failed loudly)."""
         if self._shards.in_flight is not None:
-            self._apply(trainer, self._shards.settle(trainer, self.manager.milestones, self.manager.tracker.reached,
+            self._apply(trainer, self._shards.settle(trainer, self.checkpointer.milestones, self.checkpointer.reached,
                                                      wait=True))
         error, self._failed = self._failed, None
         if trainer.is_global_zero:
@@ -148,7 +146,7 @@ class ProgressiveCheckpointCallback(Callback):
         error = trainer.strategy.broadcast(error, src=0)
         if error is not None:
             raise CheckpointWriteError(error)
-        self.policy.published(self.policy.in_flight)  # rank zero published them: keep every rank's view equal
+        self.checkpointer.published(self.checkpointer.in_flight)  # rank zero published them: every rank's view equal
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         # Training failed, but the snapshot being written is good: let it finish.
@@ -163,10 +161,10 @@ class ProgressiveCheckpointCallback(Callback):
     def state_dict(self) -> Dict[str, Any]:
         """The milestone state, and where its checkpoints are (a run started from this
         checkpoint elsewhere counts the milestones found there as reached)."""
-        return {**self.manager.state_dict(), "save_dir": str(self.manager.save_dir.resolve())}
+        return {**self.checkpointer.state_dict(), "save_dir": str(self.checkpointer.save_dir.resolve())}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        self.manager.load_state_dict(state_dict)
+        self.checkpointer.load_state_dict(state_dict)
         self._restored_save_dir = state_dict.get("save_dir")
 
     # ----------------------------------------------------------------- saving
@@ -180,30 +178,28 @@ class ProgressiveCheckpointCallback(Callback):
         """
         sharded = internals.writes_sharded_checkpoints(trainer.strategy)
         background = self.writer is not None
-        final = writer.milestone_paths(self.manager.save_dir, pending)[pending.largest]
         error: Optional[str] = None
         try:
             if sharded and self._shards.in_flight is not None:  # one write in flight at a time
-                self._apply(trainer, self._shards.settle(trainer, self.manager.milestones,
-                                                         self.manager.tracker.reached, wait=True))
+                self._apply(trainer, self._shards.settle(trainer, self.checkpointer.milestones,
+                                                         self.checkpointer.reached, wait=True))
             checkpoint = self._assemble(trainer, pl_module, pending, sharded)
             if sharded and background:
                 error = self._shards.start(trainer, checkpoint, pending)
             elif sharded:
-                error = self._shards.write(trainer, checkpoint, pending, self.manager.milestones,
-                                           self.manager.tracker.reached)
+                error = self._shards.write(trainer, checkpoint, pending, self.checkpointer.milestones,
+                                           self.checkpointer.reached)
             elif background and trainer.is_global_zero:
                 error = self._start_background(trainer, checkpoint, pending)
             elif trainer.is_global_zero:
-                writer.write_milestones(checkpoint, pending, self.manager.save_dir, self.manager.milestones,
-                                        self.manager.tracker.reached)
+                self.checkpointer.write(checkpoint, pending)
         except Exception as exc:  # any failure must still reach the broadcast below
-            error = writer.milestone_failure(exc, final)
+            error = self.checkpointer.failure(exc, pending)
         error = trainer.strategy.broadcast(error, src=0)
         if error is not None:
             raise CheckpointWriteError(error)
         if background:
-            self.policy.started(pending, background=True)  # every rank: not due again while written
+            self.checkpointer.started(pending, background=True)  # every rank: not due again while written
         else:
             self._published(trainer, pending)
 
@@ -215,16 +211,13 @@ class ProgressiveCheckpointCallback(Callback):
         state = checkpoint.get("callbacks", {}).get(self.state_key)
         if state is not None:
             state["reached_milestones"] = sorted(set(state["reached_milestones"]) | set(pending.milestones))
-        milestones, reached = self.manager.milestones, self.manager.tracker.reached
         if sharded:  # tensors are in the shards; the format's aliases would gather them
-            checkpoint.update(milestone_entries(pending.global_step, list(pending.milestones), pending.current_params,
-                                                milestones, reached, pending.metadata))
+            checkpoint.update(self.checkpointer.describe(pending))
             return checkpoint
         optimizers = checkpoint.get("optimizer_states") or []
         names = optimizer_param_names(trainer.optimizers[0], getattr(pl_module, "model", pl_module)) if optimizers else None
-        return writer.build_milestone_checkpoint(checkpoint, model_view(checkpoint["state_dict"]),
-                                                 optimizers[0] if optimizers else None, names, pending,
-                                                 milestones, reached)
+        return self.checkpointer.assemble(checkpoint, model_view(checkpoint["state_dict"]),
+                                          optimizers[0] if optimizers else None, names, pending)
 
     # ----------------------------------------------------------------- background writes
     def _start_background(self, trainer: L.Trainer, checkpoint: Dict[str, Any], pending: PendingSave) -> Optional[str]:
@@ -234,10 +227,8 @@ class ProgressiveCheckpointCallback(Callback):
         self._failed = None
         if error is not None:
             return error
-        save_dir, milestones, reached = self.manager.save_dir, self.manager.milestones, list(self.manager.tracker.reached)
         assert self.writer is not None
-        self._background = self.writer.submit(
-            pending, checkpoint, lambda copy: writer.write_milestones(copy, pending, save_dir, milestones, reached))
+        self._background = self.writer.submit(pending, checkpoint, self.checkpointer.writer_for(pending))
         return None
 
     def _apply(self, trainer: L.Trainer, outcome: Optional[Tuple[PendingSave, Optional[str]]]) -> None:
@@ -246,13 +237,13 @@ class ProgressiveCheckpointCallback(Callback):
             return
         pending, error = outcome
         if error is not None:
-            self.policy.abandoned(pending.milestones)
+            self.checkpointer.abandoned(pending.milestones)
             raise CheckpointWriteError(error)
         self._published(trainer, pending)
 
     def _published(self, trainer: L.Trainer, pending: PendingSave) -> None:
         """A save is durable: its milestones are reached, and every logger hears of it."""
-        self.policy.published(pending.milestones)
+        self.checkpointer.published(pending.milestones)
         for milestone in pending.milestones:
             log_event(trainer, milestone_metrics(milestone, pending.current_params), pending.global_step)
 
@@ -267,8 +258,8 @@ class ProgressiveCheckpointCallback(Callback):
         if failure is None:
             self._published(trainer, save.pending)
             return None
-        self.policy.abandoned(save.pending.milestones)
-        return writer.milestone_failure(failure, writer.milestone_paths(self.manager.save_dir, save.pending)[save.pending.largest])
+        self.checkpointer.abandoned(save.pending.milestones)
+        return self.checkpointer.failure(failure, save.pending)
 
     def _collect(self, trainer: L.Trainer) -> None:
         """Every step, on rank zero: a failed write stops a single-process run at once (with
@@ -286,7 +277,7 @@ class ProgressiveCheckpointCallback(Callback):
         started from another run's checkpoint does not save that run's milestones again)."""
         reached = None
         if trainer.is_global_zero:
-            self.manager.reconcile_with_disk(held_elsewhere(self._restored_save_dir, trainer.ckpt_path,
-                                                            self.manager.save_dir))
-            reached = self.manager.tracker.reached
-        self.manager.tracker.reached = list(trainer.strategy.broadcast(reached, src=0))
+            self.checkpointer.reconcile_with_disk(held_elsewhere(self._restored_save_dir, trainer.ckpt_path,
+                                                                 self.checkpointer.save_dir))
+            reached = self.checkpointer.reached
+        self.checkpointer.adopt_reached(trainer.strategy.broadcast(reached, src=0))

@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import lightning as L
 
 from dimba.checkpointing import atomic_io
-from dimba.checkpointing.policy import PendingSave
+from dimba.checkpointing.pending import PendingSave
 from dimba.errors import CheckpointWriteError
 from dimba.io import writer
 

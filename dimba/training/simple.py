@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from dataclasses import replace
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
@@ -24,6 +25,7 @@ from dimba.growth.schedule import GrowthEvent
 from dimba.io.manager import ProgressiveCheckpointManager
 from dimba.io.writer import model_record
 from dimba.model import DIMBA, DIMBAConfig
+from dimba.model.params import count_parameters
 from dimba.training import steps
 
 log = logging.getLogger(__name__)
@@ -129,13 +131,14 @@ class SimpleTrainer:
         log.info("Grew the model after step %d: %s", self.global_step, event.describe())
 
     def _check_milestones(self, loss: float, consistency: Optional[float]) -> None:
-        if not (self.manager.enabled and self.manager.should_save_checkpoint(self.model)[0]):
+        pending = self.manager.checkpointer.due(self.global_step, count_parameters(self.model))
+        if pending is None:
             return
         metadata = {"train/loss": loss, **model_record(self.model, self.growth_history),
                     "objective": self.objective.to_dict()}
         if consistency is not None:
             metadata["train/consistency_loss"] = consistency
-        self.manager.save_checkpoint(self.model, self.optimizer, self.global_step, metadata=metadata)
+        self.manager.save_pending(self.model, self.optimizer, replace(pending, metadata=metadata))
 
     # ----------------------------------------------------------------- resume
     def resume(self, path: str) -> Dict[str, Any]:
