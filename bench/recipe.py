@@ -21,6 +21,7 @@ samples (seed 0 of the variants in `--samples`, DDIM and ancestral, the step cou
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import sys
@@ -79,10 +80,12 @@ def ensure(variant: str, budget: float, lr: float, seed: int, with_samples: bool
     record = quality.one_run("builtin", "diffusion", budget, lr, seed, with_samples, extra=overrides_of(variant),
                              label=f"diffusion[{variant}]", samplers=SAMPLERS,
                              halves=("select", "report") if tuned else ("report",))
-    lines = RUNS.read_text().splitlines() if RUNS.exists() else []
-    lines.append(json.dumps(record, separators=(",", ":")))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_atomic(RUNS, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+    with open(RUNS.with_suffix(".lock"), "w") as lock:  # several `run`s may append at once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lines = RUNS.read_text().splitlines() if RUNS.exists() else []
+        lines.append(json.dumps(record, separators=(",", ":")))
+        write_atomic(RUNS, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
     return record
 
 

@@ -63,8 +63,8 @@ def test_timesteps_are_evenly_spaced_distinct_and_end_at_zero():
         (dict(steps=0), "steps must be an integer between 1 and the model's diffusion_steps (100), got 0"),
         (dict(steps=101), "steps must be an integer between 1 and the model's diffusion_steps (100), got 101"),
         (dict(steps=2.5), "steps must be an integer between 1"),
-        (dict(length=0), "length must be a positive integer, got 0"),
-        (dict(length=3), "length (3) must be at least the prompt length (5 tokens)"),
+        (dict(length=0), "length must be an integer >= max(1, the prompt's 5 tokens), got 0"),
+        (dict(length=3), "length must be an integer >= max(1, the prompt's 5 tokens), got 3"),
     ],
 )
 def test_invalid_arguments_raise_value_error_with_a_clear_message(model, kwargs, message):

@@ -57,25 +57,11 @@ def sample_many(model, prompt_ids: Tensor, length: int, steps: int, seeds: Seque
     of the whole batch. Returns (len(seeds), length) token ids; row i starts from seed i's
     noise, as `sample(..., seed=seeds[i])` does (rows do not interact).
     """
+    from dimba.objectives import check_request
+
     total = int(model.config.diffusion_steps)
-    vocab = int(model.config.vocab_size)
-    prompt_ids = torch.as_tensor(prompt_ids)
-    if prompt_ids.dim() != 1:
-        raise ValueError(f"prompt_ids must be a 1-D tensor of token ids, got shape {tuple(prompt_ids.shape)}")
-    if prompt_ids.numel() and (prompt_ids.is_floating_point() or prompt_ids.is_complex()):
-        raise ValueError(f"prompt_ids must be integer token ids, got dtype {prompt_ids.dtype}")
-    n_prompt = prompt_ids.numel()
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ValueError(f"length must be a positive integer, got {length!r}")
-    if length < n_prompt:
-        raise ValueError(f"length ({length}) must be at least the prompt length ({n_prompt} tokens)")
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= total:
-        raise ValueError(f"steps must be an integer between 1 and the model's diffusion_steps ({total}), got {steps!r}")
-    if n_prompt and not (0 <= int(prompt_ids.min()) and int(prompt_ids.max()) < vocab):
-        raise ValueError(f"prompt token ids must lie in [0, {vocab})")
+    prompt_ids = check_request(model, prompt_ids, length, steps, seeds, 1.0, 1.0)
     seeds = [int(seed) for seed in seeds]
-    if not seeds:
-        raise ValueError("seeds must name at least one seed")
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
 

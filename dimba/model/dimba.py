@@ -169,18 +169,8 @@ class DIMBA(nn.Module):
         consistency loss) can reuse this forward instead of running another. A `masked` or
         `ar` model returns its own objective's loss (which takes none of these options).
         """
-        if self.config.objective != "diffusion":
-            if t is not None or noise is not None or return_prediction:
-                raise ValueError(f"t, noise and return_prediction belong to continuous diffusion, not to an "
-                                 f"objective={self.config.objective} model")
-            from dimba.objectives import masked, autoregressive
+        from dimba.objective import ObjectiveConfig
+        from dimba.objectives import loss
 
-            return masked.loss(self, tokens, None) if self.config.objective == "masked" else autoregressive.loss(self, tokens)
-        from dimba.objectives import continuous
-
-        if t is None:
-            t = self.schedule.sample_timesteps(tokens.shape[0], tokens.device)
-        if noise is None:
-            noise = torch.randn(*tokens.shape, self.config.d_embed, device=tokens.device, dtype=self.embedding.weight.dtype)
-        return continuous.loss(self, tokens, t, noise, mse_weight=mse_weight, ce_weight=ce_weight,
-                               return_prediction=return_prediction)
+        return loss(self, tokens, ObjectiveConfig(mse_weight=mse_weight, ce_weight=ce_weight), None, t, noise,
+                    return_prediction=return_prediction)

@@ -1,5 +1,5 @@
-"""What differs between the three objectives once a model is built: its likelihood and its
-sampler. `model.config.objective` decides; the training loss is `dimba.training.steps`'.
+"""What differs between the three objectives once a model is built: its loss, its likelihood
+and its sampler. `model.config.objective` decides, here and nowhere else.
 
 - `diffusion`: continuous diffusion in the embedding space (`dimba.diffusion`);
 - `masked`: absorbing-state diffusion (`dimba.objectives.masked`);
@@ -14,6 +14,38 @@ import torch
 from torch import Tensor
 
 from dimba.diffusion.bound import SequenceBound
+from dimba.objective import ObjectiveConfig
+
+
+def loss(model, tokens: Tensor, objective: Optional[ObjectiveConfig] = None, generator: Optional[torch.Generator] = None,
+         t: Optional[Tensor] = None, noise: Optional[Tensor] = None, self_condition: bool = False,
+         return_prediction: bool = False) -> Dict[str, Tensor]:
+    """The training loss of a batch under the model's objective: the one dispatch `DIMBA.loss`
+    and both trainers (`dimba.training.steps`) use. Randomness comes from `generator` (None:
+    torch's global one); continuous diffusion draws its timesteps (as `objective.weighting`
+    wants them) and then its noise, unless `t` and `noise` are given."""
+    name = model.config.objective
+    if name != "diffusion":
+        if t is not None or noise is not None or return_prediction:
+            raise ValueError(f"t, noise and return_prediction belong to continuous diffusion, not to an "
+                             f"objective={name} model")
+        if name == "masked":
+            from dimba.objectives import masked
+
+            return masked.loss(model, tokens, generator)
+        from dimba.objectives import autoregressive
+
+        return autoregressive.loss(model, tokens)
+    from dimba.objectives import continuous
+
+    objective = objective if objective is not None else ObjectiveConfig()
+    if t is None:
+        t = continuous.sample_timesteps(model, objective.weighting, tokens.shape[0], tokens.device, generator)
+    if noise is None:
+        noise = torch.randn(*tokens.shape, model.config.d_embed, generator=generator, device=tokens.device,
+                            dtype=model.embedding.weight.dtype)
+    return continuous.loss(model, tokens, t, noise, objective.weighting, objective.mse_weight, objective.ce_weight,
+                           objective.min_snr_gamma, self_condition, return_prediction)
 
 
 def sequence_bound(model, tokens: Tensor, samples: int, generator: torch.Generator,
@@ -69,7 +101,8 @@ def generate(model, prompt_ids: Tensor, length: int, steps: int, seeds: Sequence
 
 def check_request(model, prompt_ids: Tensor, length: int, steps: int, seeds: Sequence[int], temperature: float,
                   top_p: float) -> Tensor:
-    """The prompt as a 1-D LongTensor, or ValueError naming what a generation request got wrong."""
+    """The prompt as a 1-D LongTensor, or ValueError naming what a generation request got wrong:
+    the one check of every sampler's arguments."""
     prompt_ids = torch.as_tensor(prompt_ids)
     if prompt_ids.dim() != 1 or (prompt_ids.numel() and (prompt_ids.is_floating_point() or prompt_ids.is_complex())):
         raise ValueError(f"prompt_ids must be a 1-D tensor of integer token ids, got shape {tuple(prompt_ids.shape)} "
@@ -79,7 +112,12 @@ def check_request(model, prompt_ids: Tensor, length: int, steps: int, seeds: Seq
         raise ValueError(f"prompt token ids must lie in [0, {vocab})")
     if isinstance(length, bool) or not isinstance(length, int) or length < max(1, prompt_ids.numel()):
         raise ValueError(f"length must be an integer >= max(1, the prompt's {prompt_ids.numel()} tokens), got {length!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+    if model.config.objective == "diffusion":
+        total = int(model.config.diffusion_steps)
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= total:
+            raise ValueError(f"steps must be an integer between 1 and the model's diffusion_steps ({total}), "
+                             f"got {steps!r}")
+    elif isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if not seeds:
         raise ValueError("seeds must name at least one seed")

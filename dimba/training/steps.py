@@ -19,7 +19,8 @@ from dimba.growth.optim import GrowableAdamW
 from dimba.growth.schedule import GrowthEvent
 from dimba.model import DIMBA
 from dimba.objective import ObjectiveConfig
-from dimba.objectives import autoregressive, continuous, masked
+from dimba import objectives
+from dimba.objectives import continuous
 from dimba.training.lr_schedule import GrowthAwareLR, build_lr_multiplier, width_lr_scales
 
 
@@ -58,12 +59,11 @@ def training_loss(model: DIMBA, batch: torch.Tensor, objective: ObjectiveConfig,
                   rank: int = 0) -> Dict[str, torch.Tensor]:
     """One training step's loss dict under `objective`: what both trainers optimize and log
     ("loss", and its terms: "mse" and "ce" for diffusion, "ce" for masked and ar)."""
-    if objective.name == "masked":
-        return masked.loss(model, batch, step_generator(batch.device, seed, step, rank))
-    if objective.name == "ar":
-        return autoregressive.loss(model, batch)
+    if not objective.use_consistency_training:  # (t, then noise, from the step's generator: as step_noise)
+        return objectives.loss(model, batch, objective, step_generator(batch.device, seed, step, rank),
+                               self_condition=self_conditions(model, objective, seed, step))
     t, noise = step_noise(model, batch, seed, step, rank, objective.weighting)
-    delta = step_deltas(t, objective, seed, step, rank) if objective.use_consistency_training else None
+    delta = step_deltas(t, objective, seed, step, rank)
     return objective_loss(model, batch, t, noise, objective, delta, self_conditions(model, objective, seed, step))
 
 
@@ -78,16 +78,12 @@ def self_conditions(model: DIMBA, objective: ObjectiveConfig, seed: int, step: i
 
 def validation_loss(model: DIMBA, batch: torch.Tensor, objective: ObjectiveConfig, batch_idx: int) -> Dict[str, torch.Tensor]:
     """Fixed timesteps and noise (or masks) per validation batch, so losses compare across steps."""
-    if objective.name == "masked":
-        return masked.loss(model, batch, torch.Generator(device=batch.device).manual_seed(batch_idx))
-    if objective.name == "ar":
-        return autoregressive.loss(model, batch)
-    generator = torch.Generator().manual_seed(batch_idx)
+    if objective.name != "diffusion":
+        return objectives.loss(model, batch, objective, torch.Generator(device=batch.device).manual_seed(batch_idx))
+    generator = torch.Generator().manual_seed(batch_idx)  # on the CPU: the same draws on any device
     t = model.schedule.sample_timesteps(batch.shape[0], torch.device("cpu"), generator).to(batch.device)
     noise = torch.randn(*batch.shape, model.config.d_embed, generator=generator)
-    noise = noise.to(batch.device, model.embedding.weight.dtype)
-    return continuous.loss(model, batch, t, noise, objective.weighting, objective.mse_weight, objective.ce_weight,
-                           objective.min_snr_gamma)
+    return objectives.loss(model, batch, objective, t=t, noise=noise.to(batch.device, model.embedding.weight.dtype))
 
 
 # ---------------------------------------------------------------------- optimizer
