@@ -100,10 +100,10 @@ def check_resume_before_running(config) -> None:
     if record.architecture:
         from dataclasses import replace as replace_fields
 
-        from dimba.model.config import CONTINUOUS_ONLY
+        from dimba.model.config import ORIGINAL_RECIPE
 
-        trained = replace_fields(config.model, **{k: record.architecture.get(k, default)  # older: the defaults
-                                                  for k, default in CONTINUOUS_ONLY.items()})
+        trained = replace_fields(config.model, **{k: record.architecture.get(k, original)  # older: the original
+                                                  for k, original in ORIGINAL_RECIPE.items()})
         difference = config.model.fixed_difference(trained)
         if difference:
             field = difference.split("=", 1)[0]

@@ -15,9 +15,11 @@ NOISE_SCHEDULES = ("cosine", "cosine_zero_snr", "learned")
 """alpha_bar(t) of continuous diffusion (see `dimba.diffusion.schedule`)."""
 X0_ESTIMATES = ("regression", "softmax", "bayes")
 """How a continuous model's output becomes its estimate of x0 (see `DIMBAConfig.x0_estimate`)."""
-CONTINUOUS_ONLY = {"noise_schedule": "cosine", "embedding_norm": None, "x0_estimate": "regression",
+ORIGINAL_RECIPE = {"noise_schedule": "cosine", "embedding_norm": None, "x0_estimate": "regression",
                    "self_condition": False}
-"""The architecture options of continuous diffusion, with their defaults (refused otherwise)."""
+"""The architecture options of continuous diffusion at the original recipe's values: what a
+checkpoint that does not record them was trained with, and what `masked` and `ar` models
+have (any other value is refused for them)."""
 
 
 def mamba_ssm_installed() -> bool:
@@ -126,7 +128,7 @@ class DIMBAConfig:
         if not isinstance(self.self_condition, bool):
             raise ConfigError("model.self_condition", self.self_condition, "true or false")
         if self.objective != "diffusion":
-            for name, default in CONTINUOUS_ONLY.items():
+            for name, default in ORIGINAL_RECIPE.items():
                 if getattr(self, name) != default:
                     raise ConfigError(f"model.{name}", getattr(self, name),
                                       f"its default ({'null' if default is None else default}) with "
@@ -165,7 +167,7 @@ class DIMBAConfig:
         """How `trained` (a checkpoint's architecture) differs from this one in what growth
         never changes (the objective and the continuous recipe's options), as
         "model.FIELD=TRAINED, not THIS"; None when they agree. A run keeps these."""
-        for name in ("objective", *CONTINUOUS_ONLY):
+        for name in ("objective", *ORIGINAL_RECIPE):
             mine, theirs = getattr(self, name), getattr(trained, name)
             if mine != theirs:
                 shown = lambda v: "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)  # noqa: E731
@@ -179,9 +181,11 @@ class DIMBAConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "DIMBAConfig":
-        """Build from a mapping (a checkpoint's record, a DictConfig); unknown keys are an error."""
+        """Build from a mapping (a checkpoint's record, a DictConfig); unknown keys are an error.
+        A recipe option the mapping lacks takes its original value (`ORIGINAL_RECIPE`): a
+        checkpoint written before the option existed was trained with it."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError("model", unknown, f"known model keys: {', '.join(sorted(known))}")
-        return cls(**{k: data[k] for k in data})
+        return cls(**{**ORIGINAL_RECIPE, **{k: data[k] for k in data}})
