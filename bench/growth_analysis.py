@@ -266,30 +266,15 @@ def plot(records: List[Dict[str, Any]], recipe: str, phase: str, key: str, path:
     plt.close(fig)
 
 
-def curves(record: Dict[str, Any]) -> Dict[str, Any]:
-    """A run without its per-sequence losses (those stay in growth_experiment_runs*.jsonl,
-    which the report is computed from): every curve, growth event and crossing. A baseline
-    copied from an earlier phase is its key and that of the run it copies (listed too)."""
-    if "copied_from" in record:
-        return {k: record[k] for k in ("key", "phase", "seed", "copied_from")}
-
-    def without_samples(item: Dict[str, Any]) -> Dict[str, Any]:
-        return {k: v for k, v in item.items() if k != "samples"}
-
-    return {**record, "points": [without_samples(p) for p in record["points"]],
-            "crossing": {key: without_samples(c) for key, c in record["crossing"].items()}}
-
-
 def write_results(path: Path, summary: Dict[str, Any], records: List[Dict[str, Any]]) -> None:
-    """The summary indented, to be read; each run's curves on one line (indented, their
-    per-step lists would take a line per number)."""
-    runs = ",\n".join(json.dumps(curves(r), sort_keys=True, separators=(",", ":")) for r in records)
-    text = f'{{"summary": {json.dumps(summary, indent=2, sort_keys=True)},\n"runs": [\n{runs}\n]}}\n'
-    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    """The summary, indented to be read, and the keys of the runs it was computed from; the
+    runs' curves stay in growth_experiment_runs.jsonl.xz."""
+    text = json.dumps({"summary": summary, "runs": sorted(r["key"] for r in records)}, indent=2, sort_keys=True)
+    write_atomic(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
 
 
 def write_report(records: List[Dict[str, Any]], results: Path) -> Dict[str, Any]:
-    """growth_experiment.json (summary plus every run's curves) and growth_experiment.png.
+    """growth_experiment.json (the summary and the runs' keys) and growth_experiment.png.
 
     The grid is read on the select split against cosine scratch (its only baseline); each
     confirmation (`confirm`, `confirm@grid`, `confirm@mid`: other seeds, other sizes) on the

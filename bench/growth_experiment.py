@@ -13,13 +13,15 @@ Splits: dimba's validation split cut in two halves, `select` (the grid is ranked
 `report` (the confirmation's figures). Recipes are defined in `growth_recipes.py`.
 
 Phases (each run appends one JSON line to bench/results/growth_experiment_runs.jsonl and a
-restart skips finished runs):
+restart skips finished runs; `pack` folds those files into growth_experiment_runs.jsonl.xz,
+the one file of per-run curves the repository keeps):
 
     python bench/growth_experiment.py grid --seeds 10                # every grid recipe
     python bench/growth_experiment.py grid --seeds 11 --recipes top:6  # the best 6 on a 2nd seed
     python bench/growth_experiment.py confirm --seeds 0,1,2 --recipes 'NAME'   # scratch (cosine, wsd), the winner
     python bench/growth_experiment.py confirm --scale grid ...        # the same on fresh seeds at the grid's sizes
-    python bench/growth_experiment.py report                          # JSON + plot from the runs
+    python bench/growth_experiment.py report                          # summary JSON + plots from the runs
+    python bench/growth_experiment.py pack                            # loose runs files -> the .xz archive
 
 `--scratch-lrs 0.002,0.008,...` makes a phase of its own (`grid+lr`, `confirm@grid+lr`):
 scratch trains on cosine and on wsd at each peak rate, and the target (`split@best`) is the
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import lzma
 import math
 import os
 import sys
@@ -66,7 +69,8 @@ log = logging.getLogger("bench.growth_experiment")
 SEQ_LEN, BATCH, VERSION = 128, 16, "v1"
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = RESULTS / "growth_experiment_runs.jsonl"
-RUNS_GLOB = "growth_experiment_runs*.jsonl"  # every runs file the experiment reads
+RUNS_GLOB = "growth_experiment_runs*.jsonl"  # every loose runs file the experiment reads
+ARCHIVE = RESULTS / "growth_experiment_runs.jsonl.xz"  # the finished runs, packed (`pack`)
 COARSE, FINE, FINE_MARGIN, AFTER_CROSSING = 25, 100, 0.03, 0.03
 SCRATCH_WSD = Recipe("scratch", schedule="wsd")
 TUNED = "+lr"  # phase suffix: scratch at several peak rates, the target the best of them
@@ -104,15 +108,36 @@ class Flops:
         return self.eval[self.key(config)]
 
 
+def runs_texts() -> List[str]:
+    """The packed archive first, then every loose runs file (one per concurrent process, `--runs`)."""
+    texts = [lzma.open(ARCHIVE, "rt", encoding="utf-8").read()] if ARCHIVE.exists() else []
+    return texts + [path.read_text() for path in sorted(RESULTS.glob(RUNS_GLOB))]
+
+
 def load_runs() -> Dict[str, Dict[str, Any]]:
-    """Every run in every runs file (one file per concurrent process, `--runs`)."""
+    """Every run in the archive and every runs file (a later line of a key replaces an earlier one)."""
     runs = {}
-    for path in sorted(RESULTS.glob(RUNS_GLOB)):
-        for line in path.read_text().splitlines():
+    for text in runs_texts():
+        for line in text.splitlines():
             if line.strip():
                 record = json.loads(line)
                 runs[record["key"]] = record
     return runs
+
+
+def pack() -> Path:
+    """Fold the loose runs files into the one compressed archive, in reading order, and remove them."""
+    loose = sorted(RESULTS.glob(RUNS_GLOB))
+    text = "".join(t if t.endswith("\n") else t + "\n" for t in runs_texts() if t.strip())
+
+    def write(tmp: Path) -> None:
+        with lzma.open(tmp, "wt", encoding="utf-8", preset=9) as out:
+            out.write(text)
+
+    write_atomic(ARCHIVE, write)
+    for path in loose:
+        path.unlink()
+    return ARCHIVE
 
 
 def append_run(record: Dict[str, Any], path: Path = RUNS) -> None:
@@ -231,7 +256,7 @@ def run_phase(phase: str, seeds: List[int], recipes_arg: str, draws: int, scratc
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("phase", choices=["grid", "confirm", "report"])
+    parser.add_argument("phase", choices=["grid", "confirm", "report", "pack"])
     parser.add_argument("--seeds", default="10", help="comma-separated training seeds")
     parser.add_argument("--recipes", default="all", help="all | top:K | names joined by ';' (see growth_recipes.py)")
     parser.add_argument("--draws", type=int, default=2, help="(t, noise) draws per held-out sequence")
@@ -245,7 +270,7 @@ def main() -> None:
                         "each, and the target is the best of them (a phase of its own, named PHASE+lr)")
     parser.add_argument("--scratch-schedules", default="cosine,wsd", help="the schedules of --scratch-lrs' runs")
     args = parser.parse_args()
-    if args.phase != "report":  # every argument checked before anything is set up or trains
+    if args.phase not in ("report", "pack"):  # every argument checked before anything is set up or trains
         lrs, schedules = checked_sweep(parser, args.scratch_lrs, args.scratch_schedules)
         checked_recipes(parser, args.recipes)
         seeds = checked_seeds(parser, args.seeds)
@@ -253,6 +278,9 @@ def main() -> None:
             parser.error(f"--runs {args.runs!r}: accepted: a file name matching {RUNS_GLOB} (in bench/results)")
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    if args.phase == "pack":
+        print(pack())
+        return
     if args.phase == "report":
         from growth_analysis import write_report
 

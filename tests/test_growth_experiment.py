@@ -112,7 +112,7 @@ def test_the_committed_summary_is_what_the_runs_files_give(report: Dict[str, Any
     summary = json.loads(json.dumps(report["summary"]))
     committed = json.loads((RESULTS / "growth_experiment.json").read_text(encoding="utf-8"))
     assert summary == committed["summary"]
-    assert {run["key"] for run in committed["runs"]} == {r["key"] for r in report["records"]}
+    assert set(committed["runs"]) == {r["key"] for r in report["records"]}
     assert report["plotted"] == {phase: row["best"] for phase, row in summary.items()
                                  if isinstance(row, dict) and row.get("best")}
 
@@ -156,3 +156,16 @@ def test_a_tie_on_the_select_split_keeps_the_default(report: Dict[str, Any], mon
     for default in (former, faster):
         monkeypatch.setattr(growth_analysis, "DEFAULT_RECIPE", default)
         assert growth_analysis.best_recipe(earlier, "confirm+lr", "select@best") == default
+
+
+def test_pack_folds_new_runs_files_into_the_archive_and_reads_back_the_same_runs(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(growth_experiment, "RESULTS", tmp_path)
+    monkeypatch.setattr(growth_experiment, "ARCHIVE", tmp_path / "growth_experiment_runs.jsonl.xz")
+    growth_experiment.append_run({"key": "a", "x": 1}, tmp_path / "growth_experiment_runs.jsonl")
+    growth_experiment.append_run({"key": "b", "x": 2}, tmp_path / "growth_experiment_runs_two.jsonl")
+    growth_experiment.pack()
+    growth_experiment.append_run({"key": "a", "x": 3}, tmp_path / "growth_experiment_runs.jsonl")  # a rerun: it wins
+    assert growth_experiment.load_runs() == {"a": {"key": "a", "x": 3}, "b": {"key": "b", "x": 2}}
+    growth_experiment.pack()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["growth_experiment_runs.jsonl.xz"]
+    assert growth_experiment.load_runs() == {"a": {"key": "a", "x": 3}, "b": {"key": "b", "x": 2}}
