@@ -120,13 +120,8 @@ class ObjectiveConfig:
                               f"schedule is trained through the bound: objective.weighting=bound)")
         if model.objective == self.name and (self.name != "ar" or not model.bidirectional):
             return model
-        reset = {}
-        if self.name != "diffusion":  # continuous-only options left at their defaults do not apply: off
-            from dimba.model.config import ORIGINAL_RECIPE, DIMBAConfig
-
-            defaults = {f.name: f.default for f in fields(DIMBAConfig)}
-            reset = {k: v for k, v in ORIGINAL_RECIPE.items() if getattr(model, k) == defaults[k]}
-        return replace(model, objective=self.name, bidirectional=self.name != "ar" and model.bidirectional, **reset)
+        # (continuous-only options left at their defaults are turned off by DIMBAConfig itself)
+        return replace(model, objective=self.name, bidirectional=self.name != "ar" and model.bidirectional)
 
     def check_diffusion_steps(self, diffusion_steps: int) -> None:
         """δ must leave t - δ a real timestep for some t: delta_max < model.diffusion_steps.

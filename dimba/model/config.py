@@ -128,11 +128,15 @@ class DIMBAConfig:
         if not isinstance(self.self_condition, bool):
             raise ConfigError("model.self_condition", self.self_condition, "true or false")
         if self.objective != "diffusion":
-            for name, default in ORIGINAL_RECIPE.items():
-                if getattr(self, name) != default:
-                    raise ConfigError(f"model.{name}", getattr(self, name),
-                                      f"its default ({'null' if default is None else default}) with "
-                                      f"objective={self.objective}: it applies to continuous diffusion only")
+            defaults = {f.name: f.default for f in fields(self)}
+            for name, original in ORIGINAL_RECIPE.items():
+                value = getattr(self, name)
+                if value == defaults[name]:  # left at the default: the option does not apply, so it is off
+                    object.__setattr__(self, name, original)
+                elif value != original:
+                    raise ConfigError(f"model.{name}", value,
+                                      f"{'null' if original is None else original} with objective={self.objective}"
+                                      f": it applies to continuous diffusion only")
         if self.dtype not in DTYPES:
             raise ConfigError("model.dtype", self.dtype, " | ".join(DTYPES))
         if self.scan not in SCANS:
