@@ -74,6 +74,9 @@ SAMPLES, SAMPLE_LEN = 16, 128
 HELD_OUT_WINDOWS = 96  # per half of the validation split
 SAMPLER_STEPS = {"diffusion": (16, 64, 256), "masked": (16, 64, 128), "ar": (1,)}
 VERSION = "v1"
+ORIGINAL_RECIPE = ("model.embedding_norm=null", "model.x0_estimate=regression")
+"""The budget is the FLOPs of the default run as it first was (240 steps of the original continuous
+recipe), whatever today's defaults cost: every run of `quality.py` and `recipe.py` compares to it."""
 
 
 # ---------------------------------------------------------------------- the runs as train.py composes them
@@ -236,7 +239,7 @@ def one_run(corpus: str, objective: str, budget: float, lr: float, seed: int, wi
     times the default run's FLOPs, its bound read on the held-out `halves`."""
     overrides = [f"objective={objective}", f"seed={seed}", *corpus_overrides(corpus), *extra]
     config = compose(overrides)
-    default = compose(["objective=diffusion", *corpus_overrides(corpus)])
+    default = compose(["objective=diffusion", *ORIGINAL_RECIPE, *corpus_overrides(corpus)])
     flops_budget = int(budget * run_flops(default, default.trainer.max_steps, list(default.growth.schedule)))
     total_steps, events = scaled_plan(config, flops_budget)
     log.info("%s %s x%g lr %g seed %d: %d steps, growth at %s", corpus, objective, budget, lr, seed, total_steps,

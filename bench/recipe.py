@@ -56,14 +56,26 @@ the scale the embeddings start at and the cosine schedule assumes."""
 SAMPLERS = ("ddim", "ancestral")
 
 
-def overrides_of(variant: str) -> List[str]:
-    """A variant's overrides: a name of VARIANTS, or several joined by `+` (a combination)."""
+ORIGINAL = {"objective.weighting": "uniform", "model.noise_schedule": "cosine", "model.embedding_norm": "null",
+            "model.x0_estimate": "regression", "model.self_condition": "false"}
+"""The original recipe, pinned under every variant: `today` means it whatever the defaults are."""
+
+
+def own_overrides(variant: str) -> List[str]:
+    """A variant's own overrides: a name of VARIANTS, or several joined by `+` (a combination)."""
     out: List[str] = []
     for part in variant.split("+"):
         if part not in VARIANTS:
             raise SystemExit(f"unknown variant {part!r}: {', '.join(VARIANTS)} (combine with +)")
         out += VARIANTS[part]
     return out
+
+
+def overrides_of(variant: str) -> List[str]:
+    """The run's overrides: the original recipe, with the variant's own options in its place."""
+    values = dict(ORIGINAL)
+    values.update(item.split("=", 1) for item in own_overrides(variant))
+    return [f"{key}={value}" for key, value in values.items()]
 
 
 def load_runs() -> Dict[str, Dict[str, Any]]:
@@ -104,7 +116,7 @@ def chosen_rate(variant: str, lr: float) -> float:
 def cmd_run(args: argparse.Namespace) -> None:
     lr = base_lr()
     for budget in args.budgets:
-        for seed in range(args.seeds):
+        for seed in (args.only_seeds or range(args.seeds)):
             for variant in args.variants:
                 tuned = variant in args.tune
                 rates = [lr * m for m in quality.LR_GRID] if (tuned and seed == 0) else [chosen_rate(variant, lr)]
@@ -119,6 +131,8 @@ def main() -> None:
     run.add_argument("--variants", default=",".join(VARIANTS), type=lambda s: s.split(","))
     run.add_argument("--budgets", default="1", type=lambda s: [float(x) for x in s.split(",")])
     run.add_argument("--seeds", type=int, default=3)
+    run.add_argument("--only-seeds", default="", type=lambda s: [int(x) for x in s.split(",") if x],
+                     help="run these seeds only (a second process sharing the work)")
     run.add_argument("--samples", default="today", type=lambda s: s.split(","), help="variants to draw samples of")
     run.add_argument("--tune", default="", type=lambda s: [x for x in s.split(",") if x],
                      help="variants whose rate is tuned on the grid (seed 0)")

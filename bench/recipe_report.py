@@ -15,7 +15,7 @@ from dimba.checkpointing.atomic_io import write_atomic
 
 import quality
 from quality_report import judge_bpb, judge_of, summarize, text_scores, word_list
-from recipe import RESULTS, load_runs
+from recipe import RESULTS, load_runs, own_overrides
 
 COMMAND = "python bench/recipe.py run --seeds 3 --samples today,best && python bench/recipe.py report"
 
@@ -44,7 +44,7 @@ def cmd_report(args: argparse.Namespace) -> None:
             seeds = sorted(by_lr[lr], key=lambda r: r["seed"])
             values = [r["heldout"]["report"]["bpb"] for r in seeds]
             row: Dict[str, Any] = {
-                "overrides": seeds[0]["overrides"][2:], "lr": lr, "steps": seeds[0]["steps"],
+                "overrides": own_overrides(variant[len("diffusion["):-1].split(",")[0]), "lr": lr, "steps": seeds[0]["steps"],
                 "flops": seeds[0]["flops"], "params": seeds[0]["params"], "report_bpb": summarize(values),
                 "per_seed": {r["seed"]: r["heldout"]["report"]["bpb"] for r in seeds},
                 "lr_grid_select_bpb": {x: r["heldout"]["select"]["bpb"] for x, rs in by_lr.items() for r in rs

@@ -44,7 +44,8 @@ class Probe(L.Callback):
         stage = self.report.setdefault(str(trainer.global_step), {})
         stage["after" if self.after else "before"] = logits
         if self.after:
-            stage["delta"] = float((stage.pop("after") - stage.pop("before")).abs().max())
+            before = stage.pop("before")  # relative to the logits' size (the Bayes estimate's are large)
+            stage["delta"] = float((stage.pop("after") - before).abs().max() / max(1.0, float(before.abs().max())))
             stage["local"] = sum(p.to_local().numel() for p in pl_module.model.parameters())
             stage["global"] = pl_module.parameter_count()
 

@@ -42,8 +42,10 @@ from dimba.growth.sharded import build_sharded, recorded_shard  # noqa: E402
 from dimba.model import DIMBA, DIMBAConfig  # noqa: E402
 from dimba.training.fsdp_wrapping import shard_dimba  # noqa: E402
 
+# The original recipe: the bounds on the logits' change are absolute, and its logits are of order
+# one (the Bayes estimate's reach 1e6 at t = 1).
 CONFIG = dict(vocab_size=64, d_model=32, n_layers=3, d_state=8, head_dim=16, d_embed=16, d_time=16,
-              chunk_size=8, diffusion_steps=100)
+              chunk_size=8, diffusion_steps=100, embedding_norm=None, x0_estimate="regression")
 EVENTS = [GrowthEvent(step=2, op="depth", n_layers=6), GrowthEvent(step=4, op="width", d_model=64),
           GrowthEvent(step=6, op="depth", n_layers=8, mode="stack")]
 

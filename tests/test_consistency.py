@@ -44,12 +44,12 @@ def test_the_loss_matches_a_hand_computation(model, batch):
 
     def noised(level):
         ab = alpha_bar[level].view(-1, 1, 1)
-        return ab.sqrt() * model.embedding(tokens) + (1 - ab).sqrt() * noise
+        return ab.sqrt() * model.embed(tokens) + (1 - ab).sqrt() * noise
 
-    with torch.no_grad():
-        student = model.denoise(noised(t), t)
-        teacher = model.denoise(noised(t - delta), t - delta)
-        teacher[2] = model.embedding(tokens[2])  # t - δ = 0: the clean embedding is the target
+    with torch.no_grad():  # the x0 estimates (the model's default: the Bayes estimate of normalised rows)
+        student = model.x0_hat(model.denoise(noised(t), t))
+        teacher = model.x0_hat(model.denoise(noised(t - delta), t - delta))
+        teacher[2] = model.embed(tokens[2])  # t - δ = 0: the clean embedding is the target
         by_hand = ((student - teacher) ** 2).mean()
         plain = model.loss(tokens, t=t, noise=noise, mse_weight=1.0, ce_weight=1.0)["loss"]
         out = objective_loss(model, tokens, t, noise, ObjectiveConfig(consistency_loss_weight=0.5), delta=delta)
@@ -72,8 +72,8 @@ def test_the_target_is_a_stop_gradient(model, batch):
     ours = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
     with torch.no_grad():
-        constant = model.denoise(model.schedule.add_noise(model.embedding(tokens), t - delta, noise), t - delta)
-        constant[2] = model.embedding(tokens[2])  # t - δ = 0
+        constant = model.x0_hat(model.denoise(model.schedule.add_noise(model.embed(tokens), t - delta, noise), t - delta))
+        constant[2] = model.embed(tokens[2])  # t - δ = 0
     x0_hat = model.loss(tokens, t=t, noise=noise, return_prediction=True)["x0_hat"]
     torch.nn.functional.mse_loss(x0_hat, constant).backward()
     reference = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}

@@ -25,9 +25,12 @@ SMALL = dict(vocab_size=8, d_model=32, n_layers=2, d_state=8, head_dim=16, chunk
 EVERYTHING = dict(noise_schedule="cosine_zero_snr", embedding_norm=4.0, x0_estimate="bayes", self_condition=True)
 
 
+ORIGINAL = dict(embedding_norm=None, x0_estimate="regression")  # each option is tested from the original recipe
+
+
 def build(**options) -> DIMBA:
     torch.manual_seed(0)
-    return DIMBA(DIMBAConfig(**{**SMALL, **options}))
+    return DIMBA(DIMBAConfig(**{**SMALL, **ORIGINAL, **options}))
 
 
 def trained(model: DIMBA, objective: ObjectiveConfig = ObjectiveConfig(), steps: int = 4) -> DIMBA:
@@ -187,7 +190,7 @@ def test_the_ancestral_sampler_follows_its_seed_keeps_the_prompt_and_differs_fro
     (lambda: DIMBAConfig(x0_estimate="eps"), "model.x0_estimate: 'eps'"),
     (lambda: DIMBAConfig(self_condition="yes"), "model.self_condition: 'yes'"),
     (lambda: ObjectiveConfig(name="masked").network(DIMBAConfig(self_condition=True)), "model.self_condition: True"),
-    (lambda: ObjectiveConfig(name="ar").network(DIMBAConfig(embedding_norm=8.0)), "model.embedding_norm: 8.0"),
+    (lambda: ObjectiveConfig(name="ar").network(DIMBAConfig(embedding_norm=4.0)), "model.embedding_norm: 4.0"),
     (lambda: ObjectiveConfig(weighting="elbo"), "objective.weighting: 'elbo'"),
     (lambda: ObjectiveConfig(weighting="bound", ce_weight=2.0), "objective.ce_weight: 2.0"),
     (lambda: ObjectiveConfig(min_snr_gamma=-1), "objective.min_snr_gamma: -1"),
@@ -203,7 +206,7 @@ def test_bad_recipe_options_are_refused_in_one_line_naming_the_field(make, key):
 
 def test_an_old_checkpoint_architecture_without_the_options_loads_as_the_original_recipe():
     record = {k: v for k, v in DIMBAConfig().to_dict().items() if k not in EVERYTHING}
-    config = DIMBAConfig.from_dict(record)
+    config = DIMBAConfig.from_record(record)
     assert (config.noise_schedule, config.embedding_norm, config.x0_estimate, config.self_condition) == \
         ("cosine", None, "regression", False)
 
@@ -215,7 +218,7 @@ def test_the_schedule_stays_exact_in_float64_whatever_the_model_is_cast_or_rebui
     model = build(noise_schedule="cosine_zero_snr").to(torch.bfloat16)
     assert model.schedule.alpha_bar.dtype == torch.float64 and torch.equal(model.schedule.alpha_bar, exact)
     with torch.device("meta"):
-        rebuilt = DIMBA(DIMBAConfig(**{**SMALL, "noise_schedule": "cosine_zero_snr"})).float()
+        rebuilt = DIMBA(DIMBAConfig(**{**SMALL, **ORIGINAL, "noise_schedule": "cosine_zero_snr"})).float()
     rebuilt.to_empty(device="cpu")
     assert torch.equal(rebuilt.schedule.alpha_bar, exact)
 
@@ -262,4 +265,12 @@ def test_the_bayes_estimate_adds_each_positions_gaussian_likelihood_to_the_netwo
         x0 = bayes.x0_hat(bayes.denoise(bayes.schedule.add_noise(e, torch.tensor([1, 1]), noise), torch.tensor([1, 1])))
     torch.testing.assert_close(x0, e, rtol=0, atol=1e-6)
     with pytest.raises(ConfigError, match="model.x0_estimate: 'bayes'"):
-        DIMBAConfig(x0_estimate="bayes")
+        DIMBAConfig(x0_estimate="bayes", embedding_norm=None)
+
+
+def test_the_default_recipe_is_the_bayes_estimate_of_normalised_rows_and_a_partial_mapping_takes_it():
+    config = DIMBAConfig.from_dict({"d_model": 64})  # a user's options: the rest are the defaults
+    assert (config.embedding_norm, config.x0_estimate, config.noise_schedule, config.self_condition) == \
+        (8.0, "bayes", "cosine", False)
+    masked = ObjectiveConfig(name="masked").network(DIMBAConfig())  # left at the defaults: off for masked
+    assert (masked.embedding_norm, masked.x0_estimate) == (None, "regression")

@@ -27,7 +27,10 @@ from dimba.training.lr_schedule import WarmupCosine
 V1 = Path(__file__).resolve().parent / "data" / "v1"
 EXPECTED = json.loads((V1 / "expected.json").read_text())
 MODELS = [name for name, value in EXPECTED.items() if isinstance(value, dict)]
-SMALL = dict(d_model=16, n_layers=1, d_state=4, head_dim=16, chunk_size=16, d_embed=8, d_time=8, diffusion_steps=100)
+# The v1 runs trained the original recipe (free embeddings, regression x0): code that continues
+# one builds that recipe (a model of today's default recipe is refused in one line).
+SMALL = dict(d_model=16, n_layers=1, d_state=4, head_dim=16, chunk_size=16, d_embed=8, d_time=8, diffusion_steps=100,
+             embedding_norm=None, x0_estimate="regression")
 
 
 @pytest.fixture
@@ -40,7 +43,8 @@ def v1(tmp_path) -> Path:
 def test_every_v1_checkpoint_loads_to_the_same_model(v1, name):
     model = dimba.load_model(v1 / name)
     expected = EXPECTED[name]
-    assert model.config == DIMBAConfig.from_dict(expected["architecture"])
+    assert model.config == DIMBAConfig.from_record(expected["architecture"])
+    assert (model.config.embedding_norm, model.config.x0_estimate) == (None, "regression")  # the original recipe
     x = torch.randn(1, 8, model.config.d_embed, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         logits = model(x, torch.tensor([10]))
@@ -59,6 +63,10 @@ def test_v1_sidecars_list_as_before(v1, directory):
 
 def test_the_seed_manager_resumes_a_v1_milestone_into_a_smaller_model(v1):
     manager = ProgressiveCheckpointManager([6000, 9000, 20000], v1 / "run" / "progressive_checkpoints")
+    today = DIMBA(DIMBAConfig(**{**SMALL, "embedding_norm": 8.0, "x0_estimate": "bayes"}))
+    path = manager.get_checkpoint_path_for_milestone(9000)
+    with pytest.raises(dimba.errors.CheckpointLoadError, match="model.embedding_norm=null, not 8.0"):
+        manager.load_checkpoint(path, today)
     model = DIMBA(DIMBAConfig(**SMALL))
     info = manager.load_checkpoint(manager.get_checkpoint_path_for_milestone(9000), model)
     assert info["global_step"] == 3 and manager.get_next_milestone() == 20000

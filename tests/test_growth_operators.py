@@ -58,7 +58,8 @@ def test_function_preserving_growth(shape, growth, dtype, tolerance):
     logits_before, loss_before = outputs(model, dtype)
     GROWTHS[growth](model)
     logits_after, loss_after = outputs(model, dtype)
-    assert (logits_after - logits_before).abs().max().item() <= tolerance
+    # relative to the logits' size: at t = 1 the Bayes estimate's likelihood term makes them ~1e6
+    assert (logits_after - logits_before).abs().max().item() <= tolerance * max(1.0, logits_before.abs().max().item())
     assert abs(loss_after.item() - loss_before.item()) <= tolerance * max(1.0, abs(loss_before.item()))
 
 
@@ -152,8 +153,8 @@ def test_optimizer_state_carries_over_into_grown_tensors():
 def test_new_entries_get_a_normal_sized_first_update():
     """With their own step count, new entries move by about lr on their first update,
     not by sqrt(1/(1-beta2)) times more as a copied step count would make them."""
-    torch.manual_seed(0)
-    model = DIMBA(DIMBAConfig(**SHAPES[0], **COMMON)).double()
+    torch.manual_seed(0)  # the regression estimate: its gradient reaches every new entry at once
+    model = DIMBA(DIMBAConfig(**SHAPES[0], **COMMON, embedding_norm=None, x0_estimate="regression")).double()
     lr = 1e-3
     optimizer = GrowableAdamW(model.parameters(), lr=lr, weight_decay=0.0)
     adam_state(model, optimizer, steps=20)

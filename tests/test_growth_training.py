@@ -86,7 +86,7 @@ def test_growth_does_not_change_what_the_model_computes_at_the_step_it_happens(t
     L.Trainer(max_steps=4, **quiet_trainer_kwargs).fit(module, token_loader())
     before = seen[(4, 32, 2)]
     after = seen[(4, 64, 2)]
-    assert (after - before).abs().max().item() < 1e-5
+    assert (after - before).abs().max().item() < 1e-5 * max(1.0, before.abs().max().item())  # (Bayes logits: large)
 
 
 def test_lightning_resume_regrows_before_loading_and_continues_the_schedule(grown_run, tiny_model_config, token_loader, quiet_trainer_kwargs):

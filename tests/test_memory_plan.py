@@ -67,7 +67,12 @@ def saved_activation_bytes(config: DIMBAConfig, batch: int, length: int) -> int:
 
 
 @pytest.mark.parametrize("shape", [SMALL, {**SMALL, "d_state": 32, "chunk_size": 32, "head_dim": 32},
-                                   {**SMALL, "bidirectional": False, "expand": 1}])
+                                   {**SMALL, "bidirectional": False, "expand": 1},
+                                   {**SMALL, "x0_estimate": "softmax", "embedding_norm": None},
+                                   {**SMALL, "x0_estimate": "regression"},
+                                   {**SMALL, "x0_estimate": "regression", "embedding_norm": None},
+                                   {**SMALL, "self_condition": True}],
+                         ids=["small", "wide_state", "unidirectional", "softmax", "norm", "original", "self_cond"])
 def test_the_activation_estimate_is_at_most_ten_percent_above_what_autograd_keeps(shape):
     config = DIMBAConfig(**shape)
     measured = saved_activation_bytes(config, batch=2, length=64)

@@ -23,7 +23,9 @@ SHAPES = [
 
 
 def build(shape: dict, dtype: torch.dtype) -> tuple[DIMBA, DIMBAConfig]:
-    cfg = DIMBAConfig(vocab_size=256, d_embed=16, d_time=16, diffusion_steps=100, **shape)
+    # the reference is the original DIMBA: free embeddings, x0 regressed
+    cfg = DIMBAConfig(vocab_size=256, d_embed=16, d_time=16, diffusion_steps=100, embedding_norm=None,
+                      x0_estimate="regression", **shape)
     torch.manual_seed(0)
     model = DIMBA(cfg).to(dtype)
     with torch.no_grad():  # modulation and out_proj start at zero; make every path count

@@ -86,7 +86,7 @@ def test_denoise_from_a_given_x_t_is_the_sampler_on_a_batch(model):
     d = model.config.d_embed
     noise = torch.randn(1, 12, d, generator=torch.Generator().manual_seed(4), dtype=torch.float64).float()
     known = torch.zeros(1, 12, d)
-    known[:, :5] = model.embedding(PROMPT).detach()
+    known[:, :5] = model.embed(PROMPT).detach()
     mask = torch.zeros(1, 12, dtype=torch.bool)
     mask[:, :5] = True
     ab = model.schedule.alpha_bar[100].item()

@@ -69,7 +69,7 @@ def _record_from_checkpoint(path: Path) -> Dict[str, Any]:
     info = {k: record.data[k] for k in keys if k in record.data}
     if "current_params" not in info:
         try:
-            info["current_params"] = architecture_parameters(DIMBAConfig.from_dict(architecture))
+            info["current_params"] = architecture_parameters(DIMBAConfig.from_record(architecture))
         except (TypeError, ValueError):
             pass
     info.update(path=str(path), status="ok", size_bytes=size_on_disk(path), metadata=ckpt_format.jsonable(metadata))

@@ -57,7 +57,7 @@ def sample_many(model, prompt_ids: Tensor, length: int, steps: int, seeds: Seque
     of the whole batch. Returns (len(seeds), length) token ids; row i starts from seed i's
     noise, as `sample(..., seed=seeds[i])` does (rows do not interact).
     """
-    from dimba.objectives import check_request
+    from dimba.objectives.requests import check_request
 
     total = int(model.config.diffusion_steps)
     prompt_ids = check_request(model, prompt_ids, length, steps, seeds, 1.0, 1.0)

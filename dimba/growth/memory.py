@@ -108,10 +108,16 @@ def block_activation_elements(cfg: "DIMBAConfig") -> float:
 def activation_elements(cfg: "DIMBAConfig", checkpointing: bool = False) -> float:
     """Elements kept for backward per token by the whole model: every block, plus the
     embeddings, the output projection and the logits with their log-softmax (V + 3E + 3D),
-    and a few per-token scalars (token ids, norms, the loss).
+    and a few per-token scalars (token ids, norms, the loss); the continuous recipe's options
+    add theirs: the rounding distribution of a softmax or Bayes x0 estimate (V + 3E, with the
+    Bayes likelihood term), normalised embeddings (3E, the rows' norms included) and a
+    self-conditioned input (E).
     With per-block activation checkpointing, each block keeps only its input (D) and one
     block at a time is recomputed whole."""
-    head = cfg.vocab_size + 3 * cfg.d_embed + 3 * cfg.d_model + 8
+    e = cfg.d_embed
+    head = cfg.vocab_size + 3 * e + 3 * cfg.d_model + 8
+    head += cfg.vocab_size + 3 * e if cfg.x0_estimate != "regression" else 0
+    head += (3 * e if cfg.embedding_norm is not None else 0) + (e if cfg.self_condition else 0)
     block = block_activation_elements(cfg)
     if checkpointing:
         return head + cfg.n_layers * cfg.d_model + block

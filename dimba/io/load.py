@@ -30,7 +30,7 @@ def recorded_config(record: CheckpointRecord, path: PathLike, runtime: Optional[
     if architecture is None:
         raise CheckpointLoadError(f"{path} records no model architecture; it was not written by dimba")
     try:
-        return DIMBAConfig.from_dict(architecture).with_runtime_of(runtime or DIMBAConfig())
+        return DIMBAConfig.from_record(architecture).with_runtime_of(runtime or DIMBAConfig())
     except (TypeError, ValueError) as exc:
         raise CheckpointLoadError(f"{path}: bad architecture record: {first_line(exc)}") from None
 

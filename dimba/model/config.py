@@ -61,11 +61,12 @@ class DIMBAConfig:
     (the same, rescaled so that the last timestep is pure noise: Lin et al., 2024), or
     `learned` (the cosine under a learned monotone time warping, trained through the bound:
     `objective.weighting=bound`)."""
-    embedding_norm: Optional[float] = None
+    embedding_norm: Optional[float] = 8.0
     """Every token embedding row rescaled to this L2 norm on use (Plaid), so the diffusion's
-    signal-to-noise ratio means the same all through training; null leaves the rows free.
-    sqrt(d_embed) keeps the initial scale of one per dimension."""
-    x0_estimate: str = "regression"
+    signal-to-noise ratio means the same all through training; null leaves the rows free
+    (the original recipe). 8 = sqrt(d_embed) at the default d_embed of 64: one per dimension,
+    the scale the cosine schedule assumes (set it to sqrt(d_embed) with another d_embed)."""
+    x0_estimate: str = "bayes"
     """A continuous model's estimate of x0: `regression` (the network's output itself),
     `softmax` (the mean embedding under its rounding distribution, softmax(out . E^T) . E:
     Plaid's categorical reparameterisation, always a mixture of real embeddings) or `bayes`
@@ -185,11 +186,17 @@ class DIMBAConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "DIMBAConfig":
-        """Build from a mapping (a checkpoint's record, a DictConfig); unknown keys are an error.
-        A recipe option the mapping lacks takes its original value (`ORIGINAL_RECIPE`): a
-        checkpoint written before the option existed was trained with it."""
+        """Build from a mapping (a user's options, a DictConfig); unknown keys are an error and
+        missing ones take the defaults."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError("model", unknown, f"known model keys: {', '.join(sorted(known))}")
-        return cls(**{**ORIGINAL_RECIPE, **{k: data[k] for k in data}})
+        return cls(**{k: data[k] for k in data})
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> "DIMBAConfig":
+        """The architecture a checkpoint (or a past run's config) records: a recipe option it
+        lacks takes its original value (`ORIGINAL_RECIPE`), what it was trained with before the
+        option existed, not today's default."""
+        return cls.from_dict({**ORIGINAL_RECIPE, **data})

@@ -118,7 +118,7 @@ def initial_params(run_dir: Path) -> Optional[int]:
         from dimba.model.params import architecture_parameters
 
         model = OmegaConf.to_container(OmegaConf.load(config_path).model, resolve=True)
-        return architecture_parameters(DIMBAConfig.from_dict(model))
+        return architecture_parameters(DIMBAConfig.from_record(model))
     except Exception:  # an old or hand-edited config: the curve starts at the first known point
         return None
 
