@@ -35,6 +35,7 @@ Every run is appended to bench/results/quality_runs.jsonl; a restart skips finis
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import re
@@ -264,17 +265,22 @@ def one_run(corpus: str, objective: str, budget: float, lr: float, seed: int, wi
     return record
 
 
-def load_runs() -> Dict[str, Dict[str, Any]]:
-    if not RUNS.exists():
+def load_runs(path: Path = RUNS) -> Dict[str, Dict[str, Any]]:
+    """The runs of a runs file by key (a later line of a key replaces an earlier one)."""
+    if not path.exists():
         return {}
-    return {r["key"]: r for r in (json.loads(line) for line in RUNS.read_text().splitlines() if line.strip())}
+    return {r["key"]: r for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip())}
 
 
-def append_run(record: Dict[str, Any]) -> None:
-    lines = RUNS.read_text().splitlines() if RUNS.exists() else []
-    lines.append(json.dumps(record, separators=(",", ":")))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    write_atomic(RUNS, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+def append_run(record: Dict[str, Any], path: Path = RUNS) -> None:
+    """Rewrite the runs file atomically with `record` appended, under a lock: several `run`
+    processes may append at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lines = path.read_text().splitlines() if path.exists() else []
+        lines.append(json.dumps(record, separators=(",", ":")))
+        write_atomic(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
 
 
 def ensure(corpus: str, objective: str, budget: float, lr: float, seed: int, with_samples: bool) -> Dict[str, Any]:

@@ -21,8 +21,6 @@ samples (seed 0 of the variants in `--samples`, DDIM and ancestral, the step cou
 from __future__ import annotations
 
 import argparse
-import fcntl
-import json
 import logging
 import sys
 from pathlib import Path
@@ -33,7 +31,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import quality  # noqa: E402
 
-from dimba.checkpointing.atomic_io import write_atomic  # noqa: E402
 
 log = logging.getLogger("bench.recipe")
 
@@ -79,9 +76,7 @@ def overrides_of(variant: str) -> List[str]:
 
 
 def load_runs() -> Dict[str, Dict[str, Any]]:
-    if not RUNS.exists():
-        return {}
-    return {r["key"]: r for r in (json.loads(line) for line in RUNS.read_text().splitlines() if line.strip())}
+    return quality.load_runs(RUNS)
 
 
 def ensure(variant: str, budget: float, lr: float, seed: int, with_samples: bool, tuned: bool) -> Dict[str, Any]:
@@ -92,12 +87,7 @@ def ensure(variant: str, budget: float, lr: float, seed: int, with_samples: bool
     record = quality.one_run("builtin", "diffusion", budget, lr, seed, with_samples, extra=overrides_of(variant),
                              label=f"diffusion[{variant}]", samplers=SAMPLERS,
                              halves=("select", "report") if tuned else ("report",))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RUNS.with_suffix(".lock"), "w") as lock:  # several `run`s may append at once
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        lines = RUNS.read_text().splitlines() if RUNS.exists() else []
-        lines.append(json.dumps(record, separators=(",", ":")))
-        write_atomic(RUNS, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+    quality.append_run(record, RUNS)
     return record
 
 
