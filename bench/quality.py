@@ -51,6 +51,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 
+from dimba.model.denormals import flush_denormals  # noqa: E402
+
+flush_denormals()  # before torch starts its threads (as the trainers do)
+
 from dimba.checkpointing.atomic_io import write_atomic  # noqa: E402
 from dimba.config.schema import Config  # noqa: E402
 from dimba.diffusion.bound import bits_per_byte  # noqa: E402

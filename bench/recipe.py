@@ -1,6 +1,7 @@
 """Which parts of the continuous recipe matter for a Mamba-2 denoiser? Each option of
-`objective=diffusion` alone against today's recipe, and the best combination, in held-out
-bits per byte at equal training FLOPs.
+`objective=diffusion` alone against the original recipe (uniform t, MSE + CE, free rows,
+regression x0: the default until this bench chose normalised rows and the Bayes estimate),
+and the best combination, in held-out bits per byte at equal training FLOPs.
 
 Every run is a `bench/quality.py` run (the default run's model, growth at the same
 fractions, optimizer, clipping and data; the budget is the default run's FLOPs times
@@ -10,7 +11,7 @@ one `bench/quality.py` chose for `objective=diffusion` on the built-in data (its
 seed 0, `select` half), for every variant: `--tune` runs the grid for the named variants
 too. Figures are read on the `report` half of the validation split.
 
-    python bench/recipe.py run [--variants today,bound,...] [--seeds 3] [--budgets 1] [--samples today,best]
+    python bench/recipe.py run [--variants original,bound,...] [--seeds 3] [--budgets 1] [--samples original,best]
     python bench/recipe.py report     # JSON on stdout, bench/results/recipe.{json,md}
 
 Runs are appended to bench/results/recipe_runs.jsonl; a restart skips finished runs. The
@@ -37,7 +38,7 @@ log = logging.getLogger("bench.recipe")
 RESULTS = ROOT / "bench" / "results"
 RUNS = RESULTS / "recipe_runs.jsonl"
 VARIANTS: Dict[str, List[str]] = {
-    "today": [],
+    "original": [],
     "bound": ["objective.weighting=bound"],
     "min_snr": ["objective.weighting=min_snr"],
     "zero_snr": ["model.noise_schedule=cosine_zero_snr"],
@@ -55,7 +56,7 @@ SAMPLERS = ("ddim", "ancestral")
 
 ORIGINAL = {"objective.weighting": "uniform", "model.noise_schedule": "cosine", "model.embedding_norm": "null",
             "model.x0_estimate": "regression", "model.self_condition": "false"}
-"""The original recipe, pinned under every variant: `today` means it whatever the defaults are."""
+"""The original recipe, pinned under every variant: `original` means it whatever the defaults are."""
 
 
 def own_overrides(variant: str) -> List[str]:
@@ -123,7 +124,7 @@ def main() -> None:
     run.add_argument("--seeds", type=int, default=3)
     run.add_argument("--only-seeds", default="", type=lambda s: [int(x) for x in s.split(",") if x],
                      help="run these seeds only (a second process sharing the work)")
-    run.add_argument("--samples", default="today", type=lambda s: s.split(","), help="variants to draw samples of")
+    run.add_argument("--samples", default="original", type=lambda s: s.split(","), help="variants to draw samples of")
     run.add_argument("--tune", default="", type=lambda s: [x for x in s.split(",") if x],
                      help="variants whose rate is tuned on the grid (seed 0)")
     sub.add_parser("report")

@@ -1,5 +1,5 @@
 """The report of `bench/recipe.py`: every variant's held-out bits per byte over seeds, its
-ratio to today's recipe and to `ar` (bench/quality.py's runs at the same budget), and the
+ratio to the original recipe and to `ar` (bench/quality.py's runs at the same budget), and the
 scored samples of the variants that drew them (bench/results/recipe.{json,md})."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import quality
 from quality_report import judge_bpb, judge_of, summarize, text_scores, word_list
 from recipe import RESULTS, load_runs, own_overrides
 
-COMMAND = "python bench/recipe.py run --seeds 3 --samples today,best && python bench/recipe.py report"
+COMMAND = "python bench/recipe.py run --seeds 3 --samples original,best && python bench/recipe.py report"
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -59,10 +59,10 @@ def cmd_report(args: argparse.Namespace) -> None:
                                         "judge_bpb": judge_bpb(judge, ids, tokenizer), **text_scores(texts, words),
                                         "example": texts[0].decode("utf-8", errors="replace")})
             rows[variant] = row
-        base = rows.get("diffusion[today]")
+        base = rows.get("diffusion[original]")
         for row in rows.values():
             if base:
-                row["ratio_to_today"] = row["report_bpb"]["mean"] / base["report_bpb"]["mean"]
+                row["ratio_to_original"] = row["report_bpb"]["mean"] / base["report_bpb"]["mean"]
         table[f"x{budget:g}"] = {"ar_report_bpb": summarize(ar) if ar else None, "variants": rows}
     result = {"date": time.strftime("%Y-%m-%d"), "command": COMMAND, "judge": judge_key,
               "machine": "2-core Xeon (AVX-512, AMX), torch " + torch.__version__ + ", CPU",
@@ -80,7 +80,7 @@ def markdown(result: Dict[str, Any]) -> str:
     for budget, entry in result["budgets"].items():
         ar = entry["ar_report_bpb"]
         lines += [f"### Budget {budget}" + (f" (ar: {ar['mean']:.3f} ± {ar['sd']:.3f} bpb)" if ar else ""), "",
-                  "| variant | overrides | lr | steps | held-out bpb (mean ± sd over seeds) | per seed | × today | × ar |",
+                  "| variant | overrides | lr | steps | held-out bpb (mean ± sd over seeds) | per seed | × original | × ar |",
                   "|---|---|---|---|---|---|---|---|"]
         for name, row in entry["variants"].items():
             bpb = row["report_bpb"]
@@ -88,7 +88,7 @@ def markdown(result: Dict[str, Any]) -> str:
             per_seed = ", ".join(f"{v:.3f}" for v in row["per_seed"].values())
             lines.append(f"| {name} | {' '.join(row['overrides']) or '(none)'} | {row['lr']:g} | {row['steps']} | "
                          f"{bpb['mean']:.3f}{spread} (n={bpb['n']}) | {per_seed} | "
-                         f"{row.get('ratio_to_today', float('nan')):.3f} | {row.get('ratio_to_ar', float('nan')):.2f} |")
+                         f"{row.get('ratio_to_original', float('nan')):.3f} | {row.get('ratio_to_ar', float('nan')):.2f} |")
         sampled = [(name, s) for name, row in entry["variants"].items() for s in row["sampling"]]
         if sampled:
             lines += ["", "| variant | sampler | steps | samples' bpb under the ar judge | real-word share | "

@@ -240,11 +240,13 @@ def evaluate(checkpoint: str, data: Optional[Sequence[str]] = None, samples: int
              seq_len: Optional[int] = None, references: bool = True, seed: int = 0) -> EvalReport:
     """The bound of `checkpoint` on `data` (None: the run's validation split)."""
     from dimba.io.load import load_model
+    from dimba.model.denormals import flush_denormals
 
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2 or samples % 2:
         raise EvalError(f"--samples must be an even integer >= 2, got {samples}")
     if seq_len is not None and seq_len < 1:
         raise EvalError(f"--seq-len must be a positive integer, got {seq_len}")
+    flush_denormals()
     model = load_model(checkpoint)
     record = training_record(model, Path(checkpoint))
     if seq_len is None:

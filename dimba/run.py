@@ -21,6 +21,7 @@ from dimba.checkpointing.layout import lightning_dir
 from dimba.checkpointing.milestones import milestone_label
 from dimba.config import Config, Recipe
 from dimba.launch import end_process_group, in_multirun, multirun_job
+from dimba.model.denormals import flush_denormals
 from dimba.preflight import resolve_save_dir
 from dimba.resume import checkpoint_step, newest_valid_checkpoint, resumable_step
 from dimba.summary import print_summary
@@ -78,6 +79,7 @@ def build_trainer(config: Config, recipe: Recipe, output_dir: Path, resume_step:
 @multirun_job()  # in a sweep: DDP children run this job only, in its directory
 def train(config: Config, output_dir: Path) -> RunResult:
     """Fit a DIMBA model as configured; everything the run writes goes under `output_dir`."""
+    flush_denormals()  # before torch starts its threads: they inherit it
     route_lightning_logs_to_root()
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
     save_dir = resolve_save_dir(config.progressive_checkpoints.save_dir, output_dir)

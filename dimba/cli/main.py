@@ -159,8 +159,10 @@ def cmd_generate(args: argparse.Namespace, out) -> int:
         raise CLIError(f"--seed must lie in [-2**63, 2**64 - {args.num_samples}] (seeds S .. S + N - 1 are used), "
                        f"got {args.seed}")
     from dimba.io.load import load_model
+    from dimba.model.denormals import flush_denormals
     from dimba.objectives import generate
 
+    flush_denormals()
     model = load_model(checkpoint_of(args.checkpoint, "generating from"))
     prompt = model.tokenizer.encode(args.prompt)
     length = args.length if args.length is not None else len(prompt) + 64

@@ -31,6 +31,7 @@ from dimba.io.load import recorded_config
 from dimba.io.read import open_checkpoint
 from dimba.io.writer import model_record
 from dimba.model import DIMBA, DIMBAConfig
+from dimba.model.denormals import flush_denormals
 from dimba.model.params import architecture_parameters, count_parameters
 from dimba.training import steps
 from dimba.training.fsdp_wrapping import shard_dimba
@@ -47,6 +48,7 @@ class DIMBALightningModule(L.LightningModule):
     def __init__(self, vocab_size: Optional[int] = None,
                  model_config: Union[DIMBAConfig, Mapping[str, Any], None] = None, **options: Any) -> None:
         super().__init__()
+        flush_denormals()
         recipe = options.pop("recipe", None)
         self._brings_callbacks = recipe is None
         self._own_callbacks: Optional[List[L.Callback]] = None

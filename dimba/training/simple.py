@@ -25,6 +25,7 @@ from dimba.growth.schedule import GrowthEvent
 from dimba.io.manager import ProgressiveCheckpointManager
 from dimba.io.writer import model_record
 from dimba.model import DIMBA, DIMBAConfig
+from dimba.model.denormals import flush_denormals
 from dimba.model.params import count_parameters
 from dimba.training import steps
 
@@ -43,6 +44,7 @@ class SimpleTrainer:
                  log_every_n_steps: int = 10, recipe: Optional[Recipe] = None, **options: Any) -> None:
         """`options`: the recipe's keyword arguments (lr, growth_schedule, seed, ...), as for
         DIMBALightningModule; the LR schedule spans `max_steps` unless `total_steps` is given."""
+        flush_denormals()
         options.setdefault("total_steps", max_steps)
         self.recipe = recipe if recipe is not None else Recipe.from_options(vocab_size, model_config, **options)
         self.objective = self.recipe.objective
