@@ -82,6 +82,16 @@ VERSION = "v1"
 ORIGINAL_RECIPE = ("model.embedding_norm=null", "model.x0_estimate=regression")
 """The budget is the FLOPs of the default run as it first was (240 steps of the original continuous
 recipe), whatever today's defaults cost: every run of `quality.py` and `recipe.py` compares to it."""
+ARMS: Dict[str, tuple] = {"ar": ("ar", ()), "masked": ("masked", ()), "diffusion": ("diffusion", ()),
+                          "diffusion[original]": ("diffusion", ORIGINAL_RECIPE)}
+"""What the table compares, by label: each objective as `train.py objective=NAME` trains it
+today, and continuous diffusion's original recipe (the default before bench/recipe.py chose
+normalised rows and the Bayes estimate) as the line it moved from."""
+
+
+def arm_of(record: Dict[str, Any]) -> str:
+    """The label a run is keyed and tabled by (its variant where it has one)."""
+    return record.get("variant", record["objective"])
 
 
 # ---------------------------------------------------------------------- the runs as train.py composes them
@@ -287,31 +297,62 @@ def append_run(record: Dict[str, Any], path: Path = RUNS) -> None:
         write_atomic(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
 
 
-def ensure(corpus: str, objective: str, budget: float, lr: float, seed: int, with_samples: bool) -> Dict[str, Any]:
+def same_run_elsewhere(corpus: str, arm: str, budget: float, lr: float, seed: int,
+                       halves: Sequence[str]) -> Dict[str, Any] | None:
+    """A run of bench/recipe.py that trained exactly this config (its overrides resolve to the
+    same `Config`), read on `halves`: one training, two tables."""
+    objective, extra = ARMS[arm]
+    wanted = None
+    for record in load_runs(RESULTS / "recipe_runs.jsonl").values():
+        if ((record["corpus"], record["budget"], record["lr"], record["seed"]) != (corpus, budget, lr, seed)
+                or not all(h in record["heldout"] for h in halves)):
+            continue
+        if wanted is None:
+            wanted = compose([f"objective={objective}", f"seed={seed}", *corpus_overrides(corpus), *extra])
+        if compose(record["overrides"]) == wanted:
+            return record
+    return None
+
+
+def ensure(corpus: str, arm: str, budget: float, lr: float, seed: int, with_samples: bool) -> Dict[str, Any]:
     runs = load_runs()
-    key = run_key(corpus, objective, budget, lr, seed)
+    key = run_key(corpus, arm, budget, lr, seed)
     if key in runs and (runs[key].get("samples") or not with_samples):
         return runs[key]
-    record = one_run(corpus, objective, budget, lr, seed, with_samples)
+    objective, extra = ARMS[arm]
+    twin = None if with_samples else same_run_elsewhere(corpus, arm, budget, lr, seed, ("report",))
+    if twin is not None:
+        log.info("%s: the same config as %s (bench/recipe.py's runs): adopted", key, twin["key"])
+        record = {**twin, "key": key, "adopted_from": twin["key"]}
+        record.pop("variant", None)
+        if arm != objective:
+            record["variant"] = arm
+        append_run(record)
+        return record
+    record = one_run(corpus, objective, budget, lr, seed, with_samples, extra=extra,
+                     label=arm if arm != objective else "")
     append_run(record)
     return record
 
 
-def chosen_lr(corpus: str, objective: str) -> float:
+def chosen_lr(corpus: str, arm: str) -> float:
     """The grid's rate with the lowest `select` figure on seed 0 at the 1x budget on `corpus`."""
-    base = compose([f"objective={objective}"]).optim.lr
-    runs = [ensure(corpus, objective, 1.0, base * m, 0, True) for m in LR_GRID]
+    base = compose([f"objective={ARMS[arm][0]}"]).optim.lr
+    runs = [ensure(corpus, arm, 1.0, base * m, 0, True) for m in LR_GRID]
     return min(runs, key=lambda r: r["heldout"]["select"]["bpb"])["lr"]
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    unknown = [arm for arm in args.objectives if arm not in ARMS]
+    if unknown:
+        raise SystemExit(f"--objectives: unknown {', '.join(unknown)}; accepted: {', '.join(ARMS)}")
     for budget in args.budgets:
         for corpus in args.corpora:
-            for objective in args.objectives:
-                lr = chosen_lr(args.tune_on or corpus, objective)
+            for arm in args.objectives:
+                lr = chosen_lr(args.tune_on or corpus, arm)
                 seeds = range(args.seeds if budget == min(args.budgets) else args.seeds_large)
                 for seed in seeds:
-                    ensure(corpus, objective, budget, lr, seed, with_samples=seed == 0)
+                    ensure(corpus, arm, budget, lr, seed, with_samples=seed == 0)
 
 
 def main() -> None:
@@ -320,7 +361,8 @@ def main() -> None:
     run = sub.add_parser("run")
     run.add_argument("--corpora", default="builtin,english", type=lambda s: s.split(","))
     run.add_argument("--budgets", default="1,4", type=lambda s: [float(x) for x in s.split(",")])
-    run.add_argument("--objectives", default=",".join(OBJECTIVES), type=lambda s: s.split(","))
+    run.add_argument("--objectives", default=",".join(ARMS), type=lambda s: s.split(","),
+                     help="objectives, and diffusion[original] (the continuous recipe before its ablation)")
     run.add_argument("--seeds", type=int, default=3, help="seeds at the smallest budget")
     run.add_argument("--seeds-large", type=int, default=3, help="seeds at the larger budgets")
     run.add_argument("--tune-on", default=None, help="tune every corpus's rates on this corpus's grid (default: its own)")

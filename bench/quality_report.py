@@ -25,8 +25,8 @@ from dimba.diffusion.bound import bits_per_byte
 from dimba.model import DIMBA
 from dimba.objectives import sequence_bound
 
-from quality import (CACHE, LR_GRID, OBJECTIVES, RESULTS, SAMPLES, BOUND_SAMPLES, SAMPLE_LEN, compose,
-                     corpus_overrides, held_out, load_runs)
+from quality import (ARMS, CACHE, LR_GRID, OBJECTIVES, RESULTS, SAMPLES, BOUND_SAMPLES, SAMPLE_LEN, compose,
+                     arm_of, corpus_overrides, held_out, load_runs)
 
 WORDS = Path("/usr/share/dict/american-english")
 COMMAND = ("python bench/quality.py run --budgets 1,4 --seeds 3 --seeds-large 1 --tune-on builtin && "
@@ -140,9 +140,9 @@ def cmd_report(args: argparse.Namespace) -> None:
             "judge_bpb": judge_bpb(judge, report_windows, tokenizer), **text_scores(real, words)}}
         for budget in sorted({r["budget"] for r in runs.values() if r["corpus"] == corpus}):
             rows: Dict[str, Any] = {}
-            for objective in OBJECTIVES:
+            for arm, (objective, _) in ARMS.items():
                 def grid_of(source: str) -> List[Dict[str, Any]]:
-                    return [r for r in runs.values() if r["corpus"] == source and r["objective"] == objective
+                    return [r for r in runs.values() if r["corpus"] == source and arm_of(r) == arm
                             and r["budget"] == 1.0 and r["seed"] == 0]
 
                 tuned_on = corpus if len(grid_of(corpus)) >= len(LR_GRID) else "builtin"  # run --tune-on builtin
@@ -150,11 +150,11 @@ def cmd_report(args: argparse.Namespace) -> None:
                 if not grid:
                     continue
                 lr = min(grid, key=lambda r: r["heldout"]["select"]["bpb"])["lr"]
-                chosen = [r for r in runs.values() if r["corpus"] == corpus and r["objective"] == objective
+                chosen = [r for r in runs.values() if r["corpus"] == corpus and arm_of(r) == arm
                           and r["budget"] == budget and r["lr"] == lr and r.get("samples")]
                 if not chosen:
                     continue
-                seeds = [r for r in runs.values() if r["corpus"] == corpus and r["objective"] == objective
+                seeds = [r for r in runs.values() if r["corpus"] == corpus and arm_of(r) == arm
                          and r["budget"] == budget and r["lr"] == lr]
                 row = {"lr": lr, "steps": chosen[0]["steps"], "flops": chosen[0]["flops"],
                        "params": chosen[0]["params"], "train_wall_s": chosen[0]["train_wall_s"],
@@ -170,7 +170,7 @@ def cmd_report(args: argparse.Namespace) -> None:
                                             "s_per_1000_tokens": sampling_seconds(objective, sampled),
                                             "judge_bpb": judge_bpb(judge, ids, tokenizer), **text_scores(texts, words),
                                             "example": texts[0].decode("utf-8", errors="replace")})
-                rows[objective] = row
+                rows[arm] = row
             if "ar" in rows:
                 for row in rows.values():
                     row["ratio_to_ar"] = row["report_bpb"]["mean"] / rows["ar"]["report_bpb"]["mean"]
@@ -227,7 +227,7 @@ def plot(result: Dict[str, Any]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"ar": "tab:green", "masked": "tab:blue", "diffusion": "tab:red"}
+    colours = {"ar": "tab:green", "masked": "tab:blue", "diffusion": "tab:red", "diffusion[original]": "tab:orange"}
     corpora = list(result["corpora"])
     fig, axes = plt.subplots(1, len(corpora), figsize=(5.5 * len(corpora), 4), squeeze=False)
     fig2, axes2 = plt.subplots(1, len(corpora), figsize=(5.5 * len(corpora), 4), squeeze=False)

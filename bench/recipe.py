@@ -7,7 +7,7 @@ Every run is a `bench/quality.py` run (the default run's model, growth at the sa
 fractions, optimizer, clipping and data; the budget is the default run's FLOPs times
 `--budgets`, so an option that costs more per step, self-conditioning's extra no-gradient
 pass, gets fewer steps) with the variant's Hydra overrides added. The learning rate is the
-one `bench/quality.py` chose for `objective=diffusion` on the built-in data (its grid,
+one `bench/quality.py` chose for the original recipe on the built-in data (its grid,
 seed 0, `select` half), for every variant: `--tune` runs the grid for the named variants
 too. Figures are read on the `report` half of the validation split.
 
@@ -93,8 +93,8 @@ def ensure(variant: str, budget: float, lr: float, seed: int, with_samples: bool
 
 
 def base_lr() -> float:
-    """The rate bench/quality.py chose for objective=diffusion on the built-in data."""
-    return quality.chosen_lr("builtin", "diffusion")
+    """The rate bench/quality.py chose for the original recipe (`diffusion[original]`) on the built-in data."""
+    return quality.chosen_lr("builtin", "diffusion[original]")
 
 
 def chosen_rate(variant: str, lr: float) -> float:
