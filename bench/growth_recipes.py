@@ -17,6 +17,7 @@ from dimba.config.lr import SCHEDULE_KINDS, check_growth_lr, validate_lr_options
 from dimba.config.training import OptimConfig
 from dimba.errors import ConfigError
 from dimba.model import DIMBAConfig
+from dimba.model.config import ORIGINAL_RECIPE
 
 from growth_runner import Event  # noqa: E402
 
@@ -33,7 +34,7 @@ class Scale:
 
     @property
     def final(self) -> DIMBAConfig:
-        return DIMBAConfig(d_model=self.d_model, n_layers=self.n_layers)
+        return DIMBAConfig(d_model=self.d_model, n_layers=self.n_layers, **ORIGINAL_RECIPE)  # as the experiment ran
 
 
 SCALES = {

@@ -1,12 +1,13 @@
-"""One training run of the growth experiment, exactly as dimba trains, with evaluations on
-a FLOP grid.
+"""One training run of the growth experiment, trained by dimba's own `SimpleTrainer`, with
+evaluations on a FLOP grid.
 
-Training is what `SimpleTrainer` and the Lightning module do: `training_loss` (x0 MSE + CE,
-t and noise drawn from (seed, step)), `build_optimizer` (GrowableAdamW, weight decay on
-matrices only), gradient clipping, growth after the optimizer step with the optimizer state
-carried over, the data order of `EpochShuffleSampler(seed)`, the LR schedule of
-`steps.lr_multiplier`. Only the recipe's optim and growth options vary.
-Evaluation (`bench.growth_eval`) is timed and counted apart from training.
+Training is `SimpleTrainer`'s step (the step recipe it shares with the Lightning module:
+`training_loss`, GrowableAdamW with weight decay on matrices only, gradient clipping, growth
+after the optimizer step with the optimizer state carried over, the data order of
+`EpochShuffleSampler(seed)`, the LR schedule of `steps.lr_multiplier`); only the recipe's
+optim and growth options vary. The experiment adds its evaluations and its FLOP budget as a
+`TrainerCallback` (`Runner`). Evaluation (`bench.growth_eval`) is timed and counted apart
+from training.
 """
 
 from __future__ import annotations
@@ -14,24 +15,21 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from dimba.config.trainer import TrainerConfig
+from dimba.config.recipe import Recipe
 from dimba.config.training import GrowthConfig, OptimConfig
-from dimba.growth.apply import apply_growth
 from dimba.growth.schedule import GrowthEvent, as_events
-from dimba.model import DIMBA, DIMBAConfig
-from dimba.objective import ObjectiveConfig
-from dimba.training.steps import build_optimizer, growth_seed, lr_multiplier, param_group_for, training_loss
+from dimba.model import DIMBAConfig
+from dimba.training.simple import SimpleTrainer, TrainerCallback
 
 from growth_eval import EvalSet, evaluate  # noqa: E402  (bench/ is on sys.path)
 
 log = logging.getLogger("bench.growth_runner")
 
-OPTIM, CLIP = OptimConfig(), TrainerConfig.gradient_clip_val  # the schemas' lr, betas, weight decay, warmup, clipping
-OBJECTIVE = ObjectiveConfig()  # objective=diffusion
+OPTIM = OptimConfig()  # the schema's lr, betas, weight decay, warmup
 POST_GROWTH_EVALS = (4, 16)  # extra evaluations this many steps after each growth: the recovery
 
 
@@ -63,6 +61,13 @@ class Plan:
     targets: Optional[Dict[str, float]] = None  # "split" or "split@which": stop once at or below all ...
     after_crossing_flops: float = 0.0  # ... and this many FLOPs more (to see whether it stays there)
 
+    def recipe(self, seed: int) -> Recipe:
+        """The plan as dimba's training recipe (`objective=diffusion`, no milestones)."""
+        optim = replace(OPTIM, lr=self.lr, schedule=self.schedule, decay_fraction=self.decay_fraction)
+        growth = GrowthConfig(schedule=growth_schedule(self.events), rewarm_steps=self.rewarm_steps,
+                              lr_restart=self.lr_restart, lr_width_exponent=self.lr_width_exponent)
+        return Recipe(model=self.start, optim=optim, growth=growth, seed=seed, total_steps=self.total_steps)
+
 
 @dataclass
 class Trace:
@@ -75,91 +80,74 @@ class Trace:
     eval_flops: int = 0
 
 
-def epoch_batches(loader) -> Iterator[torch.Tensor]:
-    """Training batches in dimba's order: epoch e is the sampler's permutation for (seed, e)."""
-    epoch = 0
-    while True:
-        loader.sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
-
-
 def growth_schedule(events: Sequence[Event]) -> List[GrowthEvent]:
     """The plan's events as a `growth.schedule` (what the trainers grow and schedule by)."""
     return as_events([{"step": e.step, "op": e.op, **({"n_layers": e.size, "mode": e.mode} if e.op == "depth"
                                                         else {"d_model": e.size})} for e in events])
 
 
-def grow(model: DIMBA, optimizer, event: GrowthEvent, seed: int) -> None:
-    """What both trainers run at a growth event: `apply_growth` with the event's seed."""
-    apply_growth(model, event, growth_seed(seed, event), optimizer, param_group_for)
-
-
-class Runner:
-    """Trains one plan on one seed and records the curve."""
+class Runner(TrainerCallback):
+    """Trains one plan on one seed through `SimpleTrainer` and records the curve: evaluations
+    at the start, on the FLOP grid, around each growth and at the end; stops before a step
+    would pass the budget, or once the targets are crossed (and `after_crossing_flops` more)."""
 
     def __init__(self, plan: Plan, seed: int, loader, evalsets: Sequence[EvalSet], step_flops, eval_flops) -> None:
         self.plan, self.seed, self.evalsets = plan, seed, list(evalsets)
         self.step_flops, self.eval_flops = step_flops, eval_flops  # callables: DIMBAConfig -> FLOPs
-        torch.manual_seed(seed)
-        self.model = DIMBA(plan.start).train()
-        optim = replace(OPTIM, lr=plan.lr, schedule=plan.schedule, decay_fraction=plan.decay_fraction)
-        self.schedule = growth_schedule(plan.events)
-        growth = GrowthConfig(schedule=self.schedule, rewarm_steps=plan.rewarm_steps, lr_restart=plan.lr_restart,
-                              lr_width_exponent=plan.lr_width_exponent)
-        self.optimizer = build_optimizer(self.model, optim)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_multiplier(optim, growth, plan.total_steps, plan.start.d_model))
-        self.batches = epoch_batches(loader)
-        self.trace, self.step, self.flops, self.next_eval = Trace(), 0, 0, 0.0
+        self.trainer = SimpleTrainer(train_loader=loader, recipe=plan.recipe(seed), max_steps=2**62,
+                                     device="cpu", log_every_n_steps=0, callbacks=[self])
+        self.model = self.trainer.model
+        self.trace, self.flops, self.next_eval = Trace(), 0, 0.0
         self.post_growth: List[int] = []
         self.stop_at = float("inf")
+
+    @property
+    def step(self) -> int:
+        return self.trainer.global_step
 
     def run(self) -> Tuple[Trace, float]:
         start = time.perf_counter()
         self.evaluate("start")
-        while self.flops + self.step_flops(self.model.config) <= self.plan.budget_flops * (1 + 1e-9):
-            self.train_step()
-            for event, growth_event in zip(self.plan.events, self.schedule):
-                if event.step != self.step:
-                    continue
-                self.evaluate("before_growth")
-                grow(self.model, self.optimizer, growth_event, self.seed)
-                self.evaluate("after_growth")
-                self.trace.growth.append({"step": self.step, "flops": self.flops, "op": event.op, "size": event.size,
-                                          "mode": event.mode, "params": sum(p.numel() for p in self.model.parameters()),
-                                          "loss_before": self.trace.points[-2]["loss"],
-                                          "loss_after": self.trace.points[-1]["loss"]})
-                self.post_growth = [self.step + k for k in POST_GROWTH_EVALS]
-            if self.flops >= self.next_eval or self.step in self.post_growth:
-                self.evaluate("grid" if self.flops >= self.next_eval else "post_growth")
-            if self.reached_targets() and self.stop_at == float("inf"):
-                self.stop_at = self.flops + self.plan.after_crossing_flops
-            if self.flops >= self.stop_at:
-                break
+        self.trainer.train()
         if self.trace.points[-1]["step"] != self.step:
             self.evaluate("end")
         self.trace.points[-1]["tag"] += "+final"
         return self.trace, time.perf_counter() - start - self.trace.eval_wall_s
 
-    def train_step(self) -> None:
-        batch = next(self.batches)
-        self.trace.lr.append(self.optimizer.param_groups[0]["lr"])
-        out = training_loss(self.model, batch, OBJECTIVE, self.seed, self.step)
-        self.optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), CLIP)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.flops += self.step_flops(self.model.config)
-        self.step += 1
-        self.trace.train_loss.append(round(float(out["loss"].detach()), 5))
+    # ----------------------------------------------------------------- the trainer's hooks
+    def should_stop(self, trainer: SimpleTrainer) -> bool:
+        over_budget = self.flops + self.step_flops(self.model.config) > self.plan.budget_flops * (1 + 1e-9)
+        return over_budget or self.flops >= self.stop_at
 
+    def on_train_batch_end(self, trainer: SimpleTrainer, outputs: Dict[str, torch.Tensor], lr: float) -> None:
+        self.trace.lr.append(lr)
+        self.trace.train_loss.append(round(float(outputs["loss"]), 5))
+        self.flops += self.step_flops(self.model.config)  # the size this step trained at
+
+    def on_before_growth(self, trainer: SimpleTrainer, event: GrowthEvent) -> None:
+        self.evaluate("before_growth")
+
+    def on_after_growth(self, trainer: SimpleTrainer, event: GrowthEvent) -> None:
+        self.evaluate("after_growth")
+        planned = self.plan.events[len(self.trace.growth)]
+        self.trace.growth.append({"step": self.step, "flops": self.flops, "op": planned.op, "size": planned.size,
+                                  "mode": planned.mode, "params": sum(p.numel() for p in self.model.parameters()),
+                                  "loss_before": self.trace.points[-2]["loss"],
+                                  "loss_after": self.trace.points[-1]["loss"]})
+        self.post_growth = [self.step + k for k in POST_GROWTH_EVALS]
+
+    def on_step_end(self, trainer: SimpleTrainer) -> None:
+        if self.flops >= self.next_eval or self.step in self.post_growth:
+            self.evaluate("grid" if self.flops >= self.next_eval else "post_growth")
+        if self.reached_targets() and self.stop_at == float("inf"):
+            self.stop_at = self.flops + self.plan.after_crossing_flops
+
+    # ----------------------------------------------------------------- evaluation
     def evaluate(self, tag: str) -> None:
         start = time.perf_counter()
+        lr_next = self.trainer.optimizer.param_groups[0]["initial_lr"] * self.trainer.lr_schedule(self.step)
         point: Dict[str, Any] = {"step": self.step, "flops": self.flops, "tag": tag, "loss": {},
-                                 "params": sum(p.numel() for p in self.model.parameters()),
-                                 "lr_next": self.optimizer.param_groups[0]["lr"]}
+                                 "params": sum(p.numel() for p in self.model.parameters()), "lr_next": lr_next}
         for evalset in self.evalsets:
             losses = evaluate(self.model, evalset)
             point["loss"][evalset.name] = float(losses.mean())

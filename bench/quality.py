@@ -2,8 +2,8 @@
 their samples' quality and sampling speed.
 
 Each run trains exactly as `python train.py objective=NAME` does (the default run's model,
-growth schedule, optimizer, LR schedule, clipping, data order; `dimba.training.steps`), in
-process, so the step count can be set to equalise FLOPs: the budget is the FLOPs of the
+growth schedule, optimizer, LR schedule, clipping, data order), through dimba's `SimpleTrainer`
+in process, so the step count can be set to equalise FLOPs: the budget is the FLOPs of the
 default run (`objective=diffusion`, 240 steps) times `--budgets`; an objective whose step
 costs less (ar: one scan direction, no timestep MLP) gets proportionally more steps, its
 growth events at the same fractions of them.
@@ -64,7 +64,6 @@ from dimba.objectives import generate, sequence_bound  # noqa: E402
 from dimba.training import steps  # noqa: E402
 
 from flops import count_flops  # noqa: E402
-from growth_runner import epoch_batches, grow  # noqa: E402
 
 log = logging.getLogger("bench.quality")
 
@@ -174,36 +173,21 @@ def scaled_plan(config: Config, budget: int) -> tuple:
 
 # ---------------------------------------------------------------------- one run
 def train(config: Config, lr: float, total_steps: int, events: Sequence[GrowthEvent]) -> tuple:
-    """Train as the trainers do; returns (model, data module, wall seconds)."""
+    """Train through dimba's own `SimpleTrainer` (no milestones); returns (model, data module, wall seconds)."""
+    from dimba.config.recipe import Recipe
+    from dimba.config.training import ProgressiveCheckpointsConfig
     from dimba.run import build_data
+    from dimba.training.simple import SimpleTrainer
 
-    torch.manual_seed(config.seed)
     data = build_data(config)
-    model = DIMBA(config.model).train()
-    optim = replace(config.optim, lr=lr)
-    growth = replace(config.growth, schedule=list(events))
-    optimizer = steps.build_optimizer(model, optim)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, steps.lr_multiplier(optim, growth, total_steps,
-                                                                                   config.model.d_model))
-    batches = epoch_batches(data.train_dataloader())
-    history: List[Dict[str, Any]] = []
+    recipe = replace(Recipe.from_config(config), optim=replace(config.optim, lr=lr),
+                     growth=replace(config.growth, schedule=list(events)), total_steps=total_steps,
+                     progressive_checkpoints=ProgressiveCheckpointsConfig(enabled=False))
+    trainer = SimpleTrainer(train_loader=data.train_dataloader(), recipe=recipe, max_steps=total_steps,
+                            gradient_clip_val=config.trainer.gradient_clip_val, device="cpu", log_every_n_steps=50)
     started = time.perf_counter()
-    for step in range(total_steps):
-        out = steps.training_loss(model, next(batches), config.objective, config.seed, step)
-        optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.trainer.gradient_clip_val)
-        optimizer.step()
-        scheduler.step()
-
-        def grow_now(event: GrowthEvent) -> None:
-            grow(model, optimizer, event, config.seed)
-            history.append({"step": event.step})
-
-        steps.after_optimizer_step(step + 1, growth.schedule, history, grow_now, lambda: None)
-        if (step + 1) % 50 == 0:
-            log.info("    step %d/%d loss %.4f", step + 1, total_steps, float(out["loss"].detach()))
-    return model, data, time.perf_counter() - started
+    trainer.train()
+    return trainer.model, data, time.perf_counter() - started
 
 
 def held_out(data) -> Dict[str, tuple]:

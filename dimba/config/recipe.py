@@ -1,7 +1,7 @@
 """The training recipe: everything that says how a DIMBA trains, in one value.
 
-`python train.py` builds it from the composed config (`Recipe.from_config`); the seed
-document's `DIMBALightningModule(...)` and `SimpleTrainer(...)` keyword arguments are turned
+`python train.py` builds it from the composed config (`Recipe.from_config`); the Python
+API's `DIMBALightningModule(...)` and `SimpleTrainer(...)` keyword arguments are turned
 into it here, in one place (`Recipe.from_options`), so every default is the config
 dataclasses' and the two trainers train exactly what `train.py` trains.
 """
@@ -80,7 +80,7 @@ class Recipe:
     @classmethod
     def from_options(cls, vocab_size: Optional[int] = None,
                      model_config: Union[DIMBAConfig, Mapping[str, Any], None] = None, **options: Any) -> "Recipe":
-        """The seed's keyword arguments (`enable_progressive_checkpoints=True`, `lr=...`, ...);
+        """The Python API's keyword arguments (`enable_progressive_checkpoints=True`, `lr=...`, ...);
         an unknown one is a TypeError, as for any function."""
         unknown = sorted(set(options) - set(OPTIONS))
         if unknown:

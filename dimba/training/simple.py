@@ -5,6 +5,8 @@ the same keyword arguments as `DIMBALightningModule`), the same step arithmetic
 (`dimba.training.steps`) and the same milestone checkpoints (written by the one writer, so
 they load with `dimba.load_model` and `manager.load_checkpoint` like the Lightning ones).
 `resume(path)` continues from a milestone checkpoint without saving it again.
+`callbacks` (`TrainerCallback`) let an experiment evaluate, record or stop the run at the
+loop's points without a loop of its own: dimba's benchmarks train through this one.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import replace
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch.utils.data import DataLoader
@@ -36,12 +38,39 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+class TrainerCallback:
+    """Hooks into `SimpleTrainer`'s loop, named as Lightning names them. A step runs: `should_stop`
+    (asked before it; any True ends `train`), forward, backward, clipping, the optimizer step,
+    `on_train_batch_end` (the model still at the size it trained this step), then each due
+    growth event between `on_before_growth` and `on_after_growth`, the milestone check, and
+    `on_step_end`."""
+
+    def on_train_start(self, trainer: "SimpleTrainer") -> None:
+        pass
+
+    def should_stop(self, trainer: "SimpleTrainer") -> bool:
+        return False
+
+    def on_train_batch_end(self, trainer: "SimpleTrainer", outputs: Dict[str, torch.Tensor], lr: float) -> None:
+        """`outputs`: the step's loss dict (detached); `lr`: the rate of parameter group 0 this step."""
+
+    def on_before_growth(self, trainer: "SimpleTrainer", event: GrowthEvent) -> None:
+        pass
+
+    def on_after_growth(self, trainer: "SimpleTrainer", event: GrowthEvent) -> None:
+        pass
+
+    def on_step_end(self, trainer: "SimpleTrainer") -> None:
+        pass
+
+
 class SimpleTrainer:
     def __init__(self, train_loader: Optional[DataLoader] = None, vocab_size: Optional[int] = None,
                  model_config: Union[DIMBAConfig, Mapping[str, Any], None] = None,
                  max_steps: int = TrainerConfig.max_steps,
                  gradient_clip_val: Optional[float] = TrainerConfig.gradient_clip_val, device: Union[str, torch.device, None] = None,
-                 log_every_n_steps: int = 10, recipe: Optional[Recipe] = None, **options: Any) -> None:
+                 log_every_n_steps: int = 10, recipe: Optional[Recipe] = None,
+                 callbacks: Sequence[TrainerCallback] = (), **options: Any) -> None:
         """`options`: the recipe's keyword arguments (lr, growth_schedule, seed, ...), as for
         DIMBALightningModule; the LR schedule spans `max_steps` unless `total_steps` is given."""
         flush_denormals()
@@ -52,6 +81,7 @@ class SimpleTrainer:
         self.device = torch.device(device) if device is not None else default_device()
         self.seed, self.max_steps = self.recipe.seed, max_steps
         self.gradient_clip_val, self.log_every_n_steps = gradient_clip_val, log_every_n_steps
+        self.callbacks: List[TrainerCallback] = list(callbacks)
         torch.manual_seed(self.seed)
         self.model = DIMBA(self.recipe.model).to(self.device)
         if self.recipe.compile:
@@ -83,13 +113,18 @@ class SimpleTrainer:
         if self.manager.enabled:
             self.manager.prepare_save_dir()
         self.model.train()
+        for callback in self.callbacks:
+            callback.on_train_start(self)
         losses: List[float] = []
-        while self.global_step < self.max_steps:
+        while self.global_step < self.max_steps and not self._stop():
             for batch in self._batches_from_current_position():
                 losses.append(self.step(batch.to(self.device)))
-                if self.global_step >= self.max_steps:
+                if self.global_step >= self.max_steps or self._stop():
                     break
         return losses
+
+    def _stop(self) -> bool:
+        return any([callback.should_stop(self) for callback in self.callbacks])  # every callback asked
 
     def _batches_from_current_position(self):
         """The rest of the current epoch, so a resumed run sees the batches it would have."""
@@ -104,6 +139,7 @@ class SimpleTrainer:
         return itertools.islice(iter(loader), offset, None)
 
     def step(self, batch: torch.Tensor) -> float:
+        """One training step on `batch` (callbacks included); returns its loss."""
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * self.lr_schedule(self.global_step)
         out = steps.training_loss(self.model, batch, self.objective, self.seed, self.global_step)
@@ -114,6 +150,10 @@ class SimpleTrainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.gradient_clip_val)
         self.optimizer.step()
         self.global_step += 1
+        if self.callbacks:
+            outputs = {name: value.detach() for name, value in out.items() if isinstance(value, torch.Tensor)}
+            for callback in self.callbacks:
+                callback.on_train_batch_end(self, outputs, self.optimizer.param_groups[0]["lr"])
         value = float(loss.detach())
         self.losses.append(value)
         consistency = float(out["consistency"].detach()) if "consistency" in out else None
@@ -124,13 +164,19 @@ class SimpleTrainer:
             log.info("step %d loss %.4f%s", self.global_step, value, extra)
         steps.after_optimizer_step(self.global_step, self.schedule, self.growth_history, self._grow,
                                    lambda: self._check_milestones(value, consistency))
+        for callback in self.callbacks:
+            callback.on_step_end(self)
         return value
 
     def _grow(self, event: GrowthEvent) -> None:
+        for callback in self.callbacks:
+            callback.on_before_growth(self, event)
         record = apply_growth(self.model, event, steps.growth_seed(self.seed, event), self.optimizer,
                               steps.param_group_for)
         self.growth_history.append({**record, "applied_at_step": self.global_step})
         log.info("Grew the model after step %d: %s", self.global_step, event.describe())
+        for callback in self.callbacks:
+            callback.on_after_growth(self, event)
 
     def _check_milestones(self, loss: float, consistency: Optional[float]) -> None:
         pending = self.manager.checkpointer.due(self.global_step, count_parameters(self.model))
