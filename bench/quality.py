@@ -319,10 +319,17 @@ def ensure(corpus: str, arm: str, budget: float, lr: float, seed: int, with_samp
     return record
 
 
-def chosen_lr(corpus: str, arm: str) -> float:
-    """The grid's rate with the lowest `select` figure on seed 0 at the 1x budget on `corpus`."""
+def chosen_lr(corpus: str, arm: str, train: bool = True) -> float | None:
+    """The grid's rate with the lowest `select` figure on seed 0 at the 1x budget on `corpus`
+    (the grid's missing runs trained first; with `train=False`, None if any is missing)."""
     base = compose([f"objective={ARMS[arm][0]}"]).optim.lr
-    runs = [ensure(corpus, arm, 1.0, base * m, 0, True) for m in LR_GRID]
+    if train:
+        runs = [ensure(corpus, arm, 1.0, base * m, 0, True) for m in LR_GRID]
+    else:
+        found = load_runs()
+        runs = [found.get(run_key(corpus, arm, 1.0, base * m, 0)) for m in LR_GRID]
+        if any(r is None for r in runs):
+            return None
     return min(runs, key=lambda r: r["heldout"]["select"]["bpb"])["lr"]
 
 

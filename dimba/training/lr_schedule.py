@@ -56,6 +56,13 @@ class WarmupCosine:
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def wsd_decay_start(total_steps: int, warmup_steps: int, decay_fraction: float) -> int:
+    """The first step of wsd's decay: until it, a run planned to `total_steps` trains exactly as
+    any longer one does (a warmup-stable-decay run branches its decays off one stable phase)."""
+    total = max(int(total_steps), 1)
+    return max(warmup_steps, total - max(1, round(decay_fraction * total)))
+
+
 def base_multiplier(kind: str, step: int, warmup_steps: int, total_steps: int, min_ratio: float,
                     decay_fraction: float) -> float:
     """The schedule without growth: warmup, then `kind`'s shape up to `total_steps`."""
@@ -67,7 +74,7 @@ def base_multiplier(kind: str, step: int, warmup_steps: int, total_steps: int, m
     if kind == "cosine":
         progress = min((step - warmup_steps) / max(total - warmup_steps, 1), 1.0)
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    decay_start = max(warmup_steps, total - max(1, round(decay_fraction * total)))  # wsd
+    decay_start = wsd_decay_start(total, warmup_steps, decay_fraction)
     if step < decay_start:
         return 1.0
     progress = min((step - decay_start) / max(total - decay_start, 1), 1.0)
