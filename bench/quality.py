@@ -29,7 +29,10 @@ Install both with `apt-get install fortunes wamerican`; nothing is downloaded he
     python bench/quality.py timing      # sampling time per 1,000 tokens, on an idle machine
     python bench/quality.py report      # JSON on stdout, bench/results/quality.{json,md} and plots
 
-Every run is appended to bench/results/quality_runs.jsonl; a restart skips finished runs.
+Arms (`--objectives`): `ar`, `masked` and `diffusion` as `train.py objective=NAME` trains them
+today, and `diffusion[original]`, the continuous recipe before bench/recipe.py changed its
+default. Every run is appended to bench/results/quality_runs.jsonl; a restart skips finished
+runs, and a run bench/recipe.py already trained with the same resolved config is adopted.
 """
 
 from __future__ import annotations
