@@ -46,7 +46,7 @@ def test_seed_document_save_list_and_resume(tmp_path, tiny_model_config):
     assert checkpoint["reached_milestones"] == milestones[:2]
     assert checkpoint["optimizer_state_dict"]["state"]  # real AdamW moments
 
-    # The seed's viewing snippet: "Dummy milestones for viewing".
+    # Viewing checkpoints with a manager of dummy milestones (the API's documented viewing use).
     viewer = ProgressiveCheckpointManager(milestones=[1_000_000_000], save_dir=str(save_dir))
     listed = viewer.list_checkpoints()
     assert [(cp["target_milestone"], cp["global_step"]) for cp in listed] == [(n // 4, 10), (n // 2, 10)]
@@ -56,7 +56,7 @@ def test_seed_document_save_list_and_resume(tmp_path, tiny_model_config):
     assert sidecar["current_params"] == n and sidecar["current_params_str"]
     assert sidecar["metadata"] == {"loss": 1.5}
 
-    # The seed's resume snippet, with a fresh model and optimizer.
+    # Resuming, as the API documents it, with a fresh model and optimizer.
     resumed_model = DIMBA(tiny_model_config)
     resumed_opt = torch.optim.AdamW(resumed_model.parameters(), lr=1e-3)
     resumer = ProgressiveCheckpointManager(milestones=milestones, save_dir=str(save_dir))

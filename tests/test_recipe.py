@@ -23,7 +23,7 @@ def train_py_defaults():
         return validate(compose("config"))
 
 
-def test_the_seed_module_trains_the_recipe_train_py_trains():
+def test_the_lightning_module_trains_the_recipe_train_py_trains():
     config = train_py_defaults()
     module = DIMBALightningModule()
     assert module.recipe.optim == config.optim

@@ -134,7 +134,7 @@ def format_param_count(count: int, precision: int = 1) -> str:
 def milestone_label(milestone: int) -> str:
     """Exact, injective label for file names: 1e9 -> '1.0B', 1_040_000 -> '1.04M'.
 
-    The seed's one-decimal form is kept where it is exact; otherwise as many decimals
+    The documented one-decimal form ('1.0B') is kept where it is exact; otherwise as many decimals
     as the value needs, so two milestones that display alike never share a file name.
     """
     value, suffix = _scaled(int(milestone))

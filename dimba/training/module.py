@@ -83,7 +83,7 @@ class DIMBALightningModule(L.LightningModule):
         return module
 
     def configure_callbacks(self) -> List[L.Callback]:
-        """The seed's plain-Trainer usage: the module brings its growth and milestone callbacks."""
+        """The plain-Trainer usage (`L.Trainer().fit(module)`): the module brings its growth and milestone callbacks."""
         if not self._brings_callbacks:
             return []
         if self._own_callbacks is None:
