@@ -166,11 +166,12 @@ def ensure(size: str, lr: float, seed: int, halves: Sequence[str]) -> Dict[str, 
 def cmd_run(args: argparse.Namespace) -> None:
     seeds = args.only_seeds or list(range(args.seeds))
     for seed in seeds:
-        for size in args.sizes:
-            if seed == 0:
-                for multiple in quality.LR_GRID:
+        if seed == 0:  # the default rate for every size first, then the rest of the grid
+            for multiple in sorted(quality.LR_GRID, key=lambda m: (m != 1.0, -m)):
+                for size in args.sizes:
                     ensure(size, base_lr() * multiple, 0, ("select", "report"))
-            else:
+        else:
+            for size in args.sizes:
                 lr = chosen_rate(size, quality.load_runs(RUNS))
                 if lr is None:
                     raise SystemExit(f"{size}: seed 0's rate grid is not run yet (run --only-seeds 0 first)")
