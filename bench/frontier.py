@@ -33,7 +33,6 @@ import logging
 import math
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Sequence
 
@@ -68,18 +67,6 @@ def level_steps(per_step: int, budget: int, levels: Sequence[float] = LEVELS) ->
     return {level: max(1, math.floor(level * budget / per_step)) for level in levels}
 
 
-def trainer_for(config, lr: float, total_steps: int, loader):
-    """SimpleTrainer with the size's recipe planned to `total_steps` (no milestones)."""
-    from dimba.config.recipe import Recipe
-    from dimba.config.training import ProgressiveCheckpointsConfig
-    from dimba.training.simple import SimpleTrainer
-
-    recipe = replace(Recipe.from_config(config), optim=replace(config.optim, lr=lr), total_steps=total_steps,
-                     progressive_checkpoints=ProgressiveCheckpointsConfig(enabled=False))
-    return SimpleTrainer(train_loader=loader, recipe=recipe, max_steps=total_steps,
-                         gradient_clip_val=config.trainer.gradient_clip_val, device="cpu", log_every_n_steps=100)
-
-
 def branch_runs(config, lr: float, steps_of: Dict[Any, int], loader, on_branch) -> None:
     """Train one stable phase and, for each planned length in `steps_of`, its decay from the
     step where wsd starts decaying: `on_branch(name, trainer)` gets each run, finished, in turn.
@@ -89,11 +76,11 @@ def branch_runs(config, lr: float, steps_of: Dict[Any, int], loader, on_branch) 
     if config.optim.schedule != "wsd":
         raise SystemExit(f"optim.schedule={config.optim.schedule}: branching needs wsd")
     longest = max(steps_of.values())
-    main = trainer_for(config, lr, longest, loader)
+    main = quality.trainer_for(config, lr, longest, loader)
     for name, total in sorted(steps_of.items(), key=lambda item: item[1]):
         main.max_steps = wsd_decay_start(total, config.optim.warmup_steps, config.optim.decay_fraction)
         main.train()
-        branch = trainer_for(config, lr, total, loader)
+        branch = quality.trainer_for(config, lr, total, loader)
         branch.model.load_state_dict(main.model.state_dict())
         branch.optimizer.load_state_dict(copy.deepcopy(main.optimizer.state_dict()))  # (its tensors, else shared)
         branch.global_step = main.global_step

@@ -175,19 +175,26 @@ def scaled_plan(config: Config, budget: int) -> tuple:
 
 
 # ---------------------------------------------------------------------- one run
-def train(config: Config, lr: float, total_steps: int, events: Sequence[GrowthEvent]) -> tuple:
-    """Train through dimba's own `SimpleTrainer` (no milestones); returns (model, data module, wall seconds)."""
+def trainer_for(config: Config, lr: float, total_steps: int, loader, events: Sequence[GrowthEvent] | None = None):
+    """dimba's own `SimpleTrainer` for `config` at rate `lr`, planned to `total_steps` (growing at
+    `events`, default the config's schedule), with no milestones."""
     from dimba.config.recipe import Recipe
     from dimba.config.training import ProgressiveCheckpointsConfig
-    from dimba.run import build_data
     from dimba.training.simple import SimpleTrainer
 
+    growth = config.growth if events is None else replace(config.growth, schedule=list(events))
+    recipe = replace(Recipe.from_config(config), optim=replace(config.optim, lr=lr), growth=growth,
+                     total_steps=total_steps, progressive_checkpoints=ProgressiveCheckpointsConfig(enabled=False))
+    return SimpleTrainer(train_loader=loader, recipe=recipe, max_steps=total_steps,
+                         gradient_clip_val=config.trainer.gradient_clip_val, device="cpu", log_every_n_steps=50)
+
+
+def train(config: Config, lr: float, total_steps: int, events: Sequence[GrowthEvent]) -> tuple:
+    """Train through `trainer_for`; returns (model, data module, wall seconds)."""
+    from dimba.run import build_data
+
     data = build_data(config)
-    recipe = replace(Recipe.from_config(config), optim=replace(config.optim, lr=lr),
-                     growth=replace(config.growth, schedule=list(events)), total_steps=total_steps,
-                     progressive_checkpoints=ProgressiveCheckpointsConfig(enabled=False))
-    trainer = SimpleTrainer(train_loader=data.train_dataloader(), recipe=recipe, max_steps=total_steps,
-                            gradient_clip_val=config.trainer.gradient_clip_val, device="cpu", log_every_n_steps=50)
+    trainer = trainer_for(config, lr, total_steps, data.train_dataloader(), events)
     started = time.perf_counter()
     trainer.train()
     return trainer.model, data, time.perf_counter() - started

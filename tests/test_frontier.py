@@ -29,7 +29,7 @@ def test_each_branch_is_the_run_planned_to_its_length():
     frontier.branch_runs(config, 0.002, {"short": 6, "long": 11}, loader,
                          lambda name, trainer: branched.update({name: (trainer.global_step, trainer.model.state_dict())}))
     for name, total in (("short", 6), ("long", 11)):
-        alone = frontier.trainer_for(config, 0.002, total, loader)
+        alone = quality.trainer_for(config, 0.002, total, loader)
         alone.train()
         step, state = branched[name]
         assert step == total
