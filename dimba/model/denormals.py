@@ -1,9 +1,9 @@
 """Subnormal floats flushed to zero on the CPU: the continuous model's speed there depends on it.
 
 The rounding distribution softmax(x0_hat . E^T) of a model with normalised rows puts
-probabilities far below float32's smallest normal number (1.2e-38) on most of the
+probabilities far below float32's smallest normal number (1.2e-38) on part of the
 vocabulary; they and the gradients they touch are subnormal, and x86 cores compute with
-subnormals in microcode, tens of times slower. Measured on a 2-core Xeon, the default
+subnormals in microcode, many times slower. Measured on a 2-core Xeon, the default
 model's backward pass took twice as long (docs/results/speed.md). Flushing them to zero
 changes no figure above 1e-38 and nothing on a GPU.
 
