@@ -1,7 +1,8 @@
 """Does growing pay, in bits? The default grown run against the best model of any fixed size
 at the same training FLOPs.
 
-The frontier: every size the default run passes through (d128x4, d128x8, d192x8, d256x8),
+The frontier: every size the default run passes through (d128x4, d128x8, d192x8, d256x8)
+and two smaller sizes, d64x4 and d96x4 (smaller starts `bench/frontier_recipes.py` tries),
 trained from scratch with `growth=none` and the default recipe, its learning rate chosen on a
 grid (`quality.LR_GRID` times `optim.lr`, seed 0, the `select` half, at the full budget), its
 schedule planned to each FLOPs level it is compared at. One run per size, seed and rate serves
@@ -10,14 +11,13 @@ decay (the last `optim.decay_fraction` of its steps) branches off one stable pha
 WSD literature does; a branch is the run planned to that level, bit for bit
 (`tests/test_frontier.py`). The budget B is `bench/quality.py`'s: the default run's FLOPs.
 
-The grown runs: `python train.py`'s default growth recipe planned to each level (its events
-at the same fractions of its steps), `bench/quality.py`'s `diffusion` arm at budgets 0.25, 0.5
-and 1 (the last is its own table's run), at the rate quality.py chose for it.
+The grown runs are `bench/frontier_recipes.py`'s: each growth recipe planned to each level
+(its events at the same fractions of its steps); the report reads both.
 
 Every figure is the held-out bound in bits per byte (`quality.bpb`: the same windows and noise
 draws for every model, so differences are paired). The report gives, per seed and level,
-the grown run's bpb against the frontier's (the size picked on `select`, read on `report`),
-and the FLOPs at which the grown run reaches the final size's scratch figure at B.
+each recipe's bpb against the frontier's (the size picked on `select`, read on `report`),
+and the FLOPs at which it reaches the final size's scratch figure at B.
 
     python bench/frontier.py run [--sizes d128x4,...] [--seeds 3] [--only-seeds 1,2]
     python bench/frontier.py report    # JSON on stdout, bench/results/frontier.{json,md,png}
@@ -45,7 +45,7 @@ log = logging.getLogger("bench.frontier")
 
 RESULTS = ROOT / "bench" / "results"
 RUNS = RESULTS / "frontier_runs.jsonl"
-SIZES: Dict[str, tuple] = {"d128x4": (128, 4), "d128x8": (128, 8), "d192x8": (192, 8), "d256x8": (256, 8)}
+SIZES: Dict[str, tuple] = {"d64x4": (64, 4), "d96x4": (96, 4), "d128x4": (128, 4), "d128x8": (128, 8), "d192x8": (192, 8), "d256x8": (256, 8)}
 LEVELS = (0.25, 0.5, 1.0)  # times B
 VERSION = "v1"
 
@@ -58,7 +58,7 @@ def size_config(size: str, seed: int):
 
 def budget_flops() -> int:
     """B: the default run's FLOPs, as bench/quality.py budgets its runs."""
-    default = quality.compose(["objective=diffusion", *quality.ORIGINAL_RECIPE])
+    default = quality.compose(["objective=diffusion", quality.BENCH_GROWTH, *quality.ORIGINAL_RECIPE])
     return quality.run_flops(default, default.trainer.max_steps, list(default.growth.schedule))
 
 
@@ -163,10 +163,6 @@ def cmd_run(args: argparse.Namespace) -> None:
                 if lr is None:
                     raise SystemExit(f"{size}: seed 0's rate grid is not run yet (run --only-seeds 0 first)")
                 ensure(size, lr, seed, ("report",))
-        if not args.no_grown:
-            lr = quality.chosen_lr("builtin", "diffusion")
-            for level in LEVELS:
-                quality.ensure("builtin", "diffusion", level, lr, seed, with_samples=False)
 
 
 def main() -> None:
@@ -176,7 +172,6 @@ def main() -> None:
     run.add_argument("--sizes", default=",".join(SIZES), type=lambda s: s.split(","))
     run.add_argument("--seeds", type=int, default=3)
     run.add_argument("--only-seeds", default="", type=lambda s: [int(x) for x in s.split(",") if x])
-    run.add_argument("--no-grown", action="store_true", help="the fixed sizes only (the grown runs are quality.py's)")
     sub.add_parser("report")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)

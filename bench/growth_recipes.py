@@ -46,7 +46,7 @@ SCALES = {
 
 @dataclass(frozen=True)
 class Recipe:
-    ops: str  # scratch | small | dw (depth, then width twice, as growth=default) | depth-stack | depth-identity
+    ops: str  # scratch | small | dw (depth, then width twice, as growth=early) | depth-stack | depth-identity
     at: Tuple[float, ...] = ()  # growth events, as fractions of total_steps
     schedule: str = "cosine"
     rewarm_steps: int = 0
@@ -102,7 +102,7 @@ def plan_steps(recipe: Recipe, scale: Scale, step_flops: Callable[[DIMBAConfig],
 
 
 SCRATCH = Recipe("scratch")
-DEFAULT_RECIPE = "dw@0.5,0.7,0.85|wsd+wlr1|h0.6"  # what growth=default and the optim defaults run (tests/test_growth_experiment.py)
+DEFAULT_RECIPE = "dw@0.5,0.7,0.85|wsd+wlr1|h0.6"  # what growth=early and the optim defaults run (tests/test_growth_experiment.py)
 STAGE1_HORIZON = 0.6
 
 

@@ -1,8 +1,10 @@
 """Is DIMBA any good? The three objectives at equal training FLOPs, in bits per byte, with
 their samples' quality and sampling speed.
 
-Each run trains exactly as `python train.py objective=NAME` does (the default run's model,
-growth schedule, optimizer, LR schedule, clipping, data order), through dimba's `SimpleTrainer`
+Each run trains exactly as `python train.py objective=NAME growth=early` does (the default
+run's model, optimizer, LR schedule, clipping, data order; `growth=early` is the growth the
+default run had when these tables were measured, and stays pinned so they keep comparing one
+thing), through dimba's `SimpleTrainer`
 in process, so the step count can be set to equalise FLOPs: the budget is the FLOPs of the
 default run (`objective=diffusion`, 240 steps) times `--budgets`; an objective whose step
 costs less (ar: one scan direction, no timestep MLP) gets proportionally more steps, its
@@ -84,6 +86,9 @@ VERSION = "v1"
 ORIGINAL_RECIPE = ("model.embedding_norm=null", "model.x0_estimate=regression")
 """The budget is the FLOPs of the default run as it first was (240 steps of the original continuous
 recipe), whatever today's defaults cost: every run of `quality.py` and `recipe.py` compares to it."""
+BENCH_GROWTH = "growth=early"
+"""The growth of every run here and in bench/recipe.py: the default run's before
+bench/frontier_recipes.py chose growing at the end, so the tables stay one measurement."""
 ARMS: Dict[str, tuple] = {"ar": ("ar", ()), "masked": ("masked", ()), "diffusion": ("diffusion", ()),
                           "diffusion[original]": ("diffusion", ORIGINAL_RECIPE)}
 """What the table compares, by label: each objective as `train.py objective=NAME` trains it
@@ -246,9 +251,9 @@ def one_run(corpus: str, objective: str, budget: float, lr: float, seed: int, wi
             halves: Sequence[str] = ("select", "report")) -> Dict[str, Any]:
     """One run of `objective` (plus the Hydra overrides `extra`, keyed as `label`) at `budget`
     times the default run's FLOPs, its bound read on the held-out `halves`."""
-    overrides = [f"objective={objective}", f"seed={seed}", *corpus_overrides(corpus), *extra]
+    overrides = [f"objective={objective}", f"seed={seed}", BENCH_GROWTH, *corpus_overrides(corpus), *extra]
     config = compose(overrides)
-    default = compose(["objective=diffusion", *ORIGINAL_RECIPE, *corpus_overrides(corpus)])
+    default = compose(["objective=diffusion", BENCH_GROWTH, *ORIGINAL_RECIPE, *corpus_overrides(corpus)])
     flops_budget = int(budget * run_flops(default, default.trainer.max_steps, list(default.growth.schedule)))
     total_steps, events = scaled_plan(config, flops_budget)
     log.info("%s %s x%g lr %g seed %d: %d steps, growth at %s", corpus, objective, budget, lr, seed, total_steps,
@@ -302,7 +307,7 @@ def same_run_elsewhere(corpus: str, arm: str, budget: float, lr: float, seed: in
                 or not all(h in record["heldout"] for h in halves)):
             continue
         if wanted is None:
-            wanted = compose([f"objective={objective}", f"seed={seed}", *corpus_overrides(corpus), *extra])
+            wanted = compose([f"objective={objective}", f"seed={seed}", BENCH_GROWTH, *corpus_overrides(corpus), *extra])
         if compose(record["overrides"]) == wanted:
             return record
     return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from dimba.checkpointing.milestones import format_param_count, milestone_label
 from dimba.config import Config
@@ -159,12 +159,15 @@ def lr_table(config: Config) -> str:
             f"growth.rewarm_steps={growth.rewarm_steps}, growth.lr_restart={str(growth.lr_restart).lower()}, "
             f"growth.lr_width_exponent={growth.lr_width_exponent:g}):")
     rows = [row for row in growth_event_lrs(multiplier, optim.lr) if row.step <= config.trainer.max_steps]
+    rows = list({row.step: row for row in rows}.values())  # events of one step share one row
     if not rows:
         return f"{head}\n  no growth event within trainer.max_steps"
-    events = {e.step: e for e in growth.schedule}
+    events: Dict[int, List[str]] = {}
+    for event in growth.schedule:
+        events.setdefault(event.step, []).append(event.describe())
     lines = [head, f"  {'step':>7}  {'event':<30} {'before':>9} {'after':>9} {'rejoined':>9}"]
     for row in rows:
-        lines.append(f"  {row.step:>7}  {events[row.step].describe():<30} {row.lr_before:>9.3g} {row.lr_after:>9.3g} "
+        lines.append(f"  {row.step:>7}  {' + '.join(events[row.step]):<30} {row.lr_before:>9.3g} {row.lr_after:>9.3g} "
                      f"{row.lr_rejoined:>9.3g}")
     return "\n".join(lines)
 

@@ -131,12 +131,13 @@ def test_a_confirmation_picks_its_best_on_the_select_split_never_on_the_figure(r
     assert growth_analysis.best_recipe(earlier, "confirm+lr", "select@best") != first_on_figure
 
 
-def test_the_default_recipe_is_what_python_train_py_runs() -> None:
-    """The experiment's name for the default (a tie on the select split keeps it) must stay
-    what `growth=default` and the optim defaults do at the experiment's sizes."""
+def test_the_default_recipe_is_what_python_train_py_growth_early_runs() -> None:
+    """The experiment's best recipe in the surrogate (a tie on the select split keeps it) must
+    stay what `growth=early` (the default until the frontier was measured in bits) and the
+    optim defaults do at the experiment's sizes."""
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        config = validate(compose("config"))
+        config = validate(compose("config", overrides=["growth=early"]))
     recipe, growth, optim = parse_recipe(DEFAULT_RECIPE), config.growth, config.optim
     assert (recipe.schedule, recipe.lr, recipe.decay_fraction) == (optim.schedule, optim.lr, optim.decay_fraction)
     assert (recipe.rewarm_steps, recipe.lr_restart, recipe.lr_width_exponent) == (

@@ -34,12 +34,12 @@ def test_the_options_compose_and_reach_the_recipe():
 
 
 def test_the_dry_run_plan_shows_the_learning_rate_at_each_growth_event():
-    text = plan_text(validate(compose_config("optim.schedule=wsd", "growth.rewarm_steps=10")))
+    text = plan_text(validate(compose_config("growth=early", "optim.schedule=wsd", "growth.rewarm_steps=10")))
     table = text[text.index("Learning rate at growth"):].split("\n\n")[0].splitlines()
     assert "optim.schedule=wsd" in table[0] and "growth.rewarm_steps=10" in table[0]
     assert "growth.lr_width_exponent=1" in table[0]
     rows = [line.split() for line in table[2:]]
-    assert [row[0] for row in rows] == ["120", "168", "204"]  # the default schedule's events
+    assert [row[0] for row in rows] == ["120", "168", "204"]  # growth=early's events
     lrs = [tuple(float(v) for v in row[-3:]) for row in rows]
 
     def decay(step: int) -> float:  # wsd: linear from 1 to min_lr_ratio 0.1 over steps 192..240
@@ -55,8 +55,18 @@ def test_the_dry_run_plan_shows_the_learning_rate_at_each_growth_event():
     assert lrs[2][2] == pytest.approx(2e-3 * decay(214), rel=1e-2)
 
 
+def test_events_of_one_step_share_one_row_of_the_rate_table():
+    text = plan_text(validate(compose_config()))
+    table = text[text.index("Learning rate at growth"):].split("\n\n")[0].splitlines()
+    assert len(table) == 3 and table[2].split()[0] == "235"
+    assert "depth -> 8 layers (identity) + width -> d_model 256" in table[2]
+
+
 def test_the_width_exponent_composes_and_zero_keeps_one_rate():
-    text = plan_text(validate(compose_config("optim.schedule=constant", "growth.lr_width_exponent=0")))
+    """growth=default sets it to 0 (its narrow stage is nearly the whole run); growth=early keeps muP's 1."""
+    assert validate(compose_config()).growth.lr_width_exponent == 0
+    assert validate(compose_config("growth=early")).growth.lr_width_exponent == 1
+    text = plan_text(validate(compose_config("growth=early", "optim.schedule=constant", "growth.lr_width_exponent=0")))
     table = text[text.index("Learning rate at growth"):].split("\n\n")[0].splitlines()
     assert all(float(v) == pytest.approx(2e-3) for line in table[2:] for v in line.split()[-3:])
 

@@ -61,7 +61,9 @@ def build_plan(model: DIMBAConfig, schedule: Sequence[GrowthEvent], milestones: 
     stages += [Stage(e.step, e.describe(), c, count_parameters(c)) for e, c in zip(schedule, configs)]
     plan = GrowthPlan(stages, max_steps)
     for m in sorted(milestones):
-        plan.milestone_stage[m] = next(
-            (i for i, s in enumerate(stages) if s.step <= max_steps and s.params >= m), None
-        )
+        first = next((i for i, s in enumerate(stages) if s.step <= max_steps and s.params >= m), None)
+        # Every event of a step happens before that step's milestone check: the save holds the last one's model.
+        while first is not None and first + 1 < len(stages) and stages[first + 1].step == stages[first].step > 0:
+            first += 1
+        plan.milestone_stage[m] = first
     return plan
