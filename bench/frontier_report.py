@@ -16,8 +16,9 @@ import quality
 from frontier import LEVELS, RESULTS, RUNS, SIZES, chosen_rate, run_key
 from frontier_recipes import DEFAULT_RECIPE, RECIPES, RUNS as RECIPE_RUNS, recipe_rate, run_key as recipe_key
 
-COMMAND = ("python bench/frontier.py run --seeds 3 && python bench/frontier_recipes.py run --seeds 0,1,2 "
-           "--levels 0.25,0.5,1 --recipes early,last && python bench/frontier.py report")
+COMMAND = ("python bench/frontier.py run --seeds 3 && python bench/frontier_recipes.py run && "
+           "python bench/frontier_recipes.py run --recipes early,last --seeds 0,1,2 --levels 0.25,0.5,1 && "
+           "python bench/frontier.py report")
 
 
 def summarize(values: Sequence[float]) -> Dict[str, float]:

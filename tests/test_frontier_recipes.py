@@ -46,3 +46,16 @@ def test_the_default_growth_is_the_recipe_the_frontier_measured_best():
     measured = quality.compose(["objective=diffusion", quality.BENCH_GROWTH,
                                 *frontier_recipes.RECIPES[frontier_recipes.DEFAULT_RECIPE]])
     assert default.growth == measured.growth
+
+
+def test_a_recipe_is_paired_per_seed_with_that_seeds_frontier():
+    import frontier_report
+
+    levels = {"1": {"flops": 100.0, "per_seed": [{"seed": 0, "frontier": 3.0}, {"seed": 1, "frontier": 4.0}]}}
+    runs = {frontier_recipes.run_key("late", 1.0, 0.002, seed): {"heldout": {"report": {"bpb": bpb}}, "flops": 100.0,
+                                                                 "steps": 10, "growth_steps": [9]}
+            for seed, bpb in ((0, 3.5), (1, 3.9))}
+    result = frontier_report.against_frontier("late", 0.002, runs, levels, targets={}, budget=100.0)
+    level = result["levels"]["1"]
+    assert [row["difference"] for row in level["per_seed"]] == pytest.approx([0.5, -0.1])
+    assert level["difference"]["mean"] == pytest.approx(0.2) and level["below_on_every_seed"] is False
