@@ -42,15 +42,24 @@ RECIPES: Dict[str, tuple] = {
     "single": (_events(f"at:0.9,{DEPTH8}", f"at:0.9,{TO256}"),),
     "last-muP": (_events(f"at:0.98,{DEPTH8}", f"at:0.98,{TO256}"),),
     "last": (_events(f"at:0.98,{DEPTH8}", f"at:0.98,{TO256}"), "growth.lr_width_exponent=0"),
+    "end": (_events(f"at:1.0,{DEPTH8}", f"at:1.0,{TO256}"), "growth.lr_width_exponent=0"),
     "small": ("model.d_model=96", _events(f"at:0.8,{DEPTH8}", "at:0.8,op:width,d_model:128",
                                           f"at:0.9,{TO192}", f"at:0.95,{TO256}")),
 }
 """Label -> the Hydra overrides on top of `python train.py growth=early` (every bench run's
 growth, `quality.BENCH_GROWTH`): `early` is that recipe (50/70/85%); `late` the same stages
 at 80/90/95%; `single` one event to the final size at 90%; `last-muP` the same at 98%;
-`last` that with one rate for every width (`growth=default`); `small` a d96x4 start, then
-`late`'s stages. All but `last` train a stage of width d at (256/d) times the rate."""
-DEFAULT_RECIPE = "last"
+`last` that with one rate for every width; `end` the same after the last step
+(`growth=default`); `small` a d96x4 start, then `late`'s stages. All but `last` and `end`
+train a stage of width d at (256/d) times the rate.
+
+`end` trains d128x4 alone, step for step the fixed d128x4 run planned to the same FLOPs, and
+grows after its last step without changing what the model computes
+(`tests/test_frontier_recipes.py`): its figures are the d128x4 column of the frontier, and it
+is not trained again here."""
+SAME_AS_FIXED = {"end": "d128x4"}
+"""Recipes whose runs are a fixed size's (read from bench/frontier.py's runs, at that size's rate)."""
+DEFAULT_RECIPE = "end"
 """The recipe `growth=default` is: the best in bits at the default run's budget."""
 
 
@@ -89,7 +98,28 @@ def recipe_rate(name: str, runs: Dict[str, Dict[str, Any]]) -> float | None:
     return min(grid, key=lambda r: r["heldout"]["select"]["bpb"])["lr"]
 
 
+def as_fixed(name: str, fixed_runs: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """A recipe of `SAME_AS_FIXED` as recipe runs: the fixed size's runs at its chosen rate,
+    if that rate is `optim.lr` (the recipe's own; else none)."""
+    size = SAME_AS_FIXED[name]
+    lr = frontier.chosen_rate(size, fixed_runs)
+    if lr is None or lr != base_lr():
+        return {}
+    out = {}
+    for run in fixed_runs.values():
+        if run["size"] == size and run["lr"] == lr:
+            for level, item in run["levels"].items():
+                out[run_key(name, float(level), lr, run["seed"])] = {
+                    "heldout": {h: item[h] for h in ("select", "report") if h in item}, "flops": item["flops"],
+                    "steps": item["steps"], "growth_steps": [item["steps"]] * 2, "lr": lr, "same_as": run["key"]}
+    return out
+
+
 def cmd_run(args: argparse.Namespace) -> None:
+    unrun = [name for name in args.recipes if name in SAME_AS_FIXED]
+    if unrun:
+        raise SystemExit(f"--recipes: {', '.join(unrun)} trains as a fixed size (bench/frontier.py run); "
+                         f"accepted: {', '.join(r for r in RECIPES if r not in SAME_AS_FIXED)}")
     for name in args.recipes:
         for multiple in RATE_GRID:  # seed 0 at B: the rate grid
             ensure(name, 1.0, base_lr() * multiple, 0, ("select", "report"))
@@ -103,7 +133,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run")
-    run.add_argument("--recipes", default=",".join(RECIPES), type=lambda s: s.split(","))
+    run.add_argument("--recipes", default=",".join(r for r in RECIPES if r not in SAME_AS_FIXED),
+                     type=lambda s: s.split(","))
     run.add_argument("--seeds", default="0", type=lambda s: [int(x) for x in s.split(",") if x])
     run.add_argument("--levels", default="1", type=lambda s: [float(x) for x in s.split(",") if x])
     sub.add_parser("report")

@@ -14,7 +14,8 @@ from dimba.checkpointing.atomic_io import write_atomic
 
 import quality
 from frontier import LEVELS, RESULTS, RUNS, SIZES, chosen_rate, run_key
-from frontier_recipes import DEFAULT_RECIPE, RECIPES, RUNS as RECIPE_RUNS, recipe_rate, run_key as recipe_key
+from frontier_recipes import (DEFAULT_RECIPE, RECIPES, RUNS as RECIPE_RUNS, SAME_AS_FIXED, as_fixed, recipe_rate,
+                              run_key as recipe_key)
 
 COMMAND = ("python bench/frontier.py run --seeds 3 && python bench/frontier_recipes.py run && "
            "python bench/frontier_recipes.py run --recipes early,last --seeds 0,1,2 --levels 0.25,0.5,1 && "
@@ -94,13 +95,18 @@ def build(runs: Dict[str, Dict[str, Any]], recipe_runs: Dict[str, Dict[str, Any]
     levels = frontier_levels(runs, rates)
     targets = {r["seed"]: r["levels"]["1"]["report"]["bpb"] for r in runs.values()
                if r["size"] == "d256x8" and r["lr"] == rates["d256x8"]}
+    rate = {name: recipe_rate(name, recipe_runs) for name in RECIPES if name not in SAME_AS_FIXED}
+    for name in SAME_AS_FIXED:
+        same = as_fixed(name, runs)
+        recipe_runs = {**recipe_runs, **same}
+        rate[name] = next(iter(same.values()))["lr"] if same else None
     recipes = {name: against_frontier(name, lr, recipe_runs, levels, targets, budget)
-               for name in RECIPES if (lr := recipe_rate(name, recipe_runs)) is not None}
+               for name, lr in rate.items() if lr is not None}
     return {"date": time.strftime("%Y-%m-%d"), "command": COMMAND, "budget_flops": budget, "rates": rates,
             "seeds": sorted({r["seed"] for r in runs.values()}), "levels": levels, "recipes": recipes,
             "default_recipe": DEFAULT_RECIPE,
             "run_hours": sum(r["train_wall_s"] + r["eval_wall_s"] for r in [*runs.values(), *recipe_runs.values()]
-                             if "adopted_from" not in r) / 3600}
+                             if "adopted_from" not in r and "same_as" not in r) / 3600}
 
 
 def fmt(s: Dict[str, float]) -> str:

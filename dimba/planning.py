@@ -167,8 +167,10 @@ def lr_table(config: Config) -> str:
         events.setdefault(event.step, []).append(event.describe())
     lines = [head, f"  {'step':>7}  {'event':<30} {'before':>9} {'after':>9} {'rejoined':>9}"]
     for row in rows:
-        lines.append(f"  {row.step:>7}  {' + '.join(events[row.step]):<30} {row.lr_before:>9.3g} {row.lr_after:>9.3g} "
-                     f"{row.lr_rejoined:>9.3g}")
+        last = row.step >= config.trainer.max_steps  # grown after the last step: no step runs at the grown size
+        after, rejoined = ("–", "–") if last else (f"{row.lr_after:.3g}", f"{row.lr_rejoined:.3g}")
+        lines.append(f"  {row.step:>7}  {' + '.join(events[row.step]):<30} {row.lr_before:>9.3g} {after:>9} "
+                     f"{rejoined:>9}")
     return "\n".join(lines)
 
 

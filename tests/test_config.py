@@ -29,7 +29,7 @@ def test_default_composition_is_valid_and_typed():
     assert config.progressive_checkpoints.enabled
     assert config.progressive_checkpoints.milestones == [1_000_000, 2_000_000, 4_000_000]
     assert config.model.vocab_size == 256 and config.data.files == []
-    assert [e.step for e in config.growth.schedule] == [235, 235]  # d128x4 -> d256x8 at 98% of 240 steps
+    assert [e.step for e in config.growth.schedule] == [240, 240]  # d128x4 -> d256x8 after the last of 240 steps
     assert [e.step for e in validate(compose_config("growth=early")).growth.schedule] == [120, 168, 204]
 
 
@@ -119,8 +119,8 @@ def test_the_plan_of_the_default_run_and_of_the_billions_experiment():
     config = validate(compose_config())
     plan = build_plan(config.model, config.growth.schedule, config.progressive_checkpoints.milestones, config.trainer.max_steps)
     assert [s.params for s in plan.stages] == [623_008, 1_179_904, 4_478_912]
-    assert plan.milestone_steps == {1_000_000: 235, 2_000_000: 235, 4_000_000: 235}  # one step crosses all three
-    # Both events of step 235 happen before its milestone check: every save holds the 4.5M model.
+    assert plan.milestone_steps == {1_000_000: 240, 2_000_000: 240, 4_000_000: 240}  # one step crosses all three
+    # Both events of step 240 happen before its milestone check: every save holds the 4.5M model.
     assert plan.table().splitlines()[-1].split()[-3:] == ["1.0M,", "2.0M,", "4.0M"]
 
     early = validate(compose_config("growth=early"))

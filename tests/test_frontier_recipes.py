@@ -24,7 +24,7 @@ def test_every_candidate_recipe_grows_through_the_default_milestones(name):
     counts = [architecture_parameters(stage) for stage in stages]
     milestones = list(config.progressive_checkpoints.milestones)
     assert counts[0] < milestones[0] and counts[-1] >= milestones[-1], (name, counts)
-    assert all(0 < e.step < config.trainer.max_steps for e in config.growth.schedule)
+    assert all(0 < e.step <= config.trainer.max_steps for e in config.growth.schedule)  # after the last step at the latest
 
 
 def test_a_candidate_is_trained_at_its_own_events_scaled_to_the_budget():
@@ -59,3 +59,31 @@ def test_a_recipe_is_paired_per_seed_with_that_seeds_frontier():
     level = result["levels"]["1"]
     assert [row["difference"] for row in level["per_seed"]] == pytest.approx([0.5, -0.1])
     assert level["difference"]["mean"] == pytest.approx(0.2) and level["below_on_every_seed"] is False
+
+
+def test_growing_after_the_last_step_ends_with_the_bound_of_the_model_that_never_grew():
+    """Why `growth=default`'s figures are the fixed d128x4 run's: every step trains the small
+    model as growth=none would, and the growth after the last one changes nothing it computes."""
+    import torch
+
+    from dimba.objectives import sequence_bound
+    from dimba.run import build_data
+
+    tiny = ["objective=diffusion", "model.d_model=32", "model.n_layers=1", "model.head_dim=16", "model.d_state=8",
+            "model.d_embed=16", "model.d_time=16", "data.seq_len=32", "data.batch_size=2", "optim.warmup_steps=2",
+            "growth.lr_width_exponent=0", "trainer.max_steps=6"]
+    grown_config = quality.compose(tiny + ["growth.schedule=[{at:1.0,op:depth,n_layers:2,mode:identity},"
+                                           "{at:1.0,op:width,d_model:64}]"])
+    fixed_config = quality.compose(tiny + ["growth=none"])
+    loader = build_data(fixed_config).train_dataloader()
+    bounds = []
+    for config in (grown_config, fixed_config):
+        trainer = quality.trainer_for(config, 0.002, 6, loader)
+        trainer.train()
+        model = trainer.model.eval()
+        windows = torch.randint(0, 256, (3, 32), generator=torch.Generator().manual_seed(1))
+        bounds.append((sum(p.numel() for p in model.parameters()),
+                       sequence_bound(model, windows, 4, torch.Generator().manual_seed(0)).nats))
+    (grown_params, grown), (fixed_params, fixed) = bounds
+    assert grown_params > 2 * fixed_params  # it did grow, after step 6 of 6
+    assert torch.allclose(grown, fixed, rtol=1e-4, atol=1e-4)

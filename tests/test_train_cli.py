@@ -69,8 +69,8 @@ def test_the_default_run_as_shipped(tmp_path):
     run = next((tmp_path / "outputs").glob("*/*"))
     saved = [(e["target_milestone"], e["global_step"], e["current_params"])
              for e in map(json.loads, map(Path.read_text, sorted((run / "progressive_checkpoints").glob("*.json"))))]
-    # One growth event at step 235 crosses all three milestones: each gets its own checkpoint.
-    assert sorted(saved) == [(1_000_000, 235, 4_478_912), (2_000_000, 235, 4_478_912), (4_000_000, 235, 4_478_912)]
+    # The growth after step 240 crosses all three milestones: each gets its own checkpoint.
+    assert sorted(saved) == [(1_000_000, 240, 4_478_912), (2_000_000, 240, 4_478_912), (4_000_000, 240, 4_478_912)]
     for milestone, step, params in saved:
         model = dimba.load_model(run / "progressive_checkpoints" / f"checkpoint_{milestone // 10**6}.0M_step_{step}.pt")
         assert sum(p.numel() for p in model.parameters()) == params
