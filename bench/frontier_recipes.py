@@ -1,6 +1,7 @@
-"""Which growth recipe is best in bits? Candidate recipes of `growth=...` trained like the
-default grown run of `bench/frontier.py` (the default continuous recipe, planned to 0.25, 0.5
-and 1 times B, events at fractions of the steps), read against the same fixed-size frontier.
+"""Which growth recipe is best in bits? Candidate recipes of `growth=...`, each trained as
+`python train.py` trains it (the default continuous recipe), planned to 0.25, 0.5 and 1 times
+B with its events at the same fractions of the steps, read against `bench/frontier.py`'s
+fixed-size frontier (`python bench/frontier.py report` reports both).
 
 Each candidate's rate is chosen on a grid (`RATE_GRID` times `optim.lr`) on seed 0's `select`
 half at B; its other seeds and levels reuse it. Every candidate still grows to 4.5M parameters,
