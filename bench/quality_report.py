@@ -29,7 +29,7 @@ from quality import (ARMS, CACHE, LR_GRID, OBJECTIVES, RESULTS, SAMPLES, BOUND_S
                      arm_of, corpus_overrides, held_out, load_runs)
 
 WORDS = Path("/usr/share/dict/american-english")
-COMMAND = ("python bench/quality.py run --budgets 1,4 --seeds 3 --seeds-large 1 --tune-on builtin && "
+COMMAND = ("python bench/quality.py run --budgets 1,4 --seeds 3 --seeds-large 3 --tune-on builtin && "
            "python bench/quality.py timing && python bench/quality.py report")
 
 
