@@ -81,8 +81,8 @@ def ensure(name: str, level: float, lr: float, seed: int, halves: Sequence[str])
     key = run_key(name, level, lr, seed)
     if key in runs:
         return runs[key]
-    same = quality.load_runs().get(quality.run_key("builtin", "diffusion", level, lr, seed))
-    if name == "early" and same is not None and all(h in same["heldout"] for h in halves):
+    same = quality.load_runs().get(quality.run_key("builtin", "diffusion", level, lr, seed)) if name == "early" else None
+    if same is not None and all(h in same["heldout"] for h in halves):
         record = {**same, "key": key, "variant": label(name), "adopted_from": same["key"]}  # quality.py's run
         quality.append_run(record, RUNS)
         return record

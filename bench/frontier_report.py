@@ -42,7 +42,7 @@ def crossing(points: Sequence[tuple], target: float) -> Optional[float]:
     return None
 
 
-def frontier_levels(runs: Dict[str, Dict[str, Any]], rates: Dict[str, float | None]) -> Dict[str, Any]:
+def frontier_levels(runs: Dict[str, Dict[str, Any]], rates: Dict[str, float | None], budget: float) -> Dict[str, Any]:
     """Per level: the frontier's size (lowest `select` figure of seed 0 at its chosen rate) and,
     per seed, its `report` figure beside every size's."""
     sizes = [size for size, lr in rates.items() if lr is not None]
@@ -56,7 +56,7 @@ def frontier_levels(runs: Dict[str, Dict[str, Any]], rates: Dict[str, float | No
             fixed = {s: runs[k]["levels"][name]["report"]["bpb"] for s in sizes if (k := run_key(s, rates[s], seed)) in runs}
             if pick in fixed:
                 rows.append({"seed": seed, "fixed": fixed, "frontier": fixed[pick]})
-        levels[name] = {"flops": level * next(iter(runs.values()))["budget_flops"], "frontier_size": pick,
+        levels[name] = {"flops": level * budget, "frontier_size": pick,
                         "per_seed": rows, "frontier": summarize([r["frontier"] for r in rows]),
                         "fixed": {s: summarize([r["fixed"][s] for r in rows if s in r["fixed"]]) for s in sizes}}
     return levels
@@ -92,7 +92,7 @@ def against_frontier(recipe: str, lr: float, recipe_runs: Dict[str, Dict[str, An
 def build(runs: Dict[str, Dict[str, Any]], recipe_runs: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
     rates = {size: chosen_rate(size, runs) for size in SIZES}
     budget = next(iter(runs.values()))["budget_flops"]
-    levels = frontier_levels(runs, rates)
+    levels = frontier_levels(runs, rates, budget)
     targets = {r["seed"]: r["levels"]["1"]["report"]["bpb"] for r in runs.values()
                if r["size"] == "d256x8" and r["lr"] == rates["d256x8"]}
     rate = {name: recipe_rate(name, recipe_runs) for name in RECIPES if name not in SAME_AS_FIXED}
