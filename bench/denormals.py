@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
+CONTINUOUS = "objective=diffusion"  # the continuous model's recipes (the run's default objective is ar)
 ORIGINAL = ["model.embedding_norm=null", "model.x0_estimate=regression"]
-RECIPES = {"default": [], "original": ORIGINAL}
+RECIPES = {"default": [CONTINUOUS], "original": [CONTINUOUS, *ORIGINAL]}
 SIZES = {"start": [], "final": ["model.d_model=256", "model.n_layers=8", "growth=none"]}
 
 

@@ -4,7 +4,7 @@ B with its events at the same fractions of the steps, read against `bench/fronti
 fixed-size frontier (`python bench/frontier.py report` reports both).
 
 Each candidate's rate is chosen on a grid (`RATE_GRID` times `optim.lr`) on seed 0's `select`
-half at B; its other seeds and levels reuse it. Every candidate still grows to 4.5M parameters,
+half at B; its other seeds and levels reuse it. Every candidate still grows to 4.5M parameters or more,
 so the default run's 1M, 2M and 4M milestones are still written.
 
     python bench/frontier_recipes.py run [--recipes late,single] [--seeds 0] [--levels 1]
@@ -43,15 +43,15 @@ RECIPES: Dict[str, tuple] = {
     "single": (_events(f"at:0.9,{DEPTH8}", f"at:0.9,{TO256}"),),
     "last-muP": (_events(f"at:0.98,{DEPTH8}", f"at:0.98,{TO256}"),),
     "last": (_events(f"at:0.98,{DEPTH8}", f"at:0.98,{TO256}"), "growth.lr_width_exponent=0"),
-    "end": (_events(f"at:1.0,{DEPTH8}", f"at:1.0,{TO256}"), "growth.lr_width_exponent=0"),
+    "end": (_events("at:1.0,op:depth,n_layers:10,mode:identity", f"at:1.0,{TO256}"), "growth.lr_width_exponent=0"),
     "small": ("model.d_model=96", _events(f"at:0.8,{DEPTH8}", "at:0.8,op:width,d_model:128",
                                           f"at:0.9,{TO192}", f"at:0.95,{TO256}")),
 }
 """Label -> the Hydra overrides on top of `python train.py growth=early` (every bench run's
 growth, `quality.BENCH_GROWTH`): `early` is that recipe (50/70/85%); `late` the same stages
 at 80/90/95%; `single` one event to the final size at 90%; `last-muP` the same at 98%;
-`last` that with one rate for every width; `end` the same after the last step
-(`growth=default`); `small` a d96x4 start, then `late`'s stages. All but `last` and `end`
+`last` that with one rate for every width; `end` the same after the last step, to d256x10
+(`growth=default`: ten layers so that every objective crosses 4M); `small` a d96x4 start, then `late`'s stages. All but `last` and `end`
 train a stage of width d at (256/d) times the rate.
 
 `end` trains d128x4 alone, step for step the fixed d128x4 run planned to the same FLOPs, and

@@ -49,7 +49,8 @@ def overrides(max_steps: int) -> List[str]:
     # Lightning's last.ckpt after every step: a save is under way much of the time, so
     # random kills land in saves too.
     events = ",".join("{" + ",".join(f"{k}:{v}" for k, v in e.items()) + "}" for e in schedule(max_steps))
-    return [
+    return [  # objective=diffusion: the network the plan below is built for (DIMBAConfig's)
+        "objective=diffusion",
         "model.d_model=64", "model.n_layers=2", "model.head_dim=32", "data.seq_len=64", "data.batch_size=4",
         f"trainer.max_steps={max_steps}", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false", "last_checkpoint_every_n_steps=1", "optim.warmup_steps=5",

@@ -221,6 +221,14 @@ def test_generate_is_deterministic_for_a_seed_and_keeps_the_prompt(milestone, tm
     assert run_main(capsys, "generate", str(export), *args[2:], "--seed", "7")[1] == first
 
 
+def test_generate_without_a_prompt_samples_unconditionally(milestone, capsys):
+    code, out, err = run_main(capsys, "generate", str(milestone), "--steps", "4", "--length", "16", "--seed", "3")
+    assert code == 0 and err == "" and out.endswith("\n")
+    assert len(out[:-1].encode("utf-8", "replace")) >= 12  # 16 bytes; invalid UTF-8 becomes U+FFFD
+    assert run_main(capsys, "generate", str(milestone), "--prompt", "", "--steps", "4", "--length", "16",
+                    "--seed", "3")[1] == out  # the same as an empty prompt
+
+
 def test_generate_draws_several_samples_as_one_batch_each_as_its_seed_alone_would(milestone, capsys):
     args = ["generate", str(milestone), "--prompt", "def ", "--steps", "4", "--length", "24"]
     code, batch, err = run_main(capsys, *args, "--seed", "7", "--num-samples", "3")
@@ -280,7 +288,6 @@ BAD_COMMANDS = [
      "--seed must lie in [-2**63, 2**64 - 2]"),
     (["generate", "{ckpt}", "--prompt", "a", "--steps", "101", "--seed", "0"], "between 1 and the model's diffusion_steps (100)"),
     (["generate", "{ckpt}", "--prompt", "abc", "--steps", "2", "--seed", "0", "--length", "2"], "at least the prompt's length (3 tokens)"),
-    (["generate", "{ckpt}", "--steps", "2"], "the following arguments are required: --prompt"),
     (["checkpoints", "plot", "{run}", "--out", "/proc/dimba/x.png"], "cannot write /proc/dimba/x.png"),
     (["generate", "{bad}", "--prompt", "a"], "is a directory that holds no checkpoint"),
     (["checkpoints", "frobnicate"], "invalid choice: 'frobnicate'"),

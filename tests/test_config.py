@@ -29,7 +29,7 @@ def test_default_composition_is_valid_and_typed():
     assert config.progressive_checkpoints.enabled
     assert config.progressive_checkpoints.milestones == [1_000_000, 2_000_000, 4_000_000]
     assert config.model.vocab_size == 256 and config.data.files == []
-    assert [e.step for e in config.growth.schedule] == [240, 240]  # d128x4 -> d256x8 after the last of 240 steps
+    assert [e.step for e in config.growth.schedule] == [240, 240]  # d128x4 -> d256x10 after the last of 240 steps
     assert [e.step for e in validate(compose_config("growth=early")).growth.schedule] == [120, 168, 204]
 
 
@@ -118,12 +118,13 @@ def test_the_plan_of_the_default_run_and_of_the_billions_experiment():
 
     config = validate(compose_config())
     plan = build_plan(config.model, config.growth.schedule, config.progressive_checkpoints.milestones, config.trainer.max_steps)
-    assert [s.params for s in plan.stages] == [623_008, 1_179_904, 4_478_912]
+    assert config.objective.name == "ar"  # the lowest held-out bits per byte (docs/results/quality.md)
+    assert [s.params for s in plan.stages] == [452_144, 1_080_632, 4_119_472]
     assert plan.milestone_steps == {1_000_000: 240, 2_000_000: 240, 4_000_000: 240}  # one step crosses all three
-    # Both events of step 240 happen before its milestone check: every save holds the 4.5M model.
+    # Both events of step 240 happen before its milestone check: every save holds the 4.1M model.
     assert plan.table().splitlines()[-1].split()[-3:] == ["1.0M,", "2.0M,", "4.0M"]
 
-    early = validate(compose_config("growth=early"))
+    early = validate(compose_config("objective=diffusion", "growth=early"))
     plan = build_plan(early.model, early.growth.schedule, early.progressive_checkpoints.milestones, early.trainer.max_steps)
     assert [s.params for s in plan.stages] == [623_008, 1_179_904, 2_562_144, 4_478_912]
     assert plan.milestone_steps == {1_000_000: 120, 2_000_000: 168, 4_000_000: 204}
@@ -142,7 +143,7 @@ def test_growth_after_max_steps_is_shown_as_never_happening():
     from dimba.growth.plan import build_plan
 
     steps = "growth.schedule=[{step:120,op:depth,n_layers:8},{step:168,op:width,d_model:192},{step:204,op:width,d_model:256}]"
-    config = validate(compose_config("trainer.max_steps=150", steps))  # the depth growth at 120 only
+    config = validate(compose_config("objective=diffusion", "trainer.max_steps=150", steps))  # the depth growth at 120 only
     plan = build_plan(config.model, config.growth.schedule, config.progressive_checkpoints.milestones, 150)
     assert plan.unreached == [2_000_000, 4_000_000]
     assert plan.table().count("never happens") == 2

@@ -69,7 +69,7 @@ def test_a_bpe_run_records_its_tokenizer_and_every_tool_decodes_with_it(bpe_data
                             "trainer.max_steps=2", "trainer.val_check_interval=2")
     result = train(config, tmp_path)
     model = result.trainer.lightning_module.model
-    assert model.config.vocab_size == 300 and model.embedding.weight.shape[0] == 300
+    assert model.config.vocab_size == 300 and model.embedding.weight.shape[0] == model.config.embedding_rows
     milestone = next((tmp_path / "progressive_checkpoints").glob("*.pt"))
     loaded = dimba.load_model(milestone)
     assert loaded.tokenizer.name == "bpe" and loaded.tokenizer.vocab_size == 300

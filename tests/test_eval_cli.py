@@ -13,7 +13,7 @@ import torch
 from dimba.cli.main import main
 from test_run import compose_config, train
 
-RUN_OPTIONS = ("trainer.max_steps=6", "trainer.val_check_interval=3", "progressive_checkpoints=millions",
+RUN_OPTIONS = ("objective=diffusion", "trainer.max_steps=6", "trainer.val_check_interval=3", "progressive_checkpoints=millions",
                "growth.schedule=[{step:4,op:width,d_model:48}]", "progressive_checkpoints.milestones=[40K]",
                "validation.bpb_sequences=1000", "validation.bpb_samples=8", "data.seq_len=64")
 

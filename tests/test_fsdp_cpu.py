@@ -60,7 +60,7 @@ def test_fsdp2_grows_shard_by_shard_and_writes_sharded_milestones(tmp_path, asyn
 
 def test_train_py_with_fsdp_resumes_a_grown_run_on_two_ranks_and_on_one(tmp_path):
     run_dir = tmp_path / "run"
-    args = ["train.py", "trainer=fsdp", "trainer.accelerator=cpu", "trainer.precision=32-true",
+    args = ["train.py", "trainer=fsdp", "trainer.accelerator=cpu", "trainer.precision=32-true", "objective=diffusion",
             "model.d_model=64", "model.n_layers=2", "data.seq_len=64", "data.batch_size=4",
             "growth.schedule=[{step:2,op:depth,n_layers:3},{step:3,op:width,d_model:96}]",
             "trainer.val_check_interval=2", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",

@@ -59,7 +59,7 @@ def test_events_of_one_step_share_one_row_of_the_rate_table():
     text = plan_text(validate(compose_config()))
     table = text[text.index("Learning rate at growth"):].split("\n\n")[0].splitlines()
     assert len(table) == 3 and table[2].split()[0] == "240"
-    assert "depth -> 8 layers (identity) + width -> d_model 256" in table[2]
+    assert "depth -> 10 layers (identity) + width -> d_model 256" in table[2]
     assert table[2].split()[-2:] == ["–", "–"]  # after the last step no step runs at the grown size
 
 

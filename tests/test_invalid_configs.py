@@ -202,10 +202,10 @@ def test_composition_errors_are_one_line_too(overrides, message):
 
 
 @pytest.mark.parametrize("milestones, suggestion", [("[1,5,10,30]", "[1B,5B,10B,30B]"),
-                                                     ("[100K,500K]", "[1B,5B,10B,30B]")])
+                                                     ("[100K,400K]", "[1B,5B,10B,30B]")])
 def test_milestones_the_model_starts_above_are_refused_before_hydra_runs(milestones, suggestion, tmp_path,
                                                                          monkeypatch):
-    """The default model starts at 623K parameters: [1,5,10,30] would be four saves at step 0.
+    """The default model starts at 452K parameters: [1,5,10,30] would be four saves at step 0.
     Read as billions elsewhere (the interactive setup), here it gets a line that says so."""
     import io
 
@@ -217,7 +217,7 @@ def test_milestones_the_model_starts_above_are_refused_before_hydra_runs(milesto
     err = errors.getvalue()
     assert status == 2 and err.count("\n") == 1 and not list(tmp_path.iterdir())  # no run directory
     assert err.startswith("Invalid config: progressive_checkpoints.milestones: ")
-    assert "623.0K" in err and suggestion in err
+    assert "452.1K" in err and suggestion in err
 
 
 def test_milestones_partly_passed_at_the_start_still_run():

@@ -59,6 +59,8 @@ def test_eval_reports_its_likelihood_and_generate_samples_from_it(run, capsys):
     text = cli(capsys, "generate", str(run_dir), "--prompt", "The", "--length", "12", "--steps", "4",
                "--num-samples", "2", "--temperature", "0.8", "--top-p", "0.9")
     assert text.count("=== seed") == 2 and text.count("\nThe") + text.startswith("=== seed 0 ===\nThe") >= 1
+    unconditional = cli(capsys, "generate", str(run_dir), "--length", "12", "--steps", "4")
+    assert unconditional.endswith("\n") and len(unconditional[:-1].encode("utf-8", "replace")) >= 8
 
 
 def test_resuming_with_another_objective_is_refused_in_one_line(run):

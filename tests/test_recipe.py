@@ -24,12 +24,22 @@ def train_py_defaults():
 
 
 def test_the_lightning_module_trains_the_recipe_train_py_trains():
+    """Given train.py's objective (its defaults list picks `ar`; in Python the model config
+    decides, and `DIMBAConfig()` is DIMBA's continuous model), every other default is the same."""
     config = train_py_defaults()
-    module = DIMBALightningModule()
+    assert config.objective.name == "ar"
+    module = DIMBALightningModule(objective="ar")
     assert module.recipe.optim == config.optim
     assert module.recipe.objective == config.objective
-    simple = SimpleTrainer(train_loader=[torch.zeros(1, 8, dtype=torch.long)], device="cpu")
+    simple = SimpleTrainer(train_loader=[torch.zeros(1, 8, dtype=torch.long)], device="cpu", objective="ar")
     assert simple.recipe.optim == config.optim and simple.recipe.objective == config.objective
+    assert DIMBALightningModule().recipe.objective.name == "diffusion"
+
+
+def test_objective_diffusion_is_the_python_apis_default_objective():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        diffusion = validate(compose("config", overrides=["objective=diffusion"]))
+    assert DIMBALightningModule().recipe.objective == diffusion.objective
 
 
 def test_the_data_module_defaults_are_the_data_config():

@@ -17,7 +17,7 @@ from dimba.resume import check_resume_before_running
 from test_run import compose_config, train
 
 RECIPE = ["objective.weighting=bound", "model.noise_schedule=learned", "model.embedding_norm=8",
-          "model.x0_estimate=softmax", "model.self_condition=true"]
+          "model.x0_estimate=softmax", "model.self_condition=true", "objective=diffusion"]
 GROWN = ["trainer.max_steps=4", "trainer.val_check_interval=4", "progressive_checkpoints=millions",
          "progressive_checkpoints.milestones=[20K,35K]", "growth.schedule=[{step:2,op:width,d_model:48}]"]
 

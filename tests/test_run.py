@@ -41,7 +41,7 @@ def test_every_logger_hears_the_growth_and_milestone_events(tmp_path):
     """Not a stand-in: the real growth and milestone code send them, at their steps."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    config = compose_config("trainer.max_steps=3", "trainer.val_check_interval=3", "logger=many",
+    config = compose_config("objective=diffusion", "trainer.max_steps=3", "trainer.val_check_interval=3", "logger=many",
                             "growth.schedule=[{step:2,op:width,d_model:48}]",
                             "progressive_checkpoints=millions", "progressive_checkpoints.milestones=[20K,40K]")
     train(config, tmp_path)
@@ -70,7 +70,7 @@ def test_a_new_run_from_another_runs_milestone_does_not_save_it_again(tmp_path):
 
 
 def test_a_milestone_records_the_step_of_its_validation_metrics(tmp_path):
-    config = compose_config("trainer.max_steps=5", "trainer.val_check_interval=2",
+    config = compose_config("objective=diffusion", "trainer.max_steps=5", "trainer.val_check_interval=2",
                             "growth.schedule=[{step:5,op:width,d_model:48}]", "progressive_checkpoints=millions",
                             "progressive_checkpoints.milestones=[40K]")
     train(config, tmp_path)

@@ -16,9 +16,10 @@ import dimba
 from conftest import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[1]
-# Small enough for seconds per run; everything else is the shipped default config.
+# Small enough for seconds per run; everything else is the shipped default config, but for the
+# objective: the milestones below are sized for the continuous model's network.
 SHORT = [
-    "data.seq_len=64", "data.batch_size=4",
+    "objective=diffusion", "data.seq_len=64", "data.batch_size=4",
     "trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.limit_val_batches=1",
     "trainer.enable_progress_bar=false",
 ]
@@ -70,10 +71,15 @@ def test_the_default_run_as_shipped(tmp_path):
     saved = [(e["target_milestone"], e["global_step"], e["current_params"])
              for e in map(json.loads, map(Path.read_text, sorted((run / "progressive_checkpoints").glob("*.json"))))]
     # The growth after step 240 crosses all three milestones: each gets its own checkpoint.
-    assert sorted(saved) == [(1_000_000, 240, 4_478_912), (2_000_000, 240, 4_478_912), (4_000_000, 240, 4_478_912)]
+    assert sorted(saved) == [(1_000_000, 240, 4_119_472), (2_000_000, 240, 4_119_472), (4_000_000, 240, 4_119_472)]
     for milestone, step, params in saved:
         model = dimba.load_model(run / "progressive_checkpoints" / f"checkpoint_{milestone // 10**6}.0M_step_{step}.pt")
         assert sum(p.numel() for p in model.parameters()) == params
+        assert (model.config.objective, model.config.n_layers, model.config.d_model) == ("ar", 10, 256)
+    from dimba.plotting import read_run
+
+    record = read_run(run)  # its training.png: the count starts at ar's network, the bound is exact
+    assert record.objective == "ar" and record.params[0] == (0, 452_144) and record.params[-1] == (240, 4_119_472)
 
 
 def test_milestones_in_scientific_notation_and_an_explicit_run_dir(tmp_path):

@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "The same seed gives the same text.")
     p.add_argument("checkpoint", metavar="CKPT", help="any checkpoint dimba writes, an export directory, or a run "
                                                       "directory (its newest checkpoint)")
-    p.add_argument("--prompt", required=True, metavar="TEXT", help="text the output starts with")
+    p.add_argument("--prompt", default="", metavar="TEXT",
+                   help="text the output starts with (default: none, an unconditional sample)")
     p.add_argument("--steps", type=int, default=16, metavar="N",
                    help="denoising steps: DDIM steps, 1 .. the model's diffusion_steps, or unmasking steps "
                         "(default: 16; an ar model generates one token a step and ignores it)")

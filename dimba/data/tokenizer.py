@@ -38,7 +38,10 @@ class ByteTokenizer:
     def encode(self, text: str):
         import torch
 
-        return torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8).long()
+        data = text.encode("utf-8")
+        if not data:  # frombuffer refuses an empty buffer
+            return torch.zeros(0, dtype=torch.long)
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
 
     def encode_ids(self, text: str) -> List[int]:
         return list(text.encode("utf-8"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from dimba.checkpointing.milestones import format_param_count
 from dimba.plotting.record import PathLike, PlotError, RunRecord, read_run
@@ -96,7 +96,8 @@ def _draw_bound(axis: Any, record: RunRecord) -> None:
     errors = [spread.get(s, 0.0) for s in steps]
     lower = [max(v - e, v * 0.05) for v, e in zip(values, errors)]  # a log axis cannot go to zero
     axis.errorbar(steps, values, yerr=[[v - lo for v, lo in zip(values, lower)], errors], color="tab:purple",
-                  marker="o", markersize=4, capsize=3, label="val/bpb (bound, ± standard error)")
+                  marker="o", markersize=4, capsize=3,
+                  label=f"val/bpb ({'exact' if record.objective == 'ar' else 'bound'}, ± standard error)")
     if min(values) > 0:
         axis.set_yscale("log")
     axis.set_ylabel("bits per byte")
@@ -105,13 +106,17 @@ def _draw_bound(axis: Any, record: RunRecord) -> None:
 
 
 def _draw_growth(axes: Sequence[Any], record: RunRecord) -> None:
-    """Growth events on every panel, labelled once at the top."""
+    """Growth events on every panel, labelled once at the top: one line and one label per
+    step, the events of a step joined with "+" (the default run grows depth and width at once)."""
     top = axes[0]
-    for index, mark in enumerate(record.growth):
+    labels: Dict[int, List[str]] = {}
+    for mark in record.growth:
+        labels.setdefault(mark.step, []).append(mark.label)
+    for index, (step, names) in enumerate(sorted(labels.items())):
         for axis in axes:
-            axis.axvline(mark.step, color="tab:green", linestyle="--", linewidth=1, alpha=0.8,
+            axis.axvline(step, color="tab:green", linestyle="--", linewidth=1, alpha=0.8,
                          label="growth event" if index == 0 and axis is top else None)
-        top.annotate(mark.label, (mark.step, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -4),
+        top.annotate(" + ".join(names), (step, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -4),
                      textcoords="offset points", rotation=90, va="top", ha="left", fontsize=9, color="darkgreen")
 
 

@@ -9,7 +9,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from dimba.checkpointing.format import SIDECAR_GLOB, Sidecar, entries_in
 from dimba.checkpointing.milestones import format_param_count, milestone_label
@@ -48,6 +48,7 @@ class RunRecord:
     growth: List[GrowthMark] = field(default_factory=list)
     milestones: List[MilestoneMark] = field(default_factory=list)
     milestone_losses: Series = field(default_factory=list)  # train/loss recorded in the sidecars
+    objective: Optional[str] = None  # the run's objective (`ar`'s val/bpb is exact, the others' a bound)
 
 
 # ---------------------------------------------------------------------- reading
@@ -106,8 +107,10 @@ def read_sidecars(run_dir: Path) -> List[Sidecar]:
     return sorted(sidecars, key=lambda s: (s.global_step, s.target_milestone))
 
 
-def initial_params(run_dir: Path) -> Optional[int]:
-    """The parameter count before any growth, from the run's .hydra/config.yaml (None if absent)."""
+def run_network(run_dir: Path) -> Optional[Any]:
+    """The network the run started with (a `DIMBAConfig`), from its .hydra/config.yaml: the
+    model section built for the run's objective, which decides the network (`ar` has no
+    timestep input and one scan direction). None if the file is absent or unreadable."""
     config_path = run_dir / ".hydra" / "config.yaml"
     if not config_path.is_file():
         return None
@@ -115,18 +118,30 @@ def initial_params(run_dir: Path) -> Optional[int]:
         from omegaconf import OmegaConf
 
         from dimba.model import DIMBAConfig
-        from dimba.model.params import architecture_parameters
+        from dimba.objective import ObjectiveConfig
 
-        model = OmegaConf.to_container(OmegaConf.load(config_path).model, resolve=True)
-        return architecture_parameters(DIMBAConfig.from_record(model))
+        config = OmegaConf.load(config_path)
+        model = DIMBAConfig.from_record(OmegaConf.to_container(config.model, resolve=True))
+        name = OmegaConf.select(config, "objective.name", default=None)
+        return ObjectiveConfig(name=str(name)).network(model) if name else model
     except Exception:  # an old or hand-edited config: the curve starts at the first known point
         return None
+
+
+def initial_params(run_dir: Path) -> Optional[int]:
+    """The parameter count before any growth (None if the run's config cannot say)."""
+    from dimba.model.params import architecture_parameters
+
+    network = run_network(run_dir)
+    return None if network is None else architecture_parameters(network)
 
 
 def read_run(run_dir: PathLike) -> RunRecord:
     run_dir = Path(run_dir)
     metrics_path = find_metrics(run_dir)
     record = RunRecord(metrics_path, read_metrics(metrics_path) if metrics_path else {})
+    network = run_network(run_dir)
+    record.objective = None if network is None else network.objective
     sidecars = read_sidecars(run_dir)
     newest = max(sidecars, key=lambda s: (s.global_step, len(_history(s))), default=None)
     record.growth = [
