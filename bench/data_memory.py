@@ -114,7 +114,7 @@ def main() -> None:
         if args.train_py:
             data = ([] if name == "builtin" else ["data=shards", f"data.path={args.path}"]) + [
                 "data.seq_len=256", "data.batch_size=8"]
-            command = [sys.executable, "train.py", "model=reference", f"trainer.max_steps={args.steps}",
+            command = [sys.executable, "train.py", "model=reference", "objective=diffusion", f"trainer.max_steps={args.steps}",
                        "progressive_checkpoints=disabled", "growth=none", "hydra.run.dir=/tmp/dimba-bench-memory/" + name,
                        *data, *args.overrides]
         else:

@@ -1,9 +1,9 @@
-"""What flushing subnormal floats to zero is worth on this CPU: the default run's training
-step and a bound evaluation, with the flag on (as the trainers and `dimba` set it) and off.
+"""What flushing subnormal floats to zero is worth on this CPU: the continuous model's
+(`objective=diffusion`) training step and a bound evaluation, with the flag on (as the trainers and `dimba` set it) and off.
 
 Each case runs in a fresh process, since the flag is per thread and inherited by the threads
 torch starts after it: a process that trains with it on sets it before its first op, as
-`train.py` does. Models: the default run's final size (d_model 256, 8 layers) and its start
+`train.py` does. Models: `growth=early`'s final size (d_model 256, 8 layers) and the start
 (d_model 128, 4 layers), the default recipe (normalised rows, Bayes x0: its rounding softmax
 underflows) and the original one (free rows, regression x0), at the default batch and length.
 A step is forward + backward + AdamW on random bytes; `--threads` threads (2: this machine).

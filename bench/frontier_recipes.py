@@ -1,5 +1,5 @@
 """Which growth recipe is best in bits? Candidate recipes of `growth=...`, each trained as
-`python train.py` trains it (the default continuous recipe), planned to 0.25, 0.5 and 1 times
+`python train.py objective=diffusion` trains it (the default continuous recipe), planned to 0.25, 0.5 and 1 times
 B with its events at the same fractions of the steps, read against `bench/frontier.py`'s
 fixed-size frontier (`python bench/frontier.py report` reports both).
 

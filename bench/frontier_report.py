@@ -142,7 +142,7 @@ def markdown(result: Dict[str, Any]) -> str:
         for item in recipe["flops_to_target"]:
             ratio = "not reached by B" if item["ratio"] is None else f"{item['ratio']:.2f} B"
             lines.append(f"- {name}, seed {item['seed']}: target {item['target_bpb']:.3f} bpb, {ratio}")
-    lines += ["", "Recipes (Hydra overrides on top of `python train.py growth=early`):", ""]
+    lines += ["", "Recipes (Hydra overrides on top of `python train.py objective=diffusion growth=early`):", ""]
     lines += [f"- `{name}`: `{' '.join(r['overrides']) or 'growth=early'}`" for name, r in result["recipes"].items()]
     return "\n".join(lines) + "\n"
 

@@ -14,7 +14,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
 
 # 1. FSDP2: ~100M model grown to ~300M (depth 12 -> 16 at step 5, width 1024 -> 1536 at step 10),
 #    milestones at the start and after each growth, written in the background; then reload.
-timeout 300 "$PY" train.py trainer=fsdp trainer.devices=1 \
+timeout 300 "$PY" train.py trainer=fsdp trainer.devices=1 objective=diffusion \
   model.d_model=1024 model.n_layers=12 model.chunk_size=128 data.seq_len=512 data.batch_size=8 \
   'growth.schedule=[{step:5,op:depth,n_layers:16},{step:10,op:width,d_model:1536}]' \
   trainer.max_steps=20 trainer.val_check_interval=20 trainer.enable_progress_bar=false \

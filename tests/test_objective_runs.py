@@ -49,6 +49,10 @@ def test_its_checkpoints_export_and_load_as_what_they_are(run, tmp_path, capsys)
     torch.testing.assert_close(exported.token_logits(ids), original.token_logits(ids))
     assert exported.config.objective == objective
     assert f"objective    {objective}" in cli(capsys, "checkpoints", "show", str(source))
+    milestone = sorted((run_dir / "progressive_checkpoints").glob("*.pt"))[-1]
+    shown = cli(capsys, "checkpoints", "show", str(milestone))
+    assert ("the exact likelihood on the validation subset" in shown) == (objective == "ar")
+    assert ("the likelihood bound on the validation subset" in shown) == (objective != "ar")
 
 
 def test_eval_reports_its_likelihood_and_generate_samples_from_it(run, capsys):

@@ -173,3 +173,27 @@ def test_resume_auto_finds_a_run_whose_milestones_went_to_another_save_dir(tmp_p
         leftover.unlink()
     assert latest_matching_run(tmp_path / "outputs", overrides) == run_dir
     assert newest_valid_checkpoint(run_dir).parent == run_dir / "kept"
+
+
+def test_resume_auto_continues_only_a_run_of_the_same_objective(tmp_path):
+    """A run started before the default objective became `ar` trained `diffusion` with no
+    `objective=` typed: `resume=auto` alone must not continue it as `ar` (it would fail
+    after rewriting the run's config), and `objective=diffusion resume=auto` must."""
+    from dimba.checkpointing.discovery import latest_matching_run, resolve_run_dir
+
+    overrides = ["trainer.max_steps=2", "trainer.val_check_interval=2"]
+    old = tmp_path / "outputs" / "2026-01-01" / "10-00-00.000001"
+    train(compose_config("objective=diffusion", *overrides), old)
+    (old / ".hydra").mkdir(parents=True)
+    (old / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))  # nothing typed
+    (old / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices:\n      objective: diffusion\n")
+    fresh = str(tmp_path / "outputs" / "2026-01-02" / "09-00-00.000001")
+
+    assert resolve_run_dir("auto", overrides, "ar", fresh) == fresh  # `resume=auto`: the default, ar
+    assert resolve_run_dir("auto", [*overrides, "objective=diffusion"], "diffusion", fresh) == str(old)
+    assert resolve_run_dir("auto", [*overrides, "objective=cdlm"], "cdlm", fresh) == fresh
+    assert resolve_run_dir(None, [*overrides, "objective=diffusion"], "diffusion", fresh) == fresh
+    # A record from before the objective group existed: the run trained diffusion.
+    (old / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices:\n      model: small\n")
+    assert latest_matching_run(tmp_path / "outputs", [*overrides, "objective=diffusion"], "diffusion") == old
+    assert latest_matching_run(tmp_path / "outputs", overrides, "ar") is None

@@ -4,7 +4,7 @@
     dimba checkpoints show CKPT                   metadata, architecture and growth history
     dimba checkpoints plot RUN_DIR [--out PNG]    parameters and loss against step, as a PNG
     dimba checkpoints export CKPT OUT             OUT/model.safetensors + OUT/config.json
-    dimba generate CKPT --prompt TEXT --steps N --seed S [--length L] [--num-samples N] [--no-clamp] [--sampler ddim|ancestral]
+    dimba generate CKPT [--prompt TEXT] --steps N --seed S [--length L] [--num-samples N] [--no-clamp] [--sampler ddim|ancestral]
                    [--temperature T] [--top-p P]
     dimba eval CKPT_OR_RUN_DIR [--data FILE_OR_DIR...] [--samples K] [--seq-len N] [--json]
     dimba data prepare INPUT... --out DIR [--tokenizer bytes|bpe|PATH] ...   token shards for data=shards
@@ -96,10 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0, metavar="P",
                    help="masked and ar: draw from the smallest set of most likely tokens holding P of the "
                         "probability (default: 1, all)")
-    p = commands.add_parser("eval", help="held-out likelihood bound in bits per byte, with reference lines",
-                            description="The variational bound on -log p(text) of a checkpoint, in bits per byte "
-                                        "(and per token), with its Monte Carlo standard error, beside a uniform, "
-                                        "a unigram and a byte 4-gram model on the same text.")
+    p = commands.add_parser("eval", help="held-out bits per byte (exact for ar, a bound otherwise), with reference lines",
+                            description="-log p(text) of a checkpoint in bits per byte (and per token): exact for "
+                                        "an ar model; for diffusion and masked the variational bound, with its Monte "
+                                        "Carlo standard error; beside a uniform, a unigram and a byte 4-gram model "
+                                        "on the same text.")
     p.add_argument("checkpoint", metavar="CKPT_OR_RUN_DIR", help="a milestone .pt, a last.ckpt, an export directory, "
                                                                  "or a run directory (its newest checkpoint)")
     p.add_argument("--data", nargs="+", metavar="FILE_OR_DIR",

@@ -146,7 +146,9 @@ def format_record(info: Dict[str, Any], source: str) -> str:
     lines = _header(info, source)
     bound = ckpt_format.bound_text(metadata)
     if bound is not None:
-        lines.append(f"val bpb      {bound} bits per byte (the likelihood bound on the validation subset)")
+        exact = isinstance(metadata.get("architecture"), dict) and metadata["architecture"].get("objective") == "ar"
+        what = "the exact likelihood" if exact else "the likelihood bound"
+        lines.append(f"val bpb      {bound} bits per byte ({what} on the validation subset)")
     architecture = metadata.get("architecture")
     if isinstance(architecture, dict):
         width = max(map(len, architecture), default=0)

@@ -3,7 +3,9 @@
 `python train.py` builds it from the composed config (`Recipe.from_config`); the Python
 API's `DIMBALightningModule(...)` and `SimpleTrainer(...)` keyword arguments are turned
 into it here, in one place (`Recipe.from_options`), so every default is the config
-dataclasses' and the two trainers train exactly what `train.py` trains.
+dataclasses' and the two trainers train exactly what `train.py` trains, but for the
+objective: in Python the model config decides it (`DIMBAConfig()` is the continuous model),
+where `train.py`'s defaults list picks `objective=ar`.
 """
 
 from __future__ import annotations

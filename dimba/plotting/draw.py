@@ -3,7 +3,7 @@
 Panels on a shared step axis: the parameter count (a vertical line at every growth event, a
 star at every milestone checkpoint), the train/validation loss (log scale: the first steps
 fall from about 15 to 2 and would flatten the rest) and, where it was logged, the
-validation likelihood bound in bits per byte with its standard error (log scale: it falls
+validation bits per byte (exact for `ar`, a bound otherwise) with its standard error (log scale: it falls
 by orders of magnitude early in training). matplotlib is
 imported only when a plot is drawn, through its object API and the Agg canvas, so pyplot's
 global state is never touched.
