@@ -90,10 +90,13 @@ BENCH_GROWTH = "growth=early"
 """The growth of every run here and in bench/recipe.py: the default run's before
 bench/frontier_recipes.py chose growing at the end, so the tables stay one measurement."""
 ARMS: Dict[str, tuple] = {"ar": ("ar", ()), "masked": ("masked", ()), "diffusion": ("diffusion", ()),
-                          "diffusion[original]": ("diffusion", ORIGINAL_RECIPE)}
+                          "diffusion[original]": ("diffusion", ORIGINAL_RECIPE),
+                          "ar[growth=default]": ("ar", ("growth=default",))}
 """What the table compares, by label: each objective as `train.py objective=NAME` trains it
-today, and continuous diffusion's original recipe (the default before bench/recipe.py chose
-normalised rows and the Bayes estimate) as the line it moved from."""
+today (grown as `growth=early`), continuous diffusion's original recipe (the default before
+bench/recipe.py chose normalised rows and the Bayes estimate) as the line it moved from, and
+`ar` grown as the default run grows it (after its last step: d128x4 for every step), the
+default run's own recipe since `ar` became the default objective."""
 
 
 def arm_of(record: Dict[str, Any]) -> str:

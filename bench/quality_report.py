@@ -25,7 +25,7 @@ from dimba.diffusion.bound import bits_per_byte
 from dimba.model import DIMBA
 from dimba.objectives import sequence_bound
 
-from quality import (ARMS, CACHE, LR_GRID, OBJECTIVES, RESULTS, SAMPLES, BOUND_SAMPLES, SAMPLE_LEN, compose,
+from quality import (ARMS, BENCH_GROWTH, CACHE, LR_GRID, OBJECTIVES, RESULTS, SAMPLES, BOUND_SAMPLES, SAMPLE_LEN, compose,
                      arm_of, corpus_overrides, held_out, load_runs)
 
 WORDS = Path("/usr/share/dict/american-english")
@@ -51,7 +51,7 @@ def cmd_timing(args: argparse.Namespace) -> None:
 
     timings: Dict[str, Dict[str, Any]] = {}
     for objective in OBJECTIVES:
-        config = compose([f"objective={objective}"])
+        config = compose([f"objective={objective}", BENCH_GROWTH])  # the size the compared runs end at
         model = DIMBA(validate_schedule(config.model, config.growth.schedule)[-1]).eval()
         for steps in SAMPLER_STEPS[objective]:
             seconds, forwards = [], 0
@@ -105,7 +105,7 @@ def judge_of(corpus: str, runs: Dict[str, Dict[str, Any]]):
 
     saved = torch.load(CACHE / f"{best['key'].replace('|', '_')}.pt", weights_only=True)
     start = DIMBAConfig.from_dict(saved["config"])
-    config = compose(["objective=ar", *corpus_overrides(corpus)])
+    config = compose(best["overrides"])  # as the judge trained
     final = validate_schedule(config.model, config.growth.schedule)[-1]  # the schedule's sizes at any step count
     model = DIMBA(final if start == config.model else start)
     model.load_state_dict(saved["state"])
