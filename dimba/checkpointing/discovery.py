@@ -4,8 +4,8 @@ A run is "the same experiment" when its command-line overrides match, ignoring t
 that only steer resuming (`resume`, `ckpt_path`, `trainer.max_steps`, `hydra.*`,
 `dry_run`), and it trained the same objective: the `objective` option Hydra chose, typed or
 the default (a run from before the default became `ar` trained `diffusion`, so
-`objective=diffusion resume=auto` continues it and `resume=auto` alone starts afresh). The latest such run that holds a complete checkpoint is continued in its own
-directory. Which of its checkpoints to start from (the highest step) is decided later,
+`objective=diffusion resume=auto` continues it and `resume=auto` alone starts afresh). The
+latest such run that holds a complete checkpoint is continued in its own directory. Which of its checkpoints to start from (the highest step) is decided later,
 when torch is loaded (`dimba.resume`); here a checkpoint only has to look complete: a
 milestone whose sidecar says "ok", or a Lightning checkpoint that is a whole zip archive or
 a Distributed Checkpoint directory with its metadata.
@@ -32,6 +32,10 @@ BEFORE_OBJECTIVES = "diffusion"
 
 def experiment_identity(overrides: Iterable[str]) -> Tuple[str, ...]:
     return tuple(sorted(o for o in overrides if not o.lstrip("+~").startswith((*VOLATILE, OBJECTIVE))))
+
+
+def typed_objective(overrides: Iterable[str]) -> List[str]:
+    return [o for o in overrides if o.lstrip("+~").startswith(OBJECTIVE)]
 
 
 def saved_objective(run_dir: Path) -> Optional[str]:
@@ -91,8 +95,7 @@ def latest_matching_run(runs_root: Path, overrides: Iterable[str], objective: Op
         if recorded is not None:
             if recorded == objective:
                 return run_dir
-        elif [o for o in overrides if o.lstrip("+~").startswith(OBJECTIVE)] == \
-                [o for o in saved if o.lstrip("+~").startswith(OBJECTIVE)]:  # no record of the choice: as typed
+        elif typed_objective(overrides) == typed_objective(saved):  # no record of the choice: as typed
             return run_dir
     return None
 

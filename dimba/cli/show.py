@@ -145,11 +145,11 @@ def format_record(info: Dict[str, Any], source: str) -> str:
     metadata = info.get("metadata") if isinstance(info.get("metadata"), dict) else {}
     lines = _header(info, source)
     bound = ckpt_format.bound_text(metadata)
+    architecture = metadata.get("architecture")
     if bound is not None:
-        exact = isinstance(metadata.get("architecture"), dict) and metadata["architecture"].get("objective") == "ar"
+        exact = isinstance(architecture, dict) and architecture.get("objective") == "ar"
         what = "the exact likelihood" if exact else "the likelihood bound"
         lines.append(f"val bpb      {bound} bits per byte ({what} on the validation subset)")
-    architecture = metadata.get("architecture")
     if isinstance(architecture, dict):
         width = max(map(len, architecture), default=0)
         lines += ["", "architecture"] + [f"  {k.ljust(width)}  {_value(v)}" for k, v in architecture.items()]
