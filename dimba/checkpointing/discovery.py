@@ -1,14 +1,15 @@
 """`resume=auto` while Hydra composes: which run directory to continue. Torch-free.
 
-A run is "the same experiment" when its command-line overrides match, ignoring the ones
-that only steer resuming (`resume`, `ckpt_path`, `trainer.max_steps`, `hydra.*`,
-`dry_run`), and it trained the same objective: the `objective` option Hydra chose, typed or
-the default (a run from before the default became `ar` trained `diffusion`, so
-`objective=diffusion resume=auto` continues it and `resume=auto` alone starts afresh). The
-latest such run that holds a complete checkpoint is continued in its own directory. Which of its checkpoints to start from (the highest step) is decided later,
-when torch is loaded (`dimba.resume`); here a checkpoint only has to look complete: a
-milestone whose sidecar says "ok", or a Lightning checkpoint that is a whole zip archive or
-a Distributed Checkpoint directory with its metadata.
+A run is "the same experiment" when its command-line overrides match, ignoring the ones that
+only steer resuming (`resume`, `ckpt_path`, `trainer.max_steps`, `hydra.*`, `dry_run`), and
+it trained the same objective: the `objective` option Hydra chose, typed or the default (a
+run from before the default became `ar` trained `diffusion`, so `objective=diffusion
+resume=auto` continues it and `resume=auto` alone starts afresh). The latest such run that
+holds a complete checkpoint is continued in its own directory. Which of its checkpoints to
+start from (the highest step) is decided later, when torch is loaded (`dimba.resume`); here
+a checkpoint only has to look complete: a milestone whose sidecar says "ok", or a Lightning
+checkpoint that is a whole zip archive or a Distributed Checkpoint directory with its
+metadata.
 """
 
 from __future__ import annotations

@@ -128,19 +128,11 @@ def run_network(run_dir: Path) -> Optional[Any]:
         return None
 
 
-def initial_params(run_dir: Path) -> Optional[int]:
-    """The parameter count before any growth (None if the run's config cannot say)."""
-    from dimba.model.params import architecture_parameters
-
-    network = run_network(run_dir)
-    return None if network is None else architecture_parameters(network)
-
-
 def read_run(run_dir: PathLike) -> RunRecord:
     run_dir = Path(run_dir)
     metrics_path = find_metrics(run_dir)
     record = RunRecord(metrics_path, read_metrics(metrics_path) if metrics_path else {})
-    network = run_network(run_dir)
+    network = run_network(run_dir)  # read once: the objective and the count before any growth
     record.objective = None if network is None else network.objective
     sidecars = read_sidecars(run_dir)
     newest = max(sidecars, key=lambda s: (s.global_step, len(_history(s))), default=None)
@@ -162,7 +154,7 @@ def read_run(run_dir: PathLike) -> RunRecord:
         record.growth = _growth_from_metrics(record.columns)
     logged = record.columns.get("model/params")
     if record.growth or not logged:  # the count steps exactly at the growth events, to the last step
-        record.params = _reconstruct_params(run_dir, record)
+        record.params = _reconstruct_params(network, record)
         record.params_source = "growth history" if record.params else ""
     else:
         record.params, record.params_source = logged, "metrics"
@@ -188,10 +180,13 @@ def _history(sidecar: Optional[Sidecar]) -> list:
     return history if isinstance(history, list) else []
 
 
-def _reconstruct_params(run_dir: Path, record: RunRecord) -> Series:
-    """The parameter count as a step function: start, each growth event, each milestone."""
+def _reconstruct_params(network: Optional[Any], record: RunRecord) -> Series:
+    """The parameter count as a step function: start (`network`'s count, else the first
+    logged one), each growth event, each milestone."""
+    from dimba.model.params import architecture_parameters
+
     points: Dict[int, int] = {}
-    start = initial_params(run_dir)
+    start = None if network is None else architecture_parameters(network)
     logged = record.columns.get("model/params")
     if start is None and logged and (not record.growth or logged[0][0] < record.growth[0].step):
         start = int(logged[0][1])
