@@ -11,7 +11,7 @@ one `bench/quality.py` chose for the original recipe on the built-in data (its g
 seed 0, `select` half), for every variant: `--tune` runs the grid for the named variants
 too. Figures are read on the `report` half of the validation split.
 
-    python bench/recipe.py run [--variants original,bound,...] [--seeds 3] [--budgets 1] [--samples original,best]
+    python bench/recipe.py run [--variants original,bound,...] [--seeds 3] [--budgets 1] [--samples original,bayes]
     python bench/recipe.py report     # JSON on stdout, bench/results/recipe.{json,md}
 
 Runs are appended to bench/results/recipe_runs.jsonl; a restart skips finished runs. The
@@ -105,6 +105,12 @@ def chosen_rate(variant: str, lr: float) -> float:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    for variant in [*args.variants, *args.tune]:
+        own_overrides(variant)  # an unknown name stops here, before any training
+    stray = [v for v in [*(args.samples or []), *args.tune] if v not in args.variants]
+    if stray:
+        raise SystemExit(f"--samples/--tune name {', '.join(stray)}, not among --variants ({', '.join(args.variants)})")
+    samples = ["original"] if args.samples is None else args.samples
     lr = base_lr()
     for budget in args.budgets:
         for seed in (args.only_seeds or range(args.seeds)):
@@ -112,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                 tuned = variant in args.tune
                 rates = [lr * m for m in quality.LR_GRID] if (tuned and seed == 0) else [chosen_rate(variant, lr)]
                 for rate in rates:
-                    ensure(variant, budget, rate, seed, with_samples=seed == 0 and variant in args.samples, tuned=tuned)
+                    ensure(variant, budget, rate, seed, with_samples=seed == 0 and variant in samples, tuned=tuned)
 
 
 def main() -> None:
@@ -124,7 +130,8 @@ def main() -> None:
     run.add_argument("--seeds", type=int, default=3)
     run.add_argument("--only-seeds", default="", type=lambda s: [int(x) for x in s.split(",") if x],
                      help="run these seeds only (a second process sharing the work)")
-    run.add_argument("--samples", default="original", type=lambda s: s.split(","), help="variants to draw samples of")
+    run.add_argument("--samples", default=None, type=lambda s: [x for x in s.split(",") if x and x != "none"],
+                     help="variants to draw samples of (default: original; none for no samples)")
     run.add_argument("--tune", default="", type=lambda s: [x for x in s.split(",") if x],
                      help="variants whose rate is tuned on the grid (seed 0)")
     sub.add_parser("report")
