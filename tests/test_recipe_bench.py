@@ -8,6 +8,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import recipe_report  # noqa: E402
+from conftest import HANG_GUARD_S  # noqa: E402
 
 
 def _run(arm: str, bpb: float, budget: float = 1.0, lr: float = 4e-3) -> dict:
@@ -28,7 +29,7 @@ def test_the_ar_yardstick_is_the_plain_arm_at_the_same_budget_and_rate():
 def test_a_name_that_is_not_a_variant_stops_before_any_training():
     def run(*args: str) -> str:
         out = subprocess.run([sys.executable, str(ROOT / "bench" / "recipe.py"), "run", *args],
-                             capture_output=True, text=True, timeout=120)
+                             capture_output=True, text=True, timeout=HANG_GUARD_S)
         assert out.returncode != 0
         return out.stderr.strip().splitlines()[-1]
 
