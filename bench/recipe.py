@@ -105,7 +105,7 @@ def chosen_rate(variant: str, lr: float) -> float:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    for variant in [*args.variants, *args.tune]:
+    for variant in args.variants:
         own_overrides(variant)  # an unknown name stops here, before any training
     stray = [v for v in [*(args.samples or []), *args.tune] if v not in args.variants]
     if stray:
